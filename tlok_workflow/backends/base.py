@@ -1,0 +1,59 @@
+"""The backend protocol: the runner asks a backend for one pass at a time.
+
+A backend turns a `PassRequest` into an image. It knows nothing of recipes, items or saving; the runner
+does the ordering, resizing, prompt building and saving. Two backends implement this: diffusers
+(standalone) and the WebUI (modules.processing).
+"""
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from PIL import Image
+
+# on_step(step, total) is called after every denoising step; it may raise to interrupt the pass.
+StepCallback = Callable[[int, int], None]
+
+MODES = ("txt2img", "img2img", "inpaint")
+
+
+@dataclass
+class PassRequest:
+    mode: str                   # one of MODES
+    checkpoint: str             # a demo model name, a file or folder path, or a WebUI checkpoint title
+    prompt: str
+    negative_prompt: str
+    width: int                  # txt2img/img2img: output size. inpaint: the resolution the crop is redrawn at
+    height: int
+    steps: int
+    cfg_scale: float
+    sampler: str                # WebUI sampler name: "Euler a", "DPM++ 2M", "LMS", ...
+    scheduler: str              # WebUI schedule type: "Automatic", "Karras", ...
+    seed: int
+    denoise: float = 1.0        # img2img/inpaint strength
+    image: Optional[Image.Image] = None   # img2img: RGB already at width x height. inpaint: the full RGB image
+    mask: Optional[Image.Image] = None    # inpaint: "L" mask of the full image, white = redraw
+    inpaint_padding: int = 32   # inpaint: context pixels kept around the mask's box ("only masked" mode)
+    mask_blur: int = 4          # inpaint: feather radius of the paste-back, pixels
+
+
+class Backend:
+    """Base class with the optional hooks; subclasses implement `generate` and `model_name`.
+
+    `loads` lists every checkpoint load in order, so callers can count them.
+    """
+
+    def __init__(self) -> None:
+        self.loads: List[str] = []
+
+    def begin_run(self, total_passes: int) -> None:
+        """Called once before a run's first pass."""
+
+    def end_run(self) -> None:
+        """Called once after a run, also after an error or an interrupt."""
+
+    def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
+        """Run one pass. inpaint returns the full image with only the masked region redrawn."""
+        raise NotImplementedError
+
+    def model_name(self, checkpoint: str) -> str:
+        """The model name written into infotext ("Model: …")."""
+        raise NotImplementedError

@@ -1,0 +1,126 @@
+"""The card's chain built from a pack and selections, and the plan a user sees before it runs.
+
+  txt2img  base  512   (skipped when starting from an image; the style token is dropped)
+  img2img  style 512   d=0.5   photo → style
+  img2img  style 1024  d=0.5   the shot's ladder: closeup/half-body → 1024; full-shot → 1024 → 1536
+  img2img  style 1536  d=0.5
+  face     style crop→512 d=0.4, prompt with the pack's face shot ("facial closeup")
+"""
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+from .presets import Pack, find_key
+from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
+
+DEMO_CHECKPOINTS = {"base": "demo-base", "style": "demo-style"}
+DEMO_SCALE = 8  # the demo chain runs at 1/8 of the real sizes: 512 → 64, 1536 → 192
+FACE_OFF = "off"
+FACE_LAST = "last"
+
+
+def ladder_for(pack: Pack, shot: str) -> List[int]:
+    key = find_key(pack.shots, shot)
+    return list(pack.shots[key].ladder if key else pack.info.chain.default_ladder)
+
+
+def build_recipe(pack: Pack, selections: PromptSpec, *, sampler_recipe: str = "",
+                 ladder: Optional[Sequence[int]] = None, face_after: str = FACE_LAST,
+                 start_from_image: bool = False, checkpoints: Optional[dict] = None,
+                 seed: int = -1, demo: bool = False, init_image: str = "") -> Recipe:
+    """The default chain for these selections; `ladder` None means the shot's own ladder."""
+    chain = pack.info.chain
+    name = sampler_recipe or pack.info.defaults.recipe
+    if name not in pack.recipes:
+        raise RecipeError(f"recipe {name!r} is not in pack {pack.name!r} (known: {', '.join(pack.recipes)})")
+    sampling = pack.recipes[name]
+    sizes = list(ladder_for(pack, selections.shot) if ladder is None else ladder)
+    scale = DEMO_SCALE if demo else 1
+
+    def make_stage(kind, label, size, denoise, checkpoint="style", **extra):
+        return Stage(kind=kind, label=label, checkpoint=checkpoint, width=size // scale,
+                     height=size // scale, denoise=denoise, sampler=sampling.sampler, scheduler=sampling.scheduler,
+                     steps=sampling.steps, cfg_scale=sampling.cfg_scale, **extra)
+
+    stages = []
+    if not start_from_image:
+        stages.append(make_stage("txt2img", "base", chain.base_size, 1.0, "base",
+                                 prompt=StagePrompt(style_token=False)))
+    stages.append(make_stage("img2img", "style", chain.base_size, _pick(sampling.denoise, chain.style_denoise)))
+    stages += [make_stage("img2img", str(size), size, _pick(sampling.denoise, chain.ladder_denoise))
+               for size in sizes]
+    if face_after != FACE_OFF:
+        face = make_stage("face", "face", chain.base_size, chain.face_denoise, prompt=StagePrompt(shot=chain.face_shot),
+                          face=FaceOptions(inpaint_size=chain.face_size // scale))
+        stages.insert(_face_position(stages, face_after), face)
+    recipe = Recipe(pack=pack.name, prompt=selections, seed=seed, stages=stages, init_image=init_image, demo=demo,
+                    checkpoints=dict(DEMO_CHECKPOINTS if demo else (checkpoints or {})))
+    return Recipe.from_dict(recipe.to_dict())  # validated like any recipe from a file
+
+
+def _pick(override: Optional[float], default: float) -> float:
+    return default if override is None else override
+
+
+def _face_position(stages: List[Stage], face_after: str) -> int:
+    if face_after == FACE_LAST:
+        return len(stages)
+    labels = [s.label for s in stages]
+    if face_after not in labels:
+        raise RecipeError(f"face_after: {face_after!r} is not a pass of this chain "
+                          f"(passes: {', '.join(labels)}; or '{FACE_LAST}', '{FACE_OFF}')")
+    if face_after == labels[0] and stages[0].kind == "txt2img":
+        raise RecipeError("face_after: the face stage uses the style model; put it after a style pass")
+    return labels.index(face_after) + 1
+
+
+@dataclass
+class Plan:
+    rows: List[List[str]]
+    loads: List[str]                 # checkpoints in load order
+    passes_per_item: int
+    warnings: List[str] = field(default_factory=list)
+
+    def text(self, items: int = 1) -> str:
+        header = ["#", "stage", "kind", "model", "size", "denoise", "steps", "sampler", "cfg", "x"]
+        widths = [max(len(r[i]) for r in [header] + self.rows) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + self.rows]
+        lines.append(f"{self.passes_per_item} passes per item × {items} item(s) = {self.passes_per_item * items} "
+                     f"passes; {len(self.loads)} model load(s): {', '.join(self.loads)}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
+    """What will run: one row per stage, and the model loads of a stage-major run."""
+    rows, loads, previous = [], [], None
+    for i, stage in enumerate(recipe.stages, 1):
+        checkpoint = recipe.checkpoint_of(stage)
+        if checkpoint != previous:
+            loads.append(checkpoint)
+            previous = checkpoint
+        if stage.kind == "face":
+            size = f"crop→{stage.face.inpaint_size}"
+        else:
+            size = f"{stage.width}×{stage.height}"
+        steps = str(stage.steps)
+        if stage.kind != "txt2img":
+            steps += f" ({max(1, int(stage.steps * stage.denoise))} run)"
+        denoise = "" if stage.kind == "txt2img" else f"{stage.denoise:g}"
+        sampler = stage.sampler + ("" if stage.scheduler == "Automatic" else f" {stage.scheduler}")
+        rows.append([str(i), stage.label, stage.kind, checkpoint, size, denoise, steps, sampler,
+                     f"{stage.cfg_scale:g}", str(stage.repeat)])
+    passes = sum(s.repeat for s in recipe.stages)
+    return Plan(rows, loads, passes, _warnings(recipe, pack))
+
+
+def _warnings(recipe: Recipe, pack: Optional[Pack]) -> List[str]:
+    warnings = []
+    if recipe.demo:
+        warnings.append("demo models: random weights at 1/8 size; the images are noise, not art")
+    if pack is not None:
+        high = pack.info.denoise_advice.high
+        for stage in recipe.stages:
+            if stage.kind == "img2img" and stage.denoise > high:
+                warnings.append(f"{stage.label}: denoise {stage.denoise:g} is above {high:g}; the card suggests "
+                                f"several runs at {pack.info.denoise_advice.low:g}–{high:g} instead (repeat)")
+    return warnings

@@ -1,0 +1,256 @@
+"""python -m tlok_workflow: run / prompt / plan / presets, a thin layer over the engine."""
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from . import outputs
+from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
+from .presets import Pack, load_pack, load_packs
+from .prompts import compose
+from .recipe import PromptSpec, Recipe
+from .runner import Progress, Runner, make_items, resolve_seed
+
+
+class CliError(Exception):
+    """A bad flag value; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CliError(message)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.command(args) or 0
+    except (CliError, ValueError, FileNotFoundError) as e:  # our errors are ValueErrors naming the value
+        print(f"tlok_workflow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tlok_workflow: interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m tlok_workflow",
+                     description="The 4elements-diffusion recipe as one command: vanilla txt2img → style img2img → "
+                                 "upscale ladder → face inpaint.")
+    sub = parser.add_subparsers(dest="name", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the chain and save every stage")
+    _add_selection_args(run)
+    _add_recipe_args(run)
+    run.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: ./outputs)")
+    run.add_argument("--count", type=_positive_int, default=1, help="number of images (seeds seed, seed+1, …)")
+    run.add_argument("--no-sheet", action="store_true", help="don't write the per-image contact sheet")
+    run.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto",
+                     help="tile the VAE for large passes (auto: above 1024x1024)")
+    run.set_defaults(command=_cmd_run)
+
+    prompt = sub.add_parser("prompt", help="print the composed prompt and negative prompt")
+    _add_selection_args(prompt)
+    prompt.set_defaults(command=_cmd_prompt)
+
+    plan_cmd = sub.add_parser("plan", help="print the stages, sizes, steps and model loads")
+    _add_selection_args(plan_cmd)
+    _add_recipe_args(plan_cmd)
+    plan_cmd.add_argument("--count", type=_positive_int, default=1)
+    plan_cmd.add_argument("--json", action="store_true", help="print the recipe as JSON instead")
+    plan_cmd.set_defaults(command=_cmd_plan)
+
+    presets = sub.add_parser("presets", help="list the pack's tokens, outfits, hairstyles, negatives, recipes")
+    presets.add_argument("--pack", default=None)
+    presets.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder")
+    presets.set_defaults(command=_cmd_presets)
+    return parser
+
+
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("prompt (pack keys or free text; unset = the pack's defaults)")
+    g.add_argument("--pack", default=None, help="preset pack (default: 4elements)")
+    g.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder (repeatable)")
+    g.add_argument("--shot", help="full-shot, half-body, closeup, 'facial closeup', full-body, '' for none")
+    g.add_argument("--subject", help="e.g. Korra, 'Zendaya standing in a forest'")
+    g.add_argument("--outfit", help="outfit key (defa, runa, …) or free text ('business suit'); '' for none")
+    g.add_argument("--hairstyle", help="hairstyle key (stada, …); default: the outfit's pair for Korra; '' for none")
+    g.add_argument("--weight", type=float, default=1.0, help="attention weight on the outfit, e.g. 1.3")
+    g.add_argument("--medium", help="'tlok artstyle', 'cosplay photo', or free text such as figurine")
+    g.add_argument("--extra", default="", help="words appended at the end")
+    g.add_argument("--negatives", help="comma-separated negative preset keys (default: the pack's for the medium)")
+    g.add_argument("--negative-extra", default="", help="more negative words")
+    g.add_argument("--prompt", dest="positive", default="", help="use this prompt instead of composing one")
+    g.add_argument("--negative", default="", help="use this negative prompt instead of composing one")
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("chain")
+    g.add_argument("--recipe", type=Path, help="recipe JSON, or a PNG this tool wrote: repeat that run exactly")
+    g.add_argument("--preset", default="", help="sampler recipe of the pack: quick, alternative, quality, …")
+    g.add_argument("--ladder", default="auto", help="upscale sizes, e.g. 1024,1536 (default: by shot)")
+    g.add_argument("--face-after", default=FACE_LAST,
+                   help=f"stage the face stage follows: {FACE_LAST} (default), {FACE_OFF}, style, 1024, …")
+    g.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
+    g.add_argument("--base", help="vanilla SD1.x checkpoint for txt2img (.safetensors/.ckpt or diffusers folder)")
+    g.add_argument("--style", help="style checkpoint (4elements-diffusion)")
+    g.add_argument("--demo", action="store_true", help="use the built-in random-weight demo models")
+    g.add_argument("--init-image", type=Path, help="start from this image instead of txt2img")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def _pack(args) -> Pack:
+    return load_pack(args.pack or "4elements", args.presets)
+
+
+def _selections(args, pack: Pack) -> PromptSpec:
+    d = pack.info.defaults
+
+    def pick(value, default):
+        return default if value is None else value
+
+    return PromptSpec(
+        shot=pick(args.shot, d.shot), subject=pick(args.subject, d.subject), outfit=pick(args.outfit, d.outfit),
+        outfit_weight=args.weight, hairstyle=args.hairstyle, medium=pick(args.medium, d.medium), extra=args.extra,
+        negatives=[k.strip() for k in args.negatives.split(",") if k.strip()] if args.negatives is not None else None,
+        negative_extra=args.negative_extra, positive=args.positive, negative=args.negative)
+
+
+def _recipe_and_pack(args):
+    """The recipe from --recipe, or built from the flags; and the pack it refers to."""
+    if args.recipe:
+        recipe = _read_recipe(args.recipe)
+        pack = load_pack(args.pack or recipe.pack, args.presets)
+        if args.seed is not None:
+            recipe.seed = args.seed
+    else:
+        pack = _pack(args)
+        demo = args.demo or not (args.base or args.style)
+        start_from_image = args.init_image is not None
+        if not demo and not args.style:
+            raise CliError("--style is needed with --base (the style checkpoint, e.g. 4elements-diffusion.ckpt)")
+        if not demo and not start_from_image and not args.base:
+            raise CliError("--base is needed for the txt2img stage (a vanilla SD1.x checkpoint), "
+                           "or start from an image with --init-image")
+        ladder = None if args.ladder == "auto" else _sizes(args.ladder)
+        recipe = build_recipe(pack, _selections(args, pack), sampler_recipe=args.preset, ladder=ladder,
+                              face_after=args.face_after, start_from_image=start_from_image, demo=demo,
+                              checkpoints={"base": args.base or "", "style": args.style or ""},
+                              seed=-1 if args.seed is None else args.seed)
+    if args.init_image:
+        recipe.init_image = str(args.init_image)
+    return recipe, pack
+
+
+def _read_recipe(path: Path) -> Recipe:
+    if not path.is_file():
+        raise CliError(f"--recipe {path}: file not found")
+    if path.suffix.lower() == ".png":
+        text = outputs.recipe_json_from_png(path)
+        if not text:
+            raise CliError(f"--recipe {path}: this PNG has no '{outputs.RECIPE_CHUNK}' chunk (not written by "
+                           "tlok_workflow)")
+        return Recipe.from_json(text)
+    return Recipe.from_json(path.read_text(encoding="utf-8"))
+
+
+def _sizes(text: str) -> List[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CliError(f"--ladder {text!r}: expected sizes like 1024,1536") from None
+    bad = [s for s in sizes if s < 64 or s % 8]
+    if bad:
+        raise CliError(f"--ladder {text!r}: {bad[0]} is not a multiple of 8 of at least 64")
+    return sizes
+
+
+def _cmd_prompt(args) -> None:
+    pack = _pack(args)
+    prompts = compose(pack, _selections(args, pack))
+    print(prompts.positive)
+    print(f"Negative prompt: {prompts.negative}")
+    for warning in prompts.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _cmd_plan(args) -> None:
+    recipe, pack = _recipe_and_pack(args)
+    if args.json:
+        print(recipe.to_json())
+        return
+    print(compose(pack, recipe.prompt).positive)
+    print(plan(recipe, pack).text(args.count))
+
+
+def _cmd_presets(args) -> None:
+    pack = _pack(args)
+    print(f"pack {pack.name}: {pack.info.title}")
+    others = [name for name in load_packs(args.presets) if name != pack.name]
+    print(f"  from: {', '.join(pack.sources)}; other packs: {', '.join(others) or '-'}")
+    print(f"style token: {pack.info.style_token}")
+    sections = [
+        ("hairstyles", [(k, h.token, h.description) for k, h in pack.hairstyles.items()]),
+        ("outfits (key, token, paired hairstyle, description)",
+         [(k, o.token, o.hairstyle, o.description + (f"  [{o.warning}]" if o.warning else "")) for k, o in
+          pack.outfits.items()]),
+        ("shots (ladder)", [(k, s.token, "→".join(map(str, s.ladder)), s.description) for k, s in pack.shots.items()]),
+        ("media", [(k, m.token, m.kind, m.description) for k, m in pack.media.items()]),
+        ("negative presets (on by default for)",
+         [(k, n.text, ",".join(n.default_for) or "-", n.description) for k, n in pack.negatives.items()]),
+        ("recipes", [(k, f"{r.sampler}" + ("" if r.scheduler == "Automatic" else f" {r.scheduler}"),
+                      f"{r.steps} steps, CFG {r.cfg_scale:g}" + (f", denoise {r.denoise:g}" if r.denoise else ""),
+                      r.description) for k, r in pack.recipes.items()]),
+    ]
+    for title, rows in sections:
+        print(f"\n{title}:")
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))] if rows else []
+        for row in rows:
+            print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _cmd_run(args) -> None:
+    from tqdm import tqdm
+
+    from .backends.diffusers_backend import DiffusersBackend  # lazy: torch and diffusers load only to run
+
+    recipe, pack = _recipe_and_pack(args)
+    recipe.seed = resolve_seed(recipe.seed)
+    items = make_items(recipe, args.count, args.out)
+    the_plan = plan(recipe, pack)
+    print(compose(pack, recipe.prompt).positive)
+    print(the_plan.text(len(items)))
+    backend = DiffusersBackend(vae_tiling=args.vae_tiling)
+    with tqdm(total=the_plan.passes_per_item * len(items), unit="pass", dynamic_ncols=True) as bar:
+        def show(p: Progress) -> None:
+            bar.update(p.done - bar.n)
+            bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items} step {p.step}/{p.steps}")
+
+        runner = Runner(backend, pack, args.out, on_progress=show, contact_sheets=not args.no_sheet)
+        result = runner.run(recipe, items)
+        bar.update(len(result.outputs) - bar.n)
+    _report(result, recipe, args.out)
+
+
+def _report(result, recipe: Recipe, out: Path) -> None:
+    print(f"\nwrote {sum(1 for o in result.outputs if o.path)} stage image(s) to {out}/ "
+          f"({len(result.loads)} model load(s): {', '.join(result.loads)})")
+    for o in result.outputs:
+        print(f"  {o.path.name if o.path else '-':<40} {o.note}")
+    for item, sheet in result.sheets.items():
+        print(f"  contact sheet: {sheet.name}")
+    if result.interrupted:
+        print("interrupted: the finished stages above are kept")
+    if recipe.demo:
+        print("DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Reading inputs and writing outputs: images, WebUI infotext, the recipe chunk, contact sheets.
+
+Writes never overwrite and are atomic: a PNG is written to a temporary file in the target folder and then
+hard-linked to a free name, so a file either appears complete under its name or not at all.
+"""
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
+
+from . import __version__
+
+INFOTEXT_CHUNK = "parameters"   # the WebUI's PNG text chunk
+RECIPE_CHUNK = "tlok_recipe"    # the whole recipe as JSON, for `run --recipe IMAGE`
+MAX_PIXELS = 64 * 1024 * 1024   # larger inputs are refused rather than risking memory
+
+
+class ImageError(ValueError):
+    """An input image cannot be used; the message names the file."""
+
+
+def quote(value) -> str:
+    """Infotext value quoting, as the WebUI's infotext_utils.quote."""
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def infotext(prompt: str, negative: str, params: Dict[str, object]) -> str:
+    """WebUI infotext: prompt, 'Negative prompt: …', then 'Key: value, …' (None values left out)."""
+    params = dict(params, Version=f"tlok-workflow {__version__}")
+    pairs = ", ".join(f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative_line = f"\nNegative prompt: {negative}" if negative else ""
+    return f"{prompt}{negative_line}\n{pairs}".strip()
+
+
+def save_png(folder: Path, stem: str, image: Image.Image, info: str = "", recipe_json: str = "") -> Path:
+    """Save under `stem`.png, or `stem`-1.png, … if taken; never overwrites; returns the path written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png = PngImagePlugin.PngInfo()
+    if info:
+        png.add_text(INFOTEXT_CHUNK, info)
+    if recipe_json:
+        png.add_text(RECIPE_CHUNK, recipe_json)
+    fd, tmp = tempfile.mkstemp(prefix=".tlok-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=png)
+            f.flush()
+            os.fsync(f.fileno())
+        return _link_to_free_name(Path(tmp), folder, stem)
+    finally:
+        os.unlink(tmp)
+
+
+def _link_to_free_name(tmp: Path, folder: Path, stem: str) -> Path:
+    for n in range(100000):
+        path = folder / (f"{stem}.png" if n == 0 else f"{stem}-{n}.png")
+        try:
+            os.link(tmp, path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free file name for {stem}")
+
+
+def read_png_text(path: Path) -> Dict[str, str]:
+    with Image.open(path) as im:
+        return {k: v for k, v in im.info.items() if isinstance(v, str)}
+
+
+def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """An input image as RGB, EXIF orientation applied; clear errors for unusable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: not found")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageError(f"{path}: {im.width}x{im.height} is over the {max_pixels} pixel limit")
+            im.load()
+            return _to_rgb(ImageOps.exif_transpose(im))
+    except ImageError:
+        raise
+    except Exception as e:  # PIL raises many types for broken files
+        raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGBA/LA/P/CMYK/16-bit → RGB; transparency becomes white, as a photo viewer shows it."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        im = im.point(lambda v: v / 257).convert("L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, "white")
+        return Image.alpha_composite(background, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def next_run_number(folder: Path) -> int:
+    """One more than the highest 'NNNNN-' file prefix in the folder, like the WebUI's image numbers."""
+    numbers = [int(m.group(1)) for p in folder.glob("*") if (m := re.match(r"(\d{5})-", p.name))] \
+        if folder.is_dir() else []
+    return max(numbers, default=-1) + 1
+
+
+def fit_size(image_size: Tuple[int, int], width: int, height: int) -> Tuple[int, int]:
+    """The stage size for an input: as given when the aspect matches, else the input's aspect with the
+    stage's long side (multiples of 8), so non-square photos are not squashed."""
+    iw, ih = image_size
+    if iw * height == ih * width:
+        return width, height
+    long_side = max(width, height)
+    scale = long_side / max(iw, ih)
+    return max(8, round(iw * scale / 8) * 8), max(8, round(ih * scale / 8) * 8)
+
+
+def contact_sheet(images: Sequence[Tuple[Image.Image, str]], title: str = "", height: int = 320) -> Image.Image:
+    """All stages of one item side by side at one height, each labelled underneath."""
+    font = ImageFont.load_default()
+    band = 18
+    tiles = [im.resize((max(1, round(im.width * height / im.height)), height),
+                       Image.NEAREST if im.height < height else Image.LANCZOS) for im, _ in images]
+    top = band if title else 0
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) + 1), top + height + band + 8), "white")
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((8, 3), title, fill="black", font=font)
+    x = 8
+    for tile, (_, label) in zip(tiles, images):
+        sheet.paste(tile, (x, top + 4))
+        draw.text((x, top + height + 7), label, fill="black", font=font)
+        x += tile.width + 8
+    return sheet
+
+
+def recipe_json_from_png(path: Path) -> Optional[str]:
+    return read_png_text(path).get(RECIPE_CHUNK)

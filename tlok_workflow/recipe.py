@@ -1,0 +1,144 @@
+"""The recipe: a typed, bounded, JSON round-trippable description of one TLOK chain.
+
+A recipe is plain data. Each field carries its bounds and a one-line description in its metadata, so the
+same schema validates JSON files, API requests and PNG chunks, and the UI can show the descriptions.
+"""
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from .schema import SchemaError, build, spec
+
+STAGE_KINDS = ("txt2img", "img2img", "face")
+SEED_POLICIES = ("same", "offset", "fixed")
+RECIPE_VERSION = 1
+
+
+RecipeError = SchemaError
+
+
+@dataclass
+class PromptSpec:
+    """What the user picked; the composer turns it into positive and negative prompts."""
+    shot: str = spec("full-shot", "shot key of the pack (full-shot, half-body, closeup, …) or free text")
+    subject: str = spec("Korra", "free text: 'Korra', 'Zendaya standing in a forest'")
+    outfit: str = spec("defa", "outfit key of the pack (→ 'wearing defa outfit') or free text (→ 'wearing …')")
+    outfit_weight: float = spec(1.0, "attention weight on the outfit phrase; 1.3 → '(wearing defa outfit:1.3)'",
+                                ge=0.1, le=2.0)
+    hairstyle: Optional[str] = spec(None, "hairstyle key; null = the outfit's own one when the subject is a "
+                                          "pack character; '' = none")
+    medium: str = spec("tlok artstyle", "medium key of the pack or free text such as 'figurine'")
+    extra: str = spec("", "words appended at the end")
+    negatives: Optional[List[str]] = spec(None, "negative preset keys; null = the pack's defaults for the medium")
+    negative_extra: str = spec("", "more negative words")
+    positive: str = spec("", "edited positive prompt; when set it replaces the composed one")
+    negative: str = spec("", "edited negative prompt; when set it replaces the composed one")
+
+
+@dataclass
+class StagePrompt:
+    """How one stage varies the run's prompt."""
+    style_token: bool = spec(True, "false drops the pack's style token (the vanilla base model does not know it)")
+    shot: str = spec("", "replace the shot token for this stage, e.g. 'facial closeup' for the face stage")
+    extra: str = spec("", "words added for this stage only, e.g. 'big eyes'")
+
+
+@dataclass
+class FaceOptions:
+    """How the face stage finds faces and builds masks."""
+    detectors: List[str] = spec(doc="detectors tried in order until one finds a face: mediapipe, opencv, yolo, mask",
+                                factory=lambda: ["mediapipe", "opencv"])
+    confidence: float = spec(0.5, "minimum detection confidence", ge=0.0, le=1.0)
+    top_k: int = spec(0, "keep only the k largest or most confident faces; 0 keeps all", ge=0, le=100)
+    sort_by: str = spec("area", "which faces top_k keeps", choices=("area", "confidence"))
+    min_area_ratio: float = spec(0.0, "ignore faces smaller than this share of the image", ge=0.0, le=1.0)
+    max_area_ratio: float = spec(1.0, "ignore faces larger than this share of the image", ge=0.0, le=1.0)
+    dilation: int = spec(4, "grow the mask by this many pixels; negative erodes", ge=-256, le=256)
+    offset_x: int = spec(0, "move the mask right by this many pixels", ge=-4096, le=4096)
+    offset_y: int = spec(0, "move the mask down by this many pixels", ge=-4096, le=4096)
+    merge: bool = spec(False, "redraw all faces in one pass instead of one pass per face")
+    mask_blur: int = spec(4, "feather of the paste-back, pixels", ge=0, le=64)
+    padding: int = spec(32, "context pixels around the face that the inpaint pass sees", ge=0, le=512)
+    inpaint_size: int = spec(512, "long side the face crop is redrawn at", ge=64, le=2048, multiple_of=8)
+    mask_image: str = spec("", "path of a user mask image (white = redraw), for the 'mask' detector")
+    yolo_model: str = spec("", "path of an ultralytics face model (.pt), for the 'yolo' detector")
+
+
+@dataclass
+class Stage:
+    """One pass of the chain (repeated `repeat` times)."""
+    kind: str = spec(doc="txt2img, img2img or face", choices=STAGE_KINDS)
+    label: str = spec(doc="short name used in file names and the plan, e.g. 'base', 'style', '1024', 'face'")
+    checkpoint: str = spec("style", "a role of recipe.checkpoints ('base', 'style') or a checkpoint name/path")
+    width: int = spec(512, "output width; for face stages unused (see face.inpaint_size)", ge=8, le=8192,
+                      multiple_of=8)
+    height: int = spec(512, "output height", ge=8, le=8192, multiple_of=8)
+    denoise: float = spec(0.5, "img2img/face denoising strength (card: 0.4–0.6, up to 0.8 for hard cases)",
+                          ge=0.0, le=1.0)
+    sampler: str = spec("Euler a", "WebUI sampler name")
+    scheduler: str = spec("Automatic", "WebUI schedule type")
+    steps: int = spec(20, "sampling steps (img2img runs about steps × denoise of them)", ge=1, le=500)
+    cfg_scale: float = spec(7.0, "CFG scale (card: 7, or 4 for less overtraining)", ge=1.0, le=30.0)
+    seed_policy: str = spec("same", "same: the item's seed; offset: item seed + stage number; fixed: `seed`",
+                            choices=SEED_POLICIES)
+    seed: int = spec(-1, "the seed when seed_policy is fixed", ge=-1, le=2**32 - 1)
+    prompt: StagePrompt = spec(doc="per-stage prompt variant", factory=StagePrompt)
+    repeat: int = spec(1, "run the pass this many times in a row (card: several 0.5–0.6 runs beat one 0.8)",
+                       ge=1, le=10)
+    face: Optional[FaceOptions] = spec(None, "face detection and mask options (face stages only)")
+
+    def __post_init__(self):
+        if self.kind == "face" and self.face is None:
+            self.face = FaceOptions()
+
+
+@dataclass
+class Recipe:
+    """A whole chain: the prompt, the checkpoints by role, the seed and the ordered stages."""
+    version: int = spec(RECIPE_VERSION, "recipe format version", ge=1, le=RECIPE_VERSION)
+    pack: str = spec("4elements", "preset pack the prompt keys refer to")
+    prompt: PromptSpec = spec(doc="the prompt selections", factory=PromptSpec)
+    checkpoints: Dict[str, str] = spec(doc="checkpoint for each role",
+                                       factory=lambda: {"base": "demo-base", "style": "demo-style"})
+    seed: int = spec(-1, "seed of the first item (item i uses seed + i); -1 picks one at run time",
+                     ge=-1, le=2**32 - 1)
+    stages: List[Stage] = spec(doc="the chain, in order", factory=list)
+    init_image: str = spec("", "path of the start image when the chain starts with img2img")
+    demo: bool = spec(False, "true when the checkpoints are the built-in random-weight demo models")
+
+    def checkpoint_of(self, stage: Stage) -> str:
+        """The real checkpoint a stage uses: its role resolved through `checkpoints`."""
+        return self.checkpoints.get(stage.checkpoint, stage.checkpoint)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Recipe":
+        recipe = build(cls, data, "recipe")
+        _check_recipe(recipe)
+        return recipe
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recipe":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RecipeError(f"recipe: not valid JSON ({e})") from None
+        return cls.from_dict(data)
+
+
+def _check_recipe(recipe: Recipe) -> None:
+    """Cross-field rules that single fields cannot express."""
+    for i, stage in enumerate(recipe.stages):
+        where = f"recipe.stages[{i}]"
+        if stage.kind == "txt2img" and i != 0:
+            raise RecipeError(f"{where}.kind: txt2img can only be the first stage")
+        if stage.kind == "face" and i == 0:
+            raise RecipeError(f"{where}.kind: a face stage needs an image from an earlier stage")
+        if stage.kind != "face" and stage.face is not None:
+            raise RecipeError(f"{where}.face: only face stages take face options")

@@ -1,0 +1,235 @@
+"""Run a recipe over items on a backend, stage-major, saving every stage.
+
+Stage-major means every item goes through stage k before any item starts stage k+1, so each checkpoint is
+loaded once per run however many items there are. Each stage's image is saved at once and the next stage
+reads it back from disk, so memory stays flat as the item count grows and an interrupt keeps all finished
+stages.
+"""
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from PIL import Image
+
+from . import outputs
+from .backends.base import Backend, PassRequest
+from .presets import Pack
+from .prompts import Prompts, compose, for_stage
+from .recipe import Recipe, Stage
+
+
+class Interrupted(Exception):
+    """Raised inside a pass when the user asked to stop; the pass in flight is discarded."""
+
+
+class Skipped(Exception):
+    """Raised inside a pass when the user skipped it; the item keeps its last image and goes on."""
+
+
+@dataclass
+class Item:
+    name: str                     # output file stem, e.g. "00003-7" or an input file's stem
+    seed: int
+    image: Optional[Path] = None  # the start image, for chains that begin with img2img
+
+
+@dataclass
+class Progress:
+    stage: int          # 1-based stage number
+    stages: int
+    label: str
+    item: int           # 1-based item number
+    items: int
+    step: int
+    steps: int
+    done: int           # passes finished in this run
+    total: int          # passes in this run (face stages count one pass per item)
+
+
+@dataclass
+class StageOutput:
+    item: str
+    stage: int          # 1-based
+    label: str
+    path: Optional[Path]   # None when the stage changed nothing (no face found, skipped)
+    seed: int
+    note: str = ""
+
+
+@dataclass
+class RunResult:
+    outputs: List[StageOutput] = field(default_factory=list)
+    sheets: Dict[str, Path] = field(default_factory=dict)
+    interrupted: bool = False
+    loads: List[str] = field(default_factory=list)
+
+    def final(self, item: str) -> Optional[Path]:
+        paths = [o.path for o in self.outputs if o.item == item and o.path]
+        return paths[-1] if paths else None
+
+
+def resolve_seed(seed: int) -> int:
+    return random.randrange(2**32) if seed == -1 else seed
+
+
+def make_items(recipe: Recipe, count: int, out_dir: Path, images: Sequence[Path] = ()) -> List[Item]:
+    """Items numbered after what is already in `out_dir`; item i gets seed + i."""
+    first = outputs.next_run_number(out_dir)
+    starts = list(images) or ([Path(recipe.init_image)] * count if recipe.init_image else [])
+    count = len(starts) or count
+    return [Item(name=f"{first + i:05d}-{recipe.seed + i}", seed=recipe.seed + i,
+                 image=starts[i] if starts else None) for i in range(count)]
+
+
+class Runner:
+    def __init__(self, backend: Backend, pack: Pack, out_dir: Path, *,
+                 on_progress: Optional[Callable[[Progress], None]] = None,
+                 should_stop: Optional[Callable[[], bool]] = None, should_skip: Optional[Callable[[], bool]] = None,
+                 contact_sheets: bool = True):
+        self.backend = backend
+        self.pack = pack
+        self.out_dir = Path(out_dir)
+        self.on_progress = on_progress or (lambda progress: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.should_skip = should_skip or (lambda: False)  # True once per skip request
+        self.contact_sheets = contact_sheets
+
+    def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
+        if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
+            raise ValueError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
+        prompts = compose(self.pack, recipe.prompt)
+        result = RunResult()
+        latest: Dict[str, Optional[Path]] = {item.name: item.image for item in items}
+        total = sum(stage.repeat for stage in recipe.stages) * len(items)
+        loads_before = len(self.backend.loads)
+        self.backend.begin_run(total)
+        try:
+            done = 0
+            for number, stage in enumerate(recipe.stages, 1):
+                for repeat in range(stage.repeat):
+                    for index, item in enumerate(items, 1):
+                        self._check_stop()
+                        at = Progress(number, len(recipe.stages), stage.label, index, len(items), 0, stage.steps,
+                                      done, total)
+                        if stage.kind != "txt2img" and latest[item.name] is None:
+                            result.outputs.append(StageOutput(item.name, number, stage.label, None, item.seed,
+                                                              "passed over: no image from the earlier stages"))
+                            done += 1
+                            continue
+                        try:
+                            output = self._run_pass(recipe, prompts, stage, repeat, item, latest[item.name], at)
+                        except Skipped:
+                            output = StageOutput(item.name, number, stage.label, None, item.seed, "skipped")
+                        result.outputs.append(output)
+                        latest[item.name] = output.path or latest[item.name]
+                        done += 1
+        except Interrupted:
+            result.interrupted = True
+        finally:
+            self.backend.end_run()
+            result.loads = self.backend.loads[loads_before:]
+        if self.contact_sheets:
+            result.sheets = self._save_sheets(recipe, result, items)
+        return result
+
+    def _run_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, repeat: int, item: Item,
+                  source: Optional[Path], at: Progress) -> StageOutput:
+        seed = self._stage_seed(recipe, stage, item) + repeat
+        request = PassRequest(
+            mode=stage.kind, checkpoint=recipe.checkpoint_of(stage),
+            prompt=for_stage(self.pack, prompts.positive, stage.prompt), negative_prompt=prompts.negative,
+            width=stage.width, height=stage.height, steps=stage.steps, cfg_scale=stage.cfg_scale,
+            sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise)
+
+        def on_step(step: int, steps: int) -> None:
+            self.on_progress(Progress(at.stage, at.stages, at.label, at.item, at.items, step, steps, at.done,
+                                      at.total))
+            self._check_stop()
+            if self.should_skip():
+                raise Skipped()
+
+        if stage.kind == "face":
+            image, note = self._redraw_faces(request, stage, outputs.load_image(source), on_step)
+            if image is None:
+                return StageOutput(item.name, at.stage, stage.label, None, seed, note)
+        else:
+            if stage.kind == "img2img":
+                image = outputs.load_image(source)
+                request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height)
+                request.image = image.resize((request.width, request.height), Image.LANCZOS)
+            image, note = self.backend.generate(request, on_step), ""
+        path = self._save(recipe, request, stage, at, repeat, item, image, note)
+        return StageOutput(item.name, at.stage, stage.label, path, seed, note)
+
+    def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
+        """Inpaint each face (or all at once); (None, note) when no face is found."""
+        from .faces import face_masks, find_faces  # lazy: detector packages load only when a face stage runs
+
+        search = find_faces(image, stage.face)
+        if not search.detections:
+            return None, "no face found (tried: " + ", ".join(search.tried) + ")"
+        request.mode = "inpaint"
+        request.width = request.height = stage.face.inpaint_size
+        request.inpaint_padding, request.mask_blur = stage.face.padding, stage.face.mask_blur
+        masks = face_masks(image.size, search, stage.face)
+        for mask in masks:
+            request.image, request.mask = image, mask
+            image = self.backend.generate(request, on_step)
+        return image, f"{len(search.detections)} face(s) by {search.detector}, {len(masks)} pass(es)"
+
+    def _stage_seed(self, recipe: Recipe, stage: Stage, item: Item) -> int:
+        if stage.seed_policy == "fixed":
+            return stage.seed
+        if stage.seed_policy == "offset":
+            return item.seed + recipe.stages.index(stage)
+        return item.seed
+
+    def _save(self, recipe: Recipe, request: PassRequest, stage: Stage, at: Progress, repeat: int, item: Item,
+              image: Image.Image, note: str) -> Path:
+        stem = f"{item.name}-s{at.stage}-{stage.label}" + (f"-r{repeat + 1}" if stage.repeat > 1 else "")
+        info = outputs.infotext(request.prompt, request.negative_prompt, self._infotext_params(
+            recipe, request, stage, at, image, note))
+        # the recipe as this item ran it: re-running it as one item reproduces this image
+        item_recipe = Recipe.from_dict(recipe.to_dict())
+        item_recipe.seed, item_recipe.init_image = item.seed, str(item.image or "")
+        return outputs.save_png(self.out_dir, stem, image, info, item_recipe.to_json(indent=None))
+
+    def _infotext_params(self, recipe, request, stage, at, image, note) -> dict:
+        face = stage.face if stage.kind == "face" else None
+        return {
+            "Steps": request.steps,
+            "Sampler": request.sampler,
+            "Schedule type": request.scheduler,
+            "CFG scale": request.cfg_scale,
+            "Seed": request.seed,
+            "Size": f"{image.width}x{image.height}",
+            "Model": self.backend.model_name(request.checkpoint),
+            "Denoising strength": request.denoise if stage.kind != "txt2img" else None,
+            "Mask blur": face.mask_blur if face else None,
+            "Inpaint area": "Only masked" if face else None,
+            "Masked area padding": face.padding if face else None,
+            "TLOK stage": f"{at.stage}/{at.stages} {stage.label}",
+            "TLOK pack": recipe.pack,
+            "TLOK faces": note or None,
+            "TLOK demo": "random-weight demo models" if recipe.demo else None,
+        }
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise Interrupted()
+
+    def _save_sheets(self, recipe: Recipe, result: RunResult, items: Sequence[Item]) -> Dict[str, Path]:
+        sheets = {}
+        for item in items:
+            stages = [o for o in result.outputs if o.item == item.name and o.path]
+            if not stages:
+                continue
+            tiles = [(outputs.load_image(item.image), "start")] if item.image else []
+            for o in stages:
+                im = outputs.load_image(o.path)
+                tiles.append((im, f"s{o.stage} {o.label} {im.width}x{im.height}"))
+            title = f"{item.name}  seed {item.seed}" + ("  DEMO OUTPUT (random-weight models)" if recipe.demo else "")
+            sheets[item.name] = outputs.save_png(self.out_dir, f"{item.name}-sheet",
+                                                 outputs.contact_sheet(tiles, title))
+        return sheets
