@@ -172,9 +172,9 @@ def test_skip_drops_one_pass_and_the_item_goes_on(tmp_path):
     result = Runner(backend, PACK, tmp_path, should_skip=lambda: next(skips, False), contact_sheets=False).run(
         r, make_items(r, 2, tmp_path))
     assert not result.interrupted
-    missing = [(o.item, o.label, o.note.split(":")[0]) for o in result.outputs if not o.path]
+    missing = [(o.item, o.label, o.status) for o in result.outputs if not o.path]
     # the skipped item has no base image, so its later passes cannot run: reported, not crashed
-    assert missing == [("00001-11", "base", "skipped")] + [("00001-11", s, "passed over") for s in
+    assert missing == [("00001-11", "base", "skipped")] + [("00001-11", s, "passed-over") for s in
                                                             ("style", "1024", "1536")]
     assert [o.path.name for o in result.outputs if o.path][-1] == "00000-10-s4-1536.png"
     assert len(backend.requests) == 5

@@ -61,6 +61,18 @@ def _build_parser() -> argparse.ArgumentParser:
     plan_cmd.add_argument("--json", action="store_true", help="print the recipe as JSON instead")
     plan_cmd.set_defaults(command=_cmd_plan)
 
+    batch = sub.add_parser("batch", help="img2img-upscale a folder of images through the chain (resumable)")
+    batch.add_argument("source", help="input folder, glob pattern ('in/*.png'), or a .txt file listing images")
+    batch.add_argument("out", type=Path, help="output folder (not inside the input folder)")
+    _add_selection_args(batch)
+    _add_recipe_args(batch, from_images=True)
+    batch.add_argument("--recursive", action="store_true", help="include subfolders (mirrored in the output)")
+    batch.add_argument("--final-only", action="store_true", help="keep only each image's final stage")
+    batch.add_argument("--prompt-from-infotext", action="store_true",
+                       help="add each PNG's own infotext prompt to its prompt")
+    batch.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto")
+    batch.set_defaults(command=_cmd_batch)
+
     presets = sub.add_parser("presets", help="list the pack's tokens, outfits, hairstyles, negatives, recipes")
     presets.add_argument("--pack", default=None)
     presets.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder")
@@ -85,7 +97,7 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--negative", default="", help="use this negative prompt instead of composing one")
 
 
-def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+def _add_recipe_args(p: argparse.ArgumentParser, from_images: bool = False) -> None:
     g = p.add_argument_group("chain")
     g.add_argument("--recipe", type=Path, help="recipe JSON, or a PNG this tool wrote: repeat that run exactly")
     g.add_argument("--preset", default="", help="sampler recipe of the pack: quick, alternative, quality, …")
@@ -93,9 +105,12 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--face-after", default=FACE_LAST,
                    help=f"stage the face stage follows: {FACE_LAST} (default), {FACE_OFF}, style, 1024, …")
     g.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
-    g.add_argument("--base", help="vanilla SD1.x checkpoint for txt2img (.safetensors/.ckpt or diffusers folder)")
     g.add_argument("--style", help="style checkpoint (4elements-diffusion)")
     g.add_argument("--demo", action="store_true", help="use the built-in random-weight demo models")
+    if from_images:
+        p.set_defaults(base=None, init_image=None)
+        return
+    g.add_argument("--base", help="vanilla SD1.x checkpoint for txt2img (.safetensors/.ckpt or diffusers folder)")
     g.add_argument("--init-image", type=Path, help="start from this image instead of txt2img")
 
 
@@ -123,7 +138,7 @@ def _selections(args, pack: Pack) -> PromptSpec:
         negative_extra=args.negative_extra, positive=args.positive, negative=args.negative)
 
 
-def _recipe_and_pack(args):
+def _recipe_and_pack(args, from_images: bool = False):
     """The recipe from --recipe, or built from the flags; and the pack it refers to."""
     if args.recipe:
         recipe = _read_recipe(args.recipe)
@@ -133,7 +148,7 @@ def _recipe_and_pack(args):
     else:
         pack = _pack(args)
         demo = args.demo or not (args.base or args.style)
-        start_from_image = args.init_image is not None
+        start_from_image = from_images or args.init_image is not None
         if not demo and not args.style:
             raise CliError("--style is needed with --base (the style checkpoint, e.g. 4elements-diffusion.ckpt)")
         if not demo and not start_from_image and not args.base:
@@ -237,6 +252,43 @@ def _cmd_run(args) -> None:
         result = runner.run(recipe, items)
         bar.update(len(result.outputs) - bar.n)
     _report(result, recipe, args.out)
+
+
+def _cmd_batch(args) -> int:
+    import signal
+
+    from tqdm import tqdm
+
+    from .backends.diffusers_backend import DiffusersBackend
+    from .batch import run_batch
+
+    recipe, pack = _recipe_and_pack(args, from_images=True)
+    stop_requested = []
+
+    def on_sigint(signum, frame):  # first Ctrl+C: finish the current step, keep everything; second: abort
+        stop_requested.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with tqdm(unit="pass", dynamic_ncols=True) as bar:
+            def show(p: Progress) -> None:
+                bar.total = p.total
+                bar.update(p.done - bar.n)
+                bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
+
+            summary = run_batch(DiffusersBackend(vae_tiling=args.vae_tiling), pack, recipe, args.source, args.out,
+                                recursive=args.recursive, final_only=args.final_only,
+                                prompt_from_infotext=args.prompt_from_infotext, on_progress=show,
+                                should_stop=lambda: bool(stop_requested))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(summary.text())
+    print(f"outputs: {args.out}/")
+    if summary.data["interrupted"]:
+        print("interrupted: finished passes are kept; run the same command again to continue")
+        return 130
+    return 1 if summary.data["failed"] else 0
 
 
 def _report(result, recipe: Recipe, out: Path) -> None:

@@ -69,6 +69,27 @@ def _link_to_free_name(tmp: Path, folder: Path, stem: str) -> Path:
     raise FileExistsError(f"{folder}: no free file name for {stem}")
 
 
+def replace_text(path: Path, text: str) -> None:
+    """Write a text file atomically, replacing it (summaries describe the latest run)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tlok-", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_new_text(path: Path, text: str) -> None:
+    """Write a text file atomically; an existing file is kept as it is."""
+    fd, tmp = tempfile.mkstemp(prefix=".tlok-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+
+
 def read_png_text(path: Path) -> Dict[str, str]:
     with Image.open(path) as im:
         return {k: v for k, v in im.info.items() if isinstance(v, str)}

@@ -6,6 +6,7 @@ reads it back from disk, so memory stays flat as the item count grows and an int
 stages.
 """
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -29,9 +30,10 @@ class Skipped(Exception):
 
 @dataclass
 class Item:
-    name: str                     # output file stem, e.g. "00003-7" or an input file's stem
+    name: str                     # output file stem, e.g. "00003-7", or "sub/photo" for an input sub/photo.jpg
     seed: int
     image: Optional[Path] = None  # the start image, for chains that begin with img2img
+    prompt_extra: str = ""        # words added to this item's positive prompt (e.g. the start image's prompt)
 
 
 @dataclass
@@ -47,14 +49,31 @@ class Progress:
     total: int          # passes in this run (face stages count one pass per item)
 
 
+DONE, NO_FACE, SKIPPED, FAILED, PASSED_OVER = "done", "no-face", "skipped", "failed", "passed-over"
+
+
 @dataclass
 class StageOutput:
     item: str
-    stage: int          # 1-based
+    stage: int             # 1-based
+    repeat: int            # 0-based
     label: str
-    path: Optional[Path]   # None when the stage changed nothing (no face found, skipped)
+    status: str            # DONE, NO_FACE (image unchanged), SKIPPED, FAILED (bad input), PASSED_OVER (no image)
+    path: Optional[Path]   # the image written; None unless DONE
     seed: int
     note: str = ""
+    seconds: float = 0.0
+    resumed: bool = False  # finished by an earlier run (see Journal)
+
+
+class Journal:
+    """Resume support: passes an earlier run finished are not run again."""
+
+    def finished(self, item: str, stage: int, repeat: int) -> Optional[StageOutput]:
+        return None
+
+    def record(self, output: StageOutput) -> None:
+        """Called after each finished pass (DONE or NO_FACE), once its image is on disk."""
 
 
 @dataclass
@@ -86,7 +105,7 @@ class Runner:
     def __init__(self, backend: Backend, pack: Pack, out_dir: Path, *,
                  on_progress: Optional[Callable[[Progress], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, should_skip: Optional[Callable[[], bool]] = None,
-                 contact_sheets: bool = True):
+                 contact_sheets: bool = True, journal: Optional[Journal] = None):
         self.backend = backend
         self.pack = pack
         self.out_dir = Path(out_dir)
@@ -94,6 +113,7 @@ class Runner:
         self.should_stop = should_stop or (lambda: False)
         self.should_skip = should_skip or (lambda: False)  # True once per skip request
         self.contact_sheets = contact_sheets
+        self.journal = journal or Journal()
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
@@ -105,25 +125,18 @@ class Runner:
         loads_before = len(self.backend.loads)
         self.backend.begin_run(total)
         try:
-            done = 0
             for number, stage in enumerate(recipe.stages, 1):
                 for repeat in range(stage.repeat):
                     for index, item in enumerate(items, 1):
                         self._check_stop()
                         at = Progress(number, len(recipe.stages), stage.label, index, len(items), 0, stage.steps,
-                                      done, total)
-                        if stage.kind != "txt2img" and latest[item.name] is None:
-                            result.outputs.append(StageOutput(item.name, number, stage.label, None, item.seed,
-                                                              "passed over: no image from the earlier stages"))
-                            done += 1
-                            continue
-                        try:
-                            output = self._run_pass(recipe, prompts, stage, repeat, item, latest[item.name], at)
-                        except Skipped:
-                            output = StageOutput(item.name, number, stage.label, None, item.seed, "skipped")
+                                      len(result.outputs), total)
+                        output = self._pass_or_resume(recipe, prompts, stage, repeat, item, latest[item.name], at)
                         result.outputs.append(output)
-                        latest[item.name] = output.path or latest[item.name]
-                        done += 1
+                        if output.path:
+                            latest[item.name] = output.path
+                        elif output.status == FAILED:
+                            latest[item.name] = None
         except Interrupted:
             result.interrupted = True
         finally:
@@ -133,12 +146,32 @@ class Runner:
             result.sheets = self._save_sheets(recipe, result, items)
         return result
 
+    def _pass_or_resume(self, recipe: Recipe, prompts: Prompts, stage: Stage, repeat: int, item: Item,
+                        source: Optional[Path], at: Progress) -> StageOutput:
+        finished = self.journal.finished(item.name, at.stage, repeat)
+        if finished:
+            return finished
+        if source is None and stage.kind != "txt2img":
+            return StageOutput(item.name, at.stage, repeat, stage.label, PASSED_OVER, None, item.seed,
+                               "no image from the earlier stages")
+        started = time.perf_counter()
+        try:
+            output = self._run_pass(recipe, prompts, stage, repeat, item, source, at)
+            output.seconds = time.perf_counter() - started
+        except Skipped:
+            return StageOutput(item.name, at.stage, repeat, stage.label, SKIPPED, None, item.seed)
+        except outputs.ImageError as e:
+            return StageOutput(item.name, at.stage, repeat, stage.label, FAILED, None, item.seed, str(e))
+        self.journal.record(output)
+        return output
+
     def _run_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, repeat: int, item: Item,
                   source: Optional[Path], at: Progress) -> StageOutput:
         seed = self._stage_seed(recipe, stage, item) + repeat
         request = PassRequest(
             mode=stage.kind, checkpoint=recipe.checkpoint_of(stage),
-            prompt=for_stage(self.pack, prompts.positive, stage.prompt), negative_prompt=prompts.negative,
+            prompt=for_stage(self.pack, f"{prompts.positive} {item.prompt_extra}".strip(), stage.prompt),
+            negative_prompt=prompts.negative,
             width=stage.width, height=stage.height, steps=stage.steps, cfg_scale=stage.cfg_scale,
             sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise)
 
@@ -152,7 +185,7 @@ class Runner:
         if stage.kind == "face":
             image, note = self._redraw_faces(request, stage, outputs.load_image(source), on_step)
             if image is None:
-                return StageOutput(item.name, at.stage, stage.label, None, seed, note)
+                return StageOutput(item.name, at.stage, repeat, stage.label, NO_FACE, None, seed, note)
         else:
             if stage.kind == "img2img":
                 image = outputs.load_image(source)
@@ -160,7 +193,7 @@ class Runner:
                 request.image = image.resize((request.width, request.height), Image.LANCZOS)
             image, note = self.backend.generate(request, on_step), ""
         path = self._save(recipe, request, stage, at, repeat, item, image, note)
-        return StageOutput(item.name, at.stage, stage.label, path, seed, note)
+        return StageOutput(item.name, at.stage, repeat, stage.label, DONE, path, seed, note)
 
     def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
@@ -193,7 +226,8 @@ class Runner:
         # the recipe as this item ran it: re-running it as one item reproduces this image
         item_recipe = Recipe.from_dict(recipe.to_dict())
         item_recipe.seed, item_recipe.init_image = item.seed, str(item.image or "")
-        return outputs.save_png(self.out_dir, stem, image, info, item_recipe.to_json(indent=None))
+        target = self.out_dir / stem  # item names may hold a subfolder
+        return outputs.save_png(target.parent, target.name, image, info, item_recipe.to_json(indent=None))
 
     def _infotext_params(self, recipe, request, stage, at, image, note) -> dict:
         face = stage.face if stage.kind == "face" else None
@@ -230,6 +264,7 @@ class Runner:
                 im = outputs.load_image(o.path)
                 tiles.append((im, f"s{o.stage} {o.label} {im.width}x{im.height}"))
             title = f"{item.name}  seed {item.seed}" + ("  DEMO OUTPUT (random-weight models)" if recipe.demo else "")
-            sheets[item.name] = outputs.save_png(self.out_dir, f"{item.name}-sheet",
+            target = self.out_dir / f"{item.name}-sheet"
+            sheets[item.name] = outputs.save_png(target.parent, target.name,
                                                  outputs.contact_sheet(tiles, title))
         return sheets
