@@ -1,0 +1,237 @@
+"""The standalone backend: runs passes with diffusers' Stable Diffusion 1.x pipelines, fully offline.
+
+Checkpoints are demo model names, diffusers folders (model_index.json) or SD1.x single files (.safetensors/.ckpt,
+loaded with the bundled sd1_config). Loaded models sit in a small LRU cache; txt2img, img2img and inpaint of one
+model share its components. torch/diffusers are imported lazily: this module is importable without them.
+"""
+import gc
+import json
+import os
+import zipfile
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+
+from PIL import Image
+
+from .. import inpaint_region
+from .base import MODES, Backend, PassRequest, StepCallback
+from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
+from .schedulers import build_scheduler
+
+CLIP_VOCAB_SIZE = 49408
+TILING_THRESHOLD = 1024 * 1024  # vae_tiling="auto" tiles passes with more pixels than this
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: missing, unreadable, or not Stable Diffusion 1.x."""
+
+
+class _LoadedModel:
+    """One model's pipelines (mode → pipeline, all sharing the same components) and its original scheduler config."""
+
+    def __init__(self, pipe) -> None:
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+
+        # Built from the same component objects (what from_pipe does, minus from_pipe's cast to float32).
+        components = dict(pipe.components, requires_safety_checker=False)
+        self.pipelines = {
+            "txt2img": pipe,
+            "img2img": StableDiffusionImg2ImgPipeline(**components),
+            "inpaint": StableDiffusionInpaintPipeline(**components),
+        }
+        for pipeline in self.pipelines.values():
+            pipeline.set_progress_bar_config(disable=True)
+        self.scheduler_config = pipe.scheduler.config
+
+
+class DiffusersBackend(Backend):
+    def __init__(self, cache_size: int = 2, device=None, dtype=None, vae_tiling: str = "auto", config_dir=None):
+        super().__init__()
+        import torch
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
+        if vae_tiling not in ("auto", "on", "off"):
+            raise ValueError(f"vae_tiling must be 'auto', 'on' or 'off', got {vae_tiling!r}")
+        self.cache_size = cache_size
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype if dtype is not None else (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.vae_tiling = vae_tiling
+        self.config_dir = str(config_dir or SD1_CONFIG_DIR)
+        self._models: OrderedDict[str, _LoadedModel] = OrderedDict()
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+
+    def model_name(self, checkpoint: str) -> str:
+        if checkpoint in DEMO_MODELS:
+            return checkpoint
+        path = Path(checkpoint)
+        return path.name if path.is_dir() else path.stem
+
+    def pipeline(self, checkpoint: str, mode: str):
+        """The pipeline for checkpoint and mode (loading the checkpoint if it is not cached)."""
+        return self._model(checkpoint).pipelines[mode]
+
+    def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
+        if request.mode not in MODES:
+            raise ValueError(f"unknown mode {request.mode!r}; known: {', '.join(MODES)}")
+        model = self._model(request.checkpoint)
+        pipe = model.pipelines[request.mode]
+        pipe.scheduler = build_scheduler(model.scheduler_config, request.sampler, request.scheduler, request.seed)
+        if request.mode == "txt2img":
+            size = (request.width, request.height)
+            return self._denoise(pipe, request, on_step, size, width=request.width, height=request.height)
+        if request.mode == "img2img":
+            if request.image.size != (request.width, request.height):
+                raise ValueError(f"img2img image is {request.image.size}, expected {(request.width, request.height)}")
+            return self._denoise(pipe, request, on_step, request.image.size, image=request.image.convert("RGB"),
+                                 strength=request.denoise)
+        return self._inpaint(pipe, request, on_step)
+
+    def _inpaint(self, pipe, request: PassRequest, on_step: StepCallback) -> Image.Image:
+        """Redraw the region around the mask at the inpaint resolution and paste it back feathered."""
+        image = request.image.convert("RGB")
+        mask = inpaint_region.feather(request.mask, request.mask_blur)
+        box = inpaint_region.mask_box(mask, request.inpaint_padding)
+        if box is None:
+            return image  # nothing masked, nothing to redraw
+        box = inpaint_region.expand_to_aspect(box, request.width, request.height, image.size)
+        width, height = inpaint_region.redraw_size(box, request.width, request.height)
+        redrawn = self._denoise(
+            pipe, request, on_step, (width, height),
+            image=inpaint_region.crop_scaled(image, box, (width, height)),
+            mask_image=inpaint_region.crop_scaled(mask, box, (width, height)),
+            strength=request.denoise,
+            width=width,  # explicit: the inpaint pipeline otherwise takes its size from the UNet config
+            height=height,
+        )
+        return inpaint_region.paste_back(image, redrawn, box, mask)
+
+    def _denoise(self, pipe, request: PassRequest, on_step: StepCallback, size, **inputs) -> Image.Image:
+        """One pipeline call of `size` pixels; inputs are the mode's own pipeline arguments."""
+        import torch
+
+        def step_end(pipeline, step_index, timestep, callback_kwargs):
+            on_step(step_index + 1, pipeline.num_timesteps)
+            return callback_kwargs
+
+        tile = self.vae_tiling == "on" or (self.vae_tiling == "auto" and size[0] * size[1] > TILING_THRESHOLD)
+        if tile:
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
+        result = pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg_scale,
+            generator=torch.Generator("cpu").manual_seed(request.seed),
+            callback_on_step_end=step_end,
+            **inputs,
+        )
+        return result.images[0]
+
+    def _model(self, checkpoint: str) -> _LoadedModel:
+        """The cached model, or a fresh load (evicting the least recently used first, so peak memory stays at
+        cache_size models)."""
+        if checkpoint in self._models:
+            self._models.move_to_end(checkpoint)
+            return self._models[checkpoint]
+        while len(self._models) >= self.cache_size:
+            self._evict_oldest()
+        model = _LoadedModel(self._load_pipeline(checkpoint))
+        self.loads.append(checkpoint)
+        self._models[checkpoint] = model
+        return model
+
+    def _evict_oldest(self) -> None:
+        import torch
+
+        self._models.popitem(last=False)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _load_pipeline(self, checkpoint: str):
+        pipe = build_demo_pipeline(checkpoint) if checkpoint in DEMO_MODELS else self._load_checkpoint(checkpoint)
+        if len(pipe.tokenizer) != CLIP_VOCAB_SIZE:
+            # diffusers silently builds a 2-token tokenizer from a missing tokenizer folder.
+            raise CheckpointError(f"{checkpoint}: its CLIP tokenizer has {len(pipe.tokenizer)} tokens, not "
+                                  f"{CLIP_VOCAB_SIZE}; check the tokenizer folder")
+        if any(module.dtype != self.dtype for module in (pipe.unet, pipe.vae, pipe.text_encoder)):
+            pipe.to(dtype=self.dtype)  # only when needed: diffusers warns about every dtype cast
+        return pipe.to(self.device)
+
+    def _load_checkpoint(self, path: str):
+        """A diffusers folder or an SD1.x single file, offline; CheckpointError for anything else."""
+        from diffusers import StableDiffusionPipeline
+
+        if os.path.isdir(path):
+            _check_folder(path)
+            load = partial(StableDiffusionPipeline.from_pretrained, path, local_files_only=True,
+                           safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        elif os.path.isfile(path):
+            _check_single_file(path)
+            load = partial(StableDiffusionPipeline.from_single_file, path, config=self.config_dir,
+                           local_files_only=True)
+        else:
+            raise CheckpointError(f"{path}: no such file or folder")
+        try:
+            return load()
+        except Exception as error:
+            raise CheckpointError(f"{path}: cannot load as an SD1.x model: {_first_line(error)}") from error
+
+
+def _check_folder(path: str) -> None:
+    index_path = os.path.join(path, "model_index.json")
+    if not os.path.isfile(index_path):
+        raise CheckpointError(f"{path}: a folder without model_index.json is not a diffusers model")
+    with open(index_path, encoding="utf-8") as index_file:
+        if "text_encoder_2" in json.load(index_file):
+            raise CheckpointError(f"{path}: looks like an SDXL model; only SD1.x is supported")
+
+
+def _check_single_file(path: str) -> None:
+    """Raise CheckpointError unless the file's keys look like an SD1.x checkpoint (reads keys, not weights)."""
+    if not path.endswith(SINGLE_FILE_SUFFIXES):
+        raise CheckpointError(f"{path}: expected a .safetensors or .ckpt file")
+    keys = _checkpoint_keys(path)
+    if any(key.startswith("conditioner.embedders.") for key in keys):
+        raise CheckpointError(f"{path}: looks like an SDXL checkpoint; only SD1.x is supported")
+    if any(key.startswith("cond_stage_model.model.") for key in keys):
+        raise CheckpointError(f"{path}: looks like an SD2.x checkpoint (OpenCLIP text encoder); "
+                              "only SD1.x is supported")
+    for prefix, part in (("model.diffusion_model.", "UNet"), ("first_stage_model.", "VAE"),
+                         ("cond_stage_model.transformer.", "CLIP text encoder")):
+        if not any(key.startswith(prefix) for key in keys):
+            raise CheckpointError(f"{path}: not a Stable Diffusion checkpoint (no {part} weights, {prefix}*)")
+
+
+def _checkpoint_keys(path: str) -> set:
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as weights:
+                return set(weights.keys())
+        import torch
+
+        # mmap works only for the zip format (torch >= 1.6); older pickles load normally.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        while isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        return set(state) if isinstance(state, dict) else set()
+    except Exception as error:
+        if "Unsupported global" in str(error):  # torch.load(weights_only=True) met a pickled object
+            raise CheckpointError(f"{path}: holds pickled objects besides weights, which are not loaded for safety; "
+                                  "convert it to .safetensors") from error
+        raise CheckpointError(f"{path}: unreadable or corrupt checkpoint: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
