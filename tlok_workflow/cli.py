@@ -1,5 +1,6 @@
 """python -m tlok_workflow: run / prompt / plan / presets, a thin layer over the engine."""
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -8,8 +9,9 @@ from . import outputs
 from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
-from .recipe import PromptSpec, Recipe
+from .recipe import FaceOptions, PromptSpec, Recipe
 from .runner import Progress, Runner, make_items, resolve_seed
+from .schema import build
 
 
 class CliError(Exception):
@@ -72,6 +74,24 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="add each PNG's own infotext prompt to its prompt")
     batch.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto")
     batch.set_defaults(command=_cmd_batch)
+
+    ui = sub.add_parser("ui", help="serve the panel in the browser on 127.0.0.1 (diffusers backend, demo models)")
+    ui.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: ./outputs)")
+    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--models", type=Path, help="folder whose checkpoints the dropdowns list")
+    ui.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder")
+    ui.set_defaults(command=_cmd_ui)
+
+    faces = sub.add_parser("faces", help="detect faces in an image: print them as JSON, write a mask preview")
+    faces.add_argument("image", type=Path)
+    faces.add_argument("--detector", action="append", default=[], metavar="NAME",
+                       help="mediapipe, opencv, yolo or mask, in the order to try (repeatable; default: "
+                            "mediapipe, then opencv)")
+    faces.add_argument("--confidence", type=float, default=FaceOptions().confidence)
+    faces.add_argument("--mask-image", default="", help="a mask image for the 'mask' detector")
+    faces.add_argument("--yolo-model", default="", help="an ultralytics face model (.pt) for the 'yolo' detector")
+    faces.add_argument("--out", type=Path, help="write a preview PNG with boxes and masks here")
+    faces.set_defaults(command=_cmd_faces)
 
     presets = sub.add_parser("presets", help="list the pack's tokens, outfits, hairstyles, negatives, recipes")
     presets.add_argument("--pack", default=None)
@@ -205,6 +225,21 @@ def _cmd_plan(args) -> None:
     print(plan(recipe, pack).text(args.count))
 
 
+def _cmd_faces(args) -> None:
+    from .faces import detections_json, face_masks, find_faces, mask_preview
+
+    defaults = FaceOptions()
+    options = build(FaceOptions, {"detectors": args.detector or defaults.detectors, "confidence": args.confidence,
+                                  "mask_image": args.mask_image, "yolo_model": args.yolo_model}, "faces")
+    image = outputs.load_image(args.image)
+    search = find_faces(image, options)
+    masks = face_masks(image.size, search, options)
+    print(json.dumps(detections_json(search), indent=2))
+    if args.out:
+        path = outputs.save_png(args.out.parent, args.out.stem, mask_preview(image, search, masks))
+        print(f"preview: {path}", file=sys.stderr)
+
+
 def _cmd_presets(args) -> None:
     pack = _pack(args)
     print(f"pack {pack.name}: {pack.info.title}")
@@ -231,6 +266,12 @@ def _cmd_presets(args) -> None:
             print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+def _cmd_ui(args) -> None:
+    from .app import main as serve  # lazy: gradio loads only for the UI
+
+    serve(out=args.out, port=args.port, models=args.models, user_dirs=args.presets)
+
+
 def _cmd_run(args) -> None:
     from tqdm import tqdm
 
@@ -240,6 +281,7 @@ def _cmd_run(args) -> None:
     recipe.seed = resolve_seed(recipe.seed)
     items = make_items(recipe, args.count, args.out)
     the_plan = plan(recipe, pack)
+    _check_checkpoints_exist(the_plan.loads)
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(len(items)))
     backend = DiffusersBackend(vae_tiling=args.vae_tiling)
@@ -254,6 +296,15 @@ def _cmd_run(args) -> None:
     _report(result, recipe, args.out)
 
 
+def _check_checkpoints_exist(checkpoints) -> None:
+    """Fail before anything runs, not after the first stage."""
+    from .backends.demo_model import DEMO_MODELS
+
+    for checkpoint in checkpoints:
+        if checkpoint not in DEMO_MODELS and not Path(checkpoint).exists():
+            raise CliError(f"{checkpoint}: no such checkpoint file or folder")
+
+
 def _cmd_batch(args) -> int:
     import signal
 
@@ -263,6 +314,7 @@ def _cmd_batch(args) -> int:
     from .batch import run_batch
 
     recipe, pack = _recipe_and_pack(args, from_images=True)
+    _check_checkpoints_exist({recipe.checkpoint_of(s) for s in recipe.stages if s.kind != "txt2img"})
     stop_requested = []
 
     def on_sigint(signum, frame):  # first Ctrl+C: finish the current step, keep everything; second: abort

@@ -138,7 +138,5 @@ def _check_recipe(recipe: Recipe) -> None:
         where = f"recipe.stages[{i}]"
         if stage.kind == "txt2img" and i != 0:
             raise RecipeError(f"{where}.kind: txt2img can only be the first stage")
-        if stage.kind == "face" and i == 0:
-            raise RecipeError(f"{where}.kind: a face stage needs an image from an earlier stage")
         if stage.kind != "face" and stage.face is not None:
             raise RecipeError(f"{where}.face: only face stages take face options")

@@ -209,7 +209,7 @@ class Runner:
         for mask in masks:
             request.image, request.mask = image, mask
             image = self.backend.generate(request, on_step)
-        return image, f"{len(search.detections)} face(s) by {search.detector}, {len(masks)} pass(es)"
+        return image, f"{len(search.detections)} face(s) by {search.detector} in {len(masks)} pass(es)"
 
     def _stage_seed(self, recipe: Recipe, stage: Stage, item: Item) -> int:
         if stage.seed_policy == "fixed":

@@ -1,0 +1,60 @@
+"""`python -m tlok_workflow batch` on the demo model: killed with SIGKILL mid-batch, then re-run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def batch_command(src, out):
+    # LMS 120 steps makes each pass slow enough to kill the process in the middle of the batch
+    return [sys.executable, "-m", "tlok_workflow", "batch", str(src), str(out), "--demo", "--seed", "5",
+            "--preset", "quality", "--face-after", "off"]
+
+
+def test_kill_9_mid_batch_then_rerun_finishes_each_pass_exactly_once(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(src / f"photo{i}.png")
+    (src / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(batch_command(src, out), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    manifest = out / "tlok-manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if manifest.is_file() and len(manifest.read_text().splitlines()) >= 8:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the batch finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    assert 8 <= len(before) < 18
+
+    rerun = subprocess.run(batch_command(src, out), cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 1, rerun.stderr      # 1: one input failed
+    assert f"outputs: {out}/" in rerun.stdout
+    assert "6 done" in rerun.stdout and "broken.png" in rerun.stdout
+
+    entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    counts = Counter((e["item"], e["stage"]) for e in entries)
+    assert set(counts) == {(f"photo{i}", s) for i in range(6) for s in (1, 2, 3)}
+    assert max(counts.values()) == 1                 # every pass recorded exactly once
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    assert len(after) == 18 and not [n for n in after if n.endswith("-1.png")]
+    assert {n: after[n] for n in before} == before   # finished files were not rewritten
+    summary = json.loads((out / "tlok-summary.json").read_text())
+    assert summary["done"] == 6 and summary["model_loads"] == ["demo-style"]
+    assert summary["failed"][0]["input"].endswith("broken.png")
