@@ -583,3 +583,20 @@ def test_demo_model_names():
     assert DEMO_MODELS == ("demo-base", "demo-style")
     with pytest.raises(ValueError, match="demo-other"):
         build_demo_pipeline("demo-other")
+
+
+def test_prompt_embeddings_follow_the_webui_syntax():
+    import torch
+
+    from tlok_workflow.backends.diffusers_backend import _prompt_embeddings
+
+    pipe = DiffusersBackend().pipeline("demo-style", "txt2img")
+    plain = "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
+    with torch.no_grad():
+        ours, negative = _prompt_embeddings(pipe, plain, "blur, vignette, instagram")
+        theirs, their_negative = pipe.encode_prompt(plain, "cpu", 1, True, "blur, vignette, instagram")
+        weighted, _ = _prompt_embeddings(pipe, plain.replace("wearing defa outfit", "(wearing defa outfit:1.3)"), "")
+        long, long_negative = _prompt_embeddings(pipe, " ".join(["cat"] * 100), "blur")
+    assert torch.equal(ours, theirs) and torch.equal(negative, their_negative)   # plain prompts: as diffusers
+    assert weighted.shape == ours.shape and not torch.allclose(weighted, ours)
+    assert long.shape[1] == 2 * 77 and long_negative.shape == long.shape             # chunks, not truncation

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import inpaint_region
+from .. import attention, inpaint_region
 from .base import MODES, Backend, PassRequest, StepCallback
 from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
 from .schedulers import build_scheduler
@@ -124,9 +124,11 @@ class DiffusersBackend(Backend):
             pipe.vae.enable_tiling()
         else:
             pipe.vae.disable_tiling()
+        with torch.no_grad():
+            prompt_embeds, negative_embeds = _prompt_embeddings(pipe, request.prompt, request.negative_prompt)
         result = pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             generator=torch.Generator("cpu").manual_seed(request.seed),
@@ -184,6 +186,41 @@ class DiffusersBackend(Backend):
             return load()
         except Exception as error:
             raise CheckpointError(f"{path}: cannot load as an SD1.x model: {_first_line(error)}") from error
+
+
+def _prompt_embeddings(pipe, prompt: str, negative: str):
+    """CLIP embeddings of both prompts with the WebUI's attention syntax and 75-token chunks (see attention.py).
+
+    A plain prompt of up to 75 tokens gives exactly the embedding diffusers computes itself.
+    """
+    tokenizer = pipe.tokenizer
+
+    def tokenize(text):
+        return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+
+    pad = tokenizer.pad_token_id
+    positive, negative = (attention.chunks(text, tokenize, pad) for text in (prompt, negative))
+    empty = ([pad] * attention.CHUNK_TOKENS, [1.0] * attention.CHUNK_TOKENS)
+    count = max(len(positive), len(negative))  # both sides need the same length for classifier-free guidance
+    return (_encode_chunks(pipe, chunks + [empty] * (count - len(chunks))) for chunks in (positive, negative))
+
+
+def _encode_chunks(pipe, chunks):
+    import torch
+
+    tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
+    encoded = []
+    for ids, weights in chunks:
+        tokens = torch.tensor([[tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id]], device=encoder.device)
+        z = encoder(tokens)[0]
+        if any(w != 1.0 for w in weights):
+            # the WebUI's emphasis: scale each token's embedding, then restore the chunk's mean
+            scale = torch.tensor([1.0] + weights + [1.0], dtype=z.dtype, device=z.device).reshape(1, -1, 1)
+            mean = z.mean()
+            z = z * scale
+            z = z * (mean / z.mean())
+        encoded.append(z)
+    return torch.cat(encoded, dim=1)
 
 
 def _check_folder(path: str) -> None:
