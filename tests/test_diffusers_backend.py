@@ -509,10 +509,59 @@ class TrainingCallback:  # stands in for the trainer objects some old .ckpt file
     pass
 
 
-def test_ckpt_with_pickled_objects(tmp_path):
-    path = tmp_path / "lightning.ckpt"
+def test_ckpt_with_unknown_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "other.ckpt"
     torch.save({"state_dict": {key: torch.zeros(1) for key in SD1_KEYS}, "callbacks": TrainingCallback()}, path)
-    assert "convert it to .safetensors" in checkpoint_error(str(path))
+    assert "refused: it pickles test_diffusers_backend.TrainingCallback" in checkpoint_error(str(path))
+
+
+class RunCommand:  # a pickle that would run a command when loaded
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_ckpt_that_runs_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {key: torch.zeros(1) for key in SD1_KEYS}, "x": RunCommand()}, path)
+    assert "refused: it pickles posix.system" in checkpoint_error(str(path))
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_lightning_ckpt_loads_through_a_weights_only_copy(tiny_sd, tmp_path, monkeypatch):
+    """Old Dreambooth .ckpt files pickle Lightning callbacks next to the weights (the 4elements model is one)."""
+    import sys
+    import types
+
+    from tlok_workflow.backends import checkpoint_files
+
+    names = ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint")
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    module = sys.modules[names[-1]]
+
+    class ModelCheckpoint:
+        def __init__(self):
+            self.monitor = "val/loss"
+
+    ModelCheckpoint.__module__, ModelCheckpoint.__qualname__ = module.__name__, "ModelCheckpoint"
+    module.ModelCheckpoint = ModelCheckpoint
+    source, config_dir = tiny_sd
+    state = torch.load(config_dir.parent / "tiny.ckpt", weights_only=True)
+    path = tmp_path / "dreambooth.ckpt"
+    torch.save({"state_dict": state["state_dict"], "global_step": 1234,
+                "callbacks": {"ModelCheckpoint": ModelCheckpoint()}}, path)
+    for name in names:
+        monkeypatch.delitem(sys.modules, name)   # loading must not need Lightning
+    monkeypatch.setattr(checkpoint_files, "CACHE_DIR", tmp_path / "cache")
+    backend = DiffusersBackend(device="cpu", config_dir=config_dir)
+    converted = backend.pipeline(str(path), "txt2img")
+    copies = list((tmp_path / "cache").glob("dreambooth-*.safetensors"))
+    assert len(copies) == 1
+    for name in ("unet", "vae", "text_encoder"):
+        original, loaded = getattr(source, name).state_dict(), getattr(converted, name).state_dict()
+        assert all(torch.equal(original[key], loaded[key]) for key in original), name
+    assert checkpoint_files.loadable_single_file(str(path)) == str(copies[0])   # converted once, then reused
 
 
 def test_sdxl_checkpoint(tmp_path):

@@ -5,9 +5,7 @@ loaded with the bundled sd1_config). Loaded models sit in a small LRU cache; txt
 model share its components. torch/diffusers are imported lazily: this module is importable without them.
 """
 import gc
-import json
 import os
-import zipfile
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
@@ -16,16 +14,12 @@ from PIL import Image
 
 from .. import attention, inpaint_region
 from .base import MODES, Backend, PassRequest, StepCallback
+from .checkpoint_files import CheckpointError, check_folder, loadable_single_file
 from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
 from .schedulers import build_scheduler
 
 CLIP_VOCAB_SIZE = 49408
 TILING_THRESHOLD = 1024 * 1024  # vae_tiling="auto" tiles passes with more pixels than this
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded: missing, unreadable, or not Stable Diffusion 1.x."""
 
 
 class _LoadedModel:
@@ -173,12 +167,11 @@ class DiffusersBackend(Backend):
         from diffusers import StableDiffusionPipeline
 
         if os.path.isdir(path):
-            _check_folder(path)
+            check_folder(path)
             load = partial(StableDiffusionPipeline.from_pretrained, path, local_files_only=True,
                            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         elif os.path.isfile(path):
-            _check_single_file(path)
-            load = partial(StableDiffusionPipeline.from_single_file, path, config=self.config_dir,
+            load = partial(StableDiffusionPipeline.from_single_file, loadable_single_file(path), config=self.config_dir,
                            local_files_only=True)
         else:
             raise CheckpointError(f"{path}: no such file or folder")
@@ -221,52 +214,6 @@ def _encode_chunks(pipe, chunks):
             z = z * (mean / z.mean())
         encoded.append(z)
     return torch.cat(encoded, dim=1)
-
-
-def _check_folder(path: str) -> None:
-    index_path = os.path.join(path, "model_index.json")
-    if not os.path.isfile(index_path):
-        raise CheckpointError(f"{path}: a folder without model_index.json is not a diffusers model")
-    with open(index_path, encoding="utf-8") as index_file:
-        if "text_encoder_2" in json.load(index_file):
-            raise CheckpointError(f"{path}: looks like an SDXL model; only SD1.x is supported")
-
-
-def _check_single_file(path: str) -> None:
-    """Raise CheckpointError unless the file's keys look like an SD1.x checkpoint (reads keys, not weights)."""
-    if not path.endswith(SINGLE_FILE_SUFFIXES):
-        raise CheckpointError(f"{path}: expected a .safetensors or .ckpt file")
-    keys = _checkpoint_keys(path)
-    if any(key.startswith("conditioner.embedders.") for key in keys):
-        raise CheckpointError(f"{path}: looks like an SDXL checkpoint; only SD1.x is supported")
-    if any(key.startswith("cond_stage_model.model.") for key in keys):
-        raise CheckpointError(f"{path}: looks like an SD2.x checkpoint (OpenCLIP text encoder); "
-                              "only SD1.x is supported")
-    for prefix, part in (("model.diffusion_model.", "UNet"), ("first_stage_model.", "VAE"),
-                         ("cond_stage_model.transformer.", "CLIP text encoder")):
-        if not any(key.startswith(prefix) for key in keys):
-            raise CheckpointError(f"{path}: not a Stable Diffusion checkpoint (no {part} weights, {prefix}*)")
-
-
-def _checkpoint_keys(path: str) -> set:
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as weights:
-                return set(weights.keys())
-        import torch
-
-        # mmap works only for the zip format (torch >= 1.6); older pickles load normally.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-        while isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        return set(state) if isinstance(state, dict) else set()
-    except Exception as error:
-        if "Unsupported global" in str(error):  # torch.load(weights_only=True) met a pickled object
-            raise CheckpointError(f"{path}: holds pickled objects besides weights, which are not loaded for safety; "
-                                  "convert it to .safetensors") from error
-        raise CheckpointError(f"{path}: unreadable or corrupt checkpoint: {_first_line(error)}") from error
 
 
 def _first_line(error: Exception) -> str:
