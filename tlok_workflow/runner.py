@@ -105,7 +105,8 @@ class Runner:
     def __init__(self, backend: Backend, pack: Pack, out_dir: Path, *,
                  on_progress: Optional[Callable[[Progress], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, should_skip: Optional[Callable[[], bool]] = None,
-                 contact_sheets: bool = True, journal: Optional[Journal] = None):
+                 contact_sheets: bool = True, journal: Optional[Journal] = None,
+                 save: Optional[Callable[..., Path]] = None):
         self.backend = backend
         self.pack = pack
         self.out_dir = Path(out_dir)
@@ -114,6 +115,8 @@ class Runner:
         self.should_skip = should_skip or (lambda: False)  # True once per skip request
         self.contact_sheets = contact_sheets
         self.journal = journal or Journal()
+        # save(folder, stem, image, infotext, recipe_json) -> path written; the WebUI's uses images.save_image
+        self.save = save or outputs.save_png
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
@@ -227,7 +230,7 @@ class Runner:
         item_recipe = Recipe.from_dict(recipe.to_dict())
         item_recipe.seed, item_recipe.init_image = item.seed, str(item.image or "")
         target = self.out_dir / stem  # item names may hold a subfolder
-        return outputs.save_png(target.parent, target.name, image, info, item_recipe.to_json(indent=None))
+        return self.save(target.parent, target.name, image, info, item_recipe.to_json(indent=None))
 
     def _infotext_params(self, recipe, request, stage, at, image, note) -> dict:
         face = stage.face if stage.kind == "face" else None

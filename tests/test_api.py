@@ -1,0 +1,84 @@
+"""The REST API on the standalone host (fake backend): good recipes run, bad requests get 4xx with a message.
+
+Needs fastapi (and gradio, which the standalone host imports): runs in the .ci/run_ui.sh venvs, i.e. under
+pydantic 1 (fastapi 0.94, A1111) and pydantic 2 (Forge's generation).
+"""
+import base64
+import io
+
+import pytest
+
+pytest.importorskip("gradio")
+from fastapi import FastAPI  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fakes import FakeBackend  # noqa: E402
+from tlok_workflow import api  # noqa: E402
+from tlok_workflow.app import make_host  # noqa: E402
+from tlok_workflow.chain import build_recipe  # noqa: E402
+from tlok_workflow.presets import load_pack  # noqa: E402
+from tlok_workflow.recipe import PromptSpec  # noqa: E402
+
+PACK = load_pack()
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = FastAPI()
+    api.mount(app, make_host(tmp_path, backend_factory=FakeBackend))
+    return TestClient(app)
+
+
+def recipe(**kw):
+    return build_recipe(PACK, PromptSpec(), demo=True, face_after="off", seed=5, **kw).to_dict()
+
+
+def test_run_returns_every_stage_as_png_with_infotext(client):
+    response = client.post("/tlok-workflow/v1/run", json={"recipe": recipe(), "count": 2})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["stages"] == ["00000-5 s1 base", "00001-6 s1 base", "00000-5 s2 style", "00001-6 s2 style",
+                              "00000-5 s3 1024", "00001-6 s3 1024", "00000-5 s4 1536", "00001-6 s4 1536"]
+    image = Image.open(io.BytesIO(base64.b64decode(body["images"][-1])))
+    assert image.size == (192, 192) and "TLOK stage: 4/4 1536" in image.info["parameters"]
+    assert body["infotexts"][-1] == image.info["parameters"] and not body["interrupted"]
+
+
+def test_run_from_an_init_image(client):
+    buffer = io.BytesIO()
+    Image.new("RGB", (80, 60), "navy").save(buffer, format="PNG")
+    data = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    response = client.post("/tlok-workflow/v1/run", json={"recipe": recipe(start_from_image=True), "init_image": data})
+    assert response.status_code == 200, response.text
+    sizes = [Image.open(io.BytesIO(base64.b64decode(i))).size for i in response.json()["images"]]
+    assert sizes == [(64, 48), (128, 96), (192, 144)]   # the photo's aspect is kept
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"recipe": dict(recipe(), seed="x")}, 400, "recipe.seed: expected a whole number"),
+    ({"recipe": dict(recipe(), stages=[dict(recipe()["stages"][0], denoise=1.7)])}, 400,
+     "recipe.stages[0].denoise: 1.7 is out of range 0.0..1.0"),
+    ({"recipe": dict(recipe(), pack="nope")}, 400, "pack 'nope' not found"),
+    ({"recipe": dict(recipe(), colour=1)}, 400, "recipe.colour: unknown field"),
+    ({"recipe": recipe(), "init_image": "not base64!"}, 400, "init_image"),
+    ({"recipe": recipe(start_from_image=True)}, 400, "needs a start image"),
+    ({"recipe": recipe(), "count": 0}, 422, ""),
+    ({}, 422, ""),
+])
+def test_bad_requests_get_4xx_with_a_message(client, body, status, message):
+    response = client.post("/tlok-workflow/v1/run", json=body)
+    assert response.status_code == status, response.text
+    assert message in str(response.json()["detail"]) and "Traceback" not in response.text
+
+
+def test_plan_and_presets(client):
+    response = client.post("/tlok-workflow/v1/plan", json={"recipe": recipe(), "count": 3})
+    plan = response.json()
+    assert plan["loads"] == ["demo-base", "demo-style"] and plan["passes"] == 12
+    assert plan["prompt"] == "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
+    assert [row[1] for row in plan["rows"]] == ["base", "style", "1024", "1536"]
+    presets = client.get("/tlok-workflow/v1/presets").json()
+    assert len(presets["outfits"]) == 23 and presets["outfits"]["runa"]["hairstyle"] == "shoa"
+    assert "ghibli-example" in presets["packs"]
+    assert client.get("/tlok-workflow/v1/presets", params={"pack": "x"}).status_code == 404

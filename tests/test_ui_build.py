@@ -1,0 +1,99 @@
+"""The shared panel (ui.py) in the standalone host: it builds, and its values → recipe logic is right.
+
+Needs gradio: runs in the gradio 3.41 and 4.40 venvs of .ci/run_ui.sh.
+"""
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+from fakes import FakeBackend  # noqa: E402
+from tlok_workflow import ui  # noqa: E402
+from tlok_workflow.app import build_app, make_host  # noqa: E402
+from tlok_workflow.chain import build_recipe  # noqa: E402
+from tlok_workflow.presets import load_pack  # noqa: E402
+from tlok_workflow.recipe import PromptSpec, RecipeError  # noqa: E402
+
+PACK = load_pack()
+
+
+@pytest.fixture
+def panel(tmp_path):
+    host = make_host(tmp_path, backend_factory=FakeBackend)
+    with gr.Blocks():
+        return ui.build_panel(host)
+
+
+def values(panel, **changes):
+    v = {name: getattr(component, "value", None) for name, component in panel.controls.items()}
+    v.update(changes)
+    return v
+
+
+def test_standalone_app_builds_with_the_webui_element_ids(tmp_path):
+    demo = build_app(make_host(tmp_path, backend_factory=FakeBackend))
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"tab_tlok_workflow", "tlok_workflow_generate", "tlok_workflow_interrupt", "tlok_workflow_skip",
+            "tlok_workflow_gallery", "tlok_workflow_stages", "tlok_workflow_plan"} <= ids
+
+
+def test_default_controls_make_the_packs_default_recipe(panel):
+    recipe = ui.recipe_from_values(panel.pack, panel.host, values(panel))
+    expected = build_recipe(PACK, PromptSpec(hairstyle="stada", negatives=["card"]), demo=True)
+    assert recipe == expected
+    assert panel.prompt.value == "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
+
+
+def test_edited_prompt_wins_and_composed_one_follows_selections(panel):
+    v = values(panel, prompt="my own prompt")
+    assert ui.recipe_from_values(panel.pack, panel.host, v).prompt.positive == "my own prompt"
+    v = values(panel, outfit="runa", hairstyle="shoa")   # prompt box still holds the old composed text
+    assert ui.selections(panel.pack, dict(v, prompt=None)).outfit == "runa"
+
+
+def test_stage_table_edits_apply_and_survive_a_rebuild(panel):
+    v = values(panel)
+    rows = ui._rows(v["stages"])
+    rows[2][ui.STAGE_HEADERS.index("steps")] = "7"
+    rows[2][ui.STAGE_HEADERS.index("sampler")] = "DPM++ 2M"
+    recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
+    assert [(s.label, s.steps, s.sampler) for s in recipe.stages][2] == ("1024", 7, "DPM++ 2M")
+    # half-body drops the 1536 pass: the 1024 edit is kept, the table follows the new chain
+    fresh = ui.recipe_from_values(panel.pack, panel.host, dict(v, shot="half-body"), table=[])
+    merged = ui.merge_rows(ui.stage_rows(fresh), rows)
+    assert [(r[1], r[7]) for r in merged] == [("base", 20), ("style", 20), ("1024", "7"), ("face", 20)]
+    rows[2][ui.STAGE_HEADERS.index("CFG")] = "lots"
+    with pytest.raises(RecipeError, match="stage table, 1024: CFG 'lots' is not a number"):
+        ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
+
+
+def test_recipe_export_import_round_trip(panel):
+    v = values(panel, outfit="seri", hairstyle="foha", shot="closeup", ladder="1024,1536", face_after="style",
+               seed=99)
+    rows = ui.stage_rows(ui.recipe_from_values(panel.pack, panel.host, v, table=[]))
+    rows[1][ui.STAGE_HEADERS.index("repeat")] = 2
+    recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
+    back = ui.values_from_recipe(panel.pack, recipe)
+    again = ui.recipe_from_values(panel.pack, panel.host, dict(v, **back))
+    assert again == recipe and recipe.stages[1].repeat == 2 and back["face_after"] == "style"
+
+
+def test_generate_streams_progress_then_all_stages(panel):
+    v = values(panel, face_after="off", seed=3)
+    updates = list(panel.host.run_streaming(panel, tuple(v.values())))
+    gallery, info, infotext, log = updates[-1]
+    assert [caption for _, caption in gallery] == ["s1 base 64×64", "s2 style 64×64", "s3 1024 128×128",
+                                                   "s4 1536 192×192"]
+    assert "4 stage image(s) saved" in log and "TLOK stage: 4/4 1536" in infotext
+    assert all("tlok-progress" in u[3] for u in updates[:-1])
+
+
+def test_interrupt_keeps_the_finished_stages(panel):
+    def press_interrupt(request):   # pressed while the 1024 pass finishes: the next pass does not start
+        if request.width == 128:
+            panel.host.stop.set()
+
+    panel.host._backend = FakeBackend(on_generate=press_interrupt)
+    v = values(panel, face_after="off", seed=3)
+    *_, (gallery, _, _, log) = panel.host.run_streaming(panel, tuple(v.values()))
+    assert [caption for _, caption in gallery] == ["s1 base 64×64", "s2 style 64×64", "s3 1024 128×128"]
+    assert log.startswith("<p>Interrupted")

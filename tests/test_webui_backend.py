@@ -1,0 +1,147 @@
+"""The WebUI backend against the stand-in of the WebUI's modules (signatures of A1111 v1.10.1)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlok_workflow.backends.base import PassRequest
+from tlok_workflow.chain import build_recipe
+from tlok_workflow.presets import load_pack
+from tlok_workflow.recipe import PromptSpec
+from tlok_workflow.runner import Runner, make_items
+from webui_stub.env import BASE, STYLE, title
+pytest_plugins = ["webui_stub.env"]   # the `webui` fixture
+
+PACK = load_pack("4elements")
+
+
+def request(mode, **kw):
+    values = dict(mode=mode, checkpoint=STYLE, prompt="full-shot Korra", negative_prompt="blur", width=64, height=96,
+                  steps=3, cfg_scale=4.0, sampler="DPM++ 2M", scheduler="Karras", seed=123, denoise=0.45)
+    values.update(kw)
+    return PassRequest(**values)
+
+
+def recipe(face_after="off", **kw):
+    return build_recipe(PACK, PromptSpec(), face_after=face_after, seed=10,
+                        checkpoints={"base": BASE, "style": "4elements-diffusion"}, **kw)
+
+
+def run(webui, r, count=1, **kw):
+    from tlok_workflow.backends.webui import WebUIBackend
+
+    def should_stop():
+        return webui.shared.state.interrupted or webui.shared.state.stopping_generation
+
+    backend = WebUIBackend(outpath="unused")
+    out = Path(webui.shared.opts.data["tlok_workflow_outdir"])
+    result = Runner(backend, PACK, out, should_stop=should_stop, contact_sheets=False, **kw).run(
+        r, make_items(r, count, out))
+    return backend, result
+
+
+def test_each_mode_builds_its_processing_object_with_every_value_set(webui):
+    from tlok_workflow.backends.webui import WebUIBackend
+
+    processing = webui.processing
+    backend = WebUIBackend(outpath="/out")
+    image = Image.new("RGB", (64, 96), "gray")
+    mask = Image.new("L", (64, 96), 0)
+    mask.paste(255, (16, 16, 40, 48))
+    backend.begin_run(3)
+    out = [backend.generate(request("txt2img"), lambda s, n: None),
+           backend.generate(request("img2img", image=image), lambda s, n: None),
+           backend.generate(request("inpaint", image=image, mask=mask, width=32, height=32, inpaint_padding=24,
+                                    mask_blur=6), lambda s, n: None)]
+    t2i, i2i, inpaint = processing.calls
+    assert type(t2i) is processing.StableDiffusionProcessingTxt2Img and not t2i.enable_hr
+    for p in processing.calls:
+        assert (p.steps, p.sampler_name, p.scheduler, p.cfg_scale, p.seed, p.prompt, p.negative_prompt) == \
+            (3, "DPM++ 2M", "Karras", 4.0, 123, "full-shot Korra", "blur")
+        assert (p.batch_size, p.n_iter, p.subseed_strength, p.restore_faces, p.tiling) == (1, 1, 0, False, False)
+        assert p.scripts is None and p.do_not_save_samples and p.do_not_save_grid and p.closed
+        assert p.override_settings == {"sd_model_checkpoint": title(STYLE)}   # the exact title, not the user's text
+        assert p.override_settings_restore_afterwards is False
+    assert (t2i.width, t2i.height, i2i.width, i2i.height) == (64, 96, 64, 96)
+    assert i2i.init_images == [image] and i2i.denoising_strength == 0.45 and i2i.image_mask is None
+    assert inpaint.image_mask is mask and inpaint.mask is None          # moved by __post_init__, as in the WebUI
+    assert (inpaint.inpaint_full_res, inpaint.inpaint_full_res_padding, inpaint.inpainting_fill,
+            inpaint.mask_blur, inpaint.inpainting_mask_invert, inpaint.width) == (True, 24, 1, 6, 0, 32)
+    assert [im.size for im in out] == [(64, 96), (64, 96), (64, 96)]   # inpaint: the whole image comes back
+    assert np.asarray(out[2])[0, 0].tolist() == [128, 128, 128]        # outside the mask untouched
+
+
+def test_stage_major_run_loads_each_checkpoint_once_and_gives_the_users_back(webui):
+    user = webui.shared.opts.data["sd_model_checkpoint"]
+    webui.shared.opts.data["sd_model_checkpoint"] = user = title(STYLE)   # the user has the style model selected
+    backend, result = run(webui, recipe(), count=2)
+    assert backend.loads == [title(BASE), title(STYLE)]
+    assert webui.sd_models.loads == [title(BASE), title(STYLE)]       # one real swap each way, none per item
+    assert [(type(p).__name__[-7:], p.width, p.seed) for p in webui.processing.calls] == \
+        [("Txt2Img", 512, 10), ("Txt2Img", 512, 11)] + [("Img2Img", w, s) for w in (512, 1024, 1536) for s in (10, 11)]
+    assert webui.shared.state.job_count == 8 and webui.shared.state.job_no == 8
+    assert webui.shared.opts.data["sd_model_checkpoint"] == user
+    assert len([o for o in result.outputs if o.path]) == 8 and not result.interrupted
+
+
+def test_user_checkpoint_is_restored_when_the_run_fails(webui):
+    from tlok_workflow.backends.webui import CheckpointNotFound
+
+    user = webui.shared.opts.data["sd_model_checkpoint"]
+    r = recipe()
+    r.checkpoints["style"] = "no-such-model"
+    with pytest.raises(CheckpointNotFound, match=r"'no-such-model' not found; known: .*4elements-diffusion.ckpt \["):
+        run(webui, r)
+    assert webui.shared.opts.data["sd_model_checkpoint"] == user   # the base pass swapped; end_run put it back
+
+
+def test_interrupt_mid_pass_discards_the_partial_image(webui):
+    def press_interrupt(p, step):
+        if len(webui.processing.calls) == 2 and step == 1:
+            webui.shared.state.interrupt()
+
+    webui.processing.on_sampling_step.append(press_interrupt)
+    _, result = run(webui, recipe())
+    assert result.interrupted
+    assert [o.label for o in result.outputs if o.path] == ["base"]    # the half-done style pass was not saved
+    assert len(webui.processing.calls) == 2
+
+
+def test_interrupt_after_current_finishes_the_pass_then_stops(webui):
+    def press_stop(p, step):
+        if len(webui.processing.calls) == 2 and step == 0:
+            webui.shared.state.stop_generating()
+
+    webui.processing.on_sampling_step.append(press_stop)
+    _, result = run(webui, recipe())
+    assert result.interrupted
+    assert [o.label for o in result.outputs if o.path] == ["base", "style"]
+
+
+def test_skip_drops_one_pass_and_the_run_goes_on(webui):
+    def press_skip(p, step):
+        if len(webui.processing.calls) == 3 and step == 1:
+            webui.shared.state.skip()
+
+    webui.processing.on_sampling_step.append(press_skip)
+    _, result = run(webui, recipe())
+    assert not result.interrupted
+    assert [(o.label, o.status, bool(o.path)) for o in result.outputs] == \
+        [("base", "done", True), ("style", "done", True), ("1024", "skipped", False), ("1536", "done", True)]
+    assert not webui.shared.state.skipped
+
+
+def test_infotext_round_trips_through_the_webui_parser(webui):
+    from tlok_workflow import outputs
+
+    _, result = run(webui, recipe())
+    info = outputs.read_png_text(result.outputs[1].path)["parameters"]
+    params = webui.infotext_utils.parse_generation_parameters(info)
+    assert params["Prompt"] == "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
+    assert params["Negative prompt"] == "blur, vignette, instagram"
+    assert {k: params[k] for k in ("Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size-1", "Size-2",
+                                   "Model", "Denoising strength", "TLOK stage", "TLOK pack")} == {
+        "Steps": "20", "Sampler": "Euler a", "Schedule type": "Automatic", "CFG scale": "7.0", "Seed": "10",
+        "Size-1": "512", "Size-2": "512", "Model": "4elements-diffusion", "Denoising strength": "0.5",
+        "TLOK stage": "2/4 style", "TLOK pack": "4elements"}

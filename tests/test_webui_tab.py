@@ -1,0 +1,190 @@
+"""The tab inside the WebUI stand-in: registration, settings, Send-to, Generate through the queue, paste, API.
+
+Needs gradio: runs in the gradio 3.41 (A1111) and 4.40 (Forge) venvs of .ci/run_ui.sh.
+"""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+from webui_stub.env import BASE, STYLE, title  # noqa: E402
+pytest_plugins = ["webui_stub.env"]   # the `webui` fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script():
+    """As modules/script_loading.load_module: the file runs under its basename, not put in sys.modules."""
+    path = ROOT / "scripts" / "tlok_workflow.py"
+    spec = importlib.util.spec_from_file_location(path.name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_webui(webui):
+    """What create_ui does, in order: settings, the txt2img output panel, extension tabs."""
+    cb, ui_common = webui.script_callbacks, webui.ui_common
+    load_script()
+    cb.ui_settings_callback()
+    with gr.Blocks() as txt2img:
+        for elem_id in ("txt2img_prompt", "txt2img_neg_prompt"):
+            cb.after_component_callback(gr.Textbox(elem_id=elem_id), elem_id=elem_id)
+        panel = ui_common.create_output_panel("txt2img", "outputs")
+        cb.after_component_callback(panel.gallery, elem_id="txt2img_gallery")
+        with gr.Row():
+            cb.after_component_callback(gr.Button(elem_id="txt2img_send_to_extras"), elem_id="txt2img_send_to_extras")
+    tabs = cb.ui_tabs_callback()
+    assert cb.reported == []
+    from tlok_workflow import webui_host
+    return tabs, webui_host._state["host"], txt2img
+
+
+def elem_ids(blocks):
+    return {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
+
+
+def test_tab_settings_and_send_to_register(webui):
+    tabs, host, _ = build_webui(webui)
+    [(blocks, label, elem_id)] = tabs
+    assert (label, elem_id) == ("TLOK Workflow", "tlok_workflow")
+    ids = elem_ids(blocks)
+    for suffix in ("generate", "interrupt", "skip", "interrupting", "gallery", "results", "outfit", "hairstyle",
+                   "base", "style", "refresh_checkpoints", "paste", "task_id"):
+        assert f"tlok_workflow_{suffix}" in ids
+    assert {"html_info_tlok_workflow", "generation_info_tlok_workflow", "tlok_workflow_send_to_img2img"} <= ids
+    from tlok_workflow.faces import detectors   # the yolo detector looks where ADetailer keeps face models
+    assert detectors.yolo_folder == str(Path(webui.paths_internal.models_path) / "adetailer")
+    options = webui.shared.opts.data_labels
+    assert options["tlok_workflow_style_checkpoint"].section == ("tlok_workflow", "TLOK Workflow")
+    assert options["tlok_workflow_style_checkpoint"].component_args()["choices"] == ["", title(STYLE), title(BASE)]
+    assert {"tlok_workflow_presets_dir", "tlok_workflow_outdir", "tlok_workflow_save_intermediates",
+            "tlok_workflow_face_detectors", "tlok_workflow_base_checkpoint"} <= set(options)
+    # every binding aimed at our tab has a registered target (else connect_paste_params_buttons raises KeyError)
+    utils = webui.infotext_utils
+    ours = [b for b in utils.registered_param_bindings if b.tabname == "tlok_workflow"]
+    assert {b.paste_button.elem_id for b in ours} == {"txt2img_send_to_tlok_workflow", "tlok_workflow_paste"}
+    assert utils.paste_fields["tlok_workflow"]["init_img"] is host.panel.init_image
+    assert [b for b in ours if b.source_image_component is not None][0].source_image_component.elem_id == \
+        "txt2img_gallery"
+
+
+def test_reloading_scripts_registers_once_more_not_twice(webui):
+    load_script()
+    webui.script_callbacks.clear_callbacks()   # what "Reload UI" does before running the scripts again
+    load_script()
+    assert len(webui.script_callbacks.callback_map["callbacks_ui_tabs"]) == 1
+
+
+def test_generate_runs_in_the_queue_and_fills_the_output_panel(webui, tmp_path):
+    _, host, _ = build_webui(webui)
+    panel = host.panel
+    seen_by_other_extensions = []
+    webui.script_callbacks.on_image_saved(lambda params: seen_by_other_extensions.append(params.filename))
+    values = {name: getattr(component, "value", None) for name, component in panel.controls.items()}
+    values.update(base=BASE, style="4elements-diffusion", face_after="off", seed=7)
+    gallery, info, infotext, log = host.generate_fn("task(abc)", *values.values())
+    assert "error" not in log, log
+    assert [caption for _, caption in gallery] == ["s1 base 512×512", "s2 style 512×512", "s3 1024 1024×1024",
+                                                   "s4 1536 1536×1536"]
+    info = json.loads(info)
+    assert len(info["infotexts"]) == 4 and info["index_of_first_image"] == 0
+    assert "TLOK stage: 4/4 1536" in info["infotexts"][-1] and "Time taken" in log
+    assert webui.progress.finished_tasks == ["task(abc)"]
+    assert webui.sd_models.loads == [title(BASE), title(STYLE)]
+    assert webui.shared.opts.data["sd_model_checkpoint"] == title(BASE)    # the user's choice is back
+    assert webui.shared.state.job_count == 0 and webui.shared.total_tqdm.cleared
+    saved = sorted(p.name for p in Path(host.out_dir).glob("*.png"))
+    assert saved == ["00000-7-s1-base.png", "00000-7-s2-style.png", "00000-7-s3-1024.png", "00000-7-s4-1536.png"]
+    assert seen_by_other_extensions == webui.images.saved and len(webui.images.saved) == 4   # via images.save_image
+    from tlok_workflow import outputs
+    recipe = outputs.recipe_json_from_png(Path(webui.images.saved[-1]))
+    assert json.loads(recipe)["seed"] == 7 and gallery[-1][0].already_saved_as == webui.images.saved[-1]
+
+
+def test_without_intermediates_only_the_last_stage_is_kept(webui):
+    _, host, _ = build_webui(webui)
+    webui.shared.opts.data["tlok_workflow_save_intermediates"] = False
+    values = {name: getattr(component, "value", None) for name, component in host.panel.controls.items()}
+    values.update(base=BASE, style=STYLE, face_after="off", seed=7)
+    gallery, _, _, _ = host.generate_fn("task(b)", *values.values())
+    assert [caption for _, caption in gallery] == ["s4 1536 1536×1536"]
+    assert sorted(p.name for p in Path(host.out_dir).glob("*.png")) == ["00000-7-s4-1536.png"]
+
+
+def test_generate_errors_show_in_the_log_not_as_a_crash(webui):
+    _, host, _ = build_webui(webui)
+    values = {name: getattr(component, "value", None) for name, component in host.panel.controls.items()}
+    values.update(style="missing-model", face_after="off")
+    gallery, _, _, log = host.generate_fn("task(x)", *values.values())
+    assert gallery is None and "missing-model" in log and "not found; known:" in log
+
+
+def test_pasting_our_infotext_restores_the_dropdowns(webui):
+    from tlok_workflow.ui import infotext_fields
+
+    _, host, _ = build_webui(webui)
+    panel = host.panel
+    info = ("closeup Korra wearing runa outfit shoa hairstyle cosplay photo\nNegative prompt: blur\n"
+            "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 512x512, "
+            "TLOK stage: 2/4 style, TLOK pack: 4elements")
+    params = webui.infotext_utils.parse_generation_parameters(info)
+    fields = infotext_fields(panel)
+    updates = webui.infotext_utils.paste_values(fields, params)
+    pasted = {component.elem_id: u.get("value") for (component, _), u in zip(fields, updates)}
+    assert pasted == {"tlok_workflow_prompt": "closeup Korra wearing runa outfit shoa hairstyle cosplay photo",
+                      "tlok_workflow_neg_prompt": "blur", "tlok_workflow_seed": 42.0,
+                      "tlok_workflow_outfit": "runa", "tlok_workflow_hairstyle": "shoa",
+                      "tlok_workflow_shot": "closeup", "tlok_workflow_medium": "cosplay photo",
+                      "tlok_workflow_preset": "alternative"}
+
+
+def test_api_runs_in_the_webui_queue(webui):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from tlok_workflow.chain import build_recipe
+    from tlok_workflow.presets import load_pack
+    from tlok_workflow.recipe import PromptSpec
+
+    build_webui(webui)
+    app = FastAPI()
+    webui.script_callbacks.app_started_callback(None, app)
+    client = TestClient(app)
+    recipe = build_recipe(load_pack(), PromptSpec(), face_after="off", seed=3, ladder=[],
+                          checkpoints={"base": BASE, "style": STYLE})
+    response = client.post("/tlok-workflow/v1/run", json={"recipe": recipe.to_dict()})
+    assert response.status_code == 200, response.text
+    assert response.json()["stages"] == ["00000-3 s1 base", "00000-3 s2 style"]
+    assert webui.progress.finished_tasks[0].startswith("task(tlok-")
+    assert not webui.call_queue.queue_lock.locked() and webui.shared.state.job_count == 0
+    passes = len(webui.processing.calls)
+    response = client.post("/tlok-workflow/v1/run", json={"recipe": dict(recipe.to_dict(), checkpoints={
+        "base": BASE, "style": "nope"})})
+    assert response.status_code == 400 and "'nope' not found" in response.json()["detail"]
+    assert len(webui.processing.calls) == passes   # refused before the base pass ran
+
+
+def test_on_forge_the_run_goes_to_the_main_thread_and_errors_come_back(webui, monkeypatch):
+    import threading
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "webui_stub" / "forge"))
+    from modules_forge import main_thread
+    from tlok_workflow.webui_host import on_main_thread
+
+    threading.Thread(target=main_thread.loop, daemon=True).start()   # Forge's main thread
+    assert on_main_thread(lambda x: (x, threading.current_thread().name), 5)[0] == 5
+    assert on_main_thread(threading.current_thread) is not threading.current_thread()
+
+    def fails():
+        raise ValueError("checkpoint 'x' not found")
+
+    try:
+        with pytest.raises(ValueError, match="'x' not found"):   # Forge itself would return None here
+            on_main_thread(fails)
+    finally:   # later tests are A1111 again
+        for name in [m for m in sys.modules if m.startswith("modules_forge")]:
+            del sys.modules[name]

@@ -1,0 +1,63 @@
+"""python -m tlok_workflow ui: the TLOK Workflow panel in the browser, on 127.0.0.1, with the diffusers backend.
+
+The demo models are the default checkpoints, so the app works before any real checkpoint is downloaded; a
+`--models` folder adds its .safetensors/.ckpt files and diffusers folders to the dropdowns. The REST API of the
+WebUI extension is mounted too (/tlok-workflow/v1/...).
+"""
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import gradio as gr
+
+from . import api
+from .backends.demo_model import DEMO_MODELS
+from .backends.schedulers import SAMPLERS, SCHEDULE_TYPES
+from .ui import TAB, Host, build_panel
+
+STYLE_CSS = Path(__file__).resolve().parent.parent / "style.css"  # the extension's stylesheet, when beside us
+
+
+def list_checkpoints(models: Optional[Path]) -> List[str]:
+    found = []
+    if models and Path(models).is_dir():
+        for path in sorted(Path(models).iterdir()):
+            if path.suffix in (".safetensors", ".ckpt") or (path / "model_index.json").is_file():
+                found.append(str(path))
+    return list(DEMO_MODELS) + found
+
+
+def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[str] = (), backend_factory=None,
+              pack: str = "4elements") -> Host:
+    def diffusers_backend():
+        from .backends.diffusers_backend import DiffusersBackend  # lazy: torch loads at the first run
+        return DiffusersBackend()
+
+    return Host(out_dir=out_dir, backend_factory=backend_factory or diffusers_backend,
+                checkpoints=list_checkpoints(models), default_checkpoints={"base": "demo-base", "style": "demo-style"},
+                samplers=SAMPLERS, schedulers=SCHEDULE_TYPES, demo_checkpoints=DEMO_MODELS, user_dirs=user_dirs,
+                pack=pack)
+
+
+def build_app(host: Host) -> gr.Blocks:
+    css = STYLE_CSS.read_text(encoding="utf-8") if STYLE_CSS.is_file() else ""
+    with gr.Blocks(title="TLOK Workflow", css=css, analytics_enabled=False) as demo:
+        with gr.Column(elem_id=f"tab_{TAB}"):   # the WebUI's tab id, so style.css applies unchanged
+            build_panel(host)
+    demo.queue()
+    return demo
+
+
+def serve(host: Host, port: int = 7860, block: bool = True):
+    """Launch on 127.0.0.1 and mount the API; returns the FastAPI app when block is False."""
+    demo = build_app(host)
+    app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    api.mount(app, host)
+    print(f"TLOK Workflow: {url}  (outputs in {host.out_dir}/)", flush=True)
+    if block:
+        demo.block_thread()
+    return demo, app
+
+
+def main(out: Path = Path("outputs"), port: int = 7860, models: Optional[Path] = None,
+         user_dirs: Sequence[str] = ()) -> None:
+    serve(make_host(out, models, user_dirs), port)

@@ -1,0 +1,113 @@
+"""The WebUI backend: each pass through modules.processing (A1111 1.10, Forge).
+
+- Every value is set on the processing object; `p.scripts` stays None, so no always-on or built-in UI script
+  (sampler, seed) can overwrite them.
+- The checkpoint is swapped with override_settings={'sd_model_checkpoint': <exact title>} and not restored
+  after each pass (so the style model stays loaded across a stage-major run); `end_run` puts the user's
+  checkpoint back once.
+- shared.state: job_count = the run's passes; an Interrupt (or Skip) during a pass makes the WebUI return a
+  half-denoised image, which is raised as Interrupted (Skipped) instead of being saved as finished.
+"""
+import importlib.util
+from contextlib import closing
+
+from PIL import Image
+
+from modules import processing, sd_models, shared
+
+from ..runner import Interrupted, Skipped
+from .base import Backend, PassRequest, StepCallback
+
+try:  # schedule types exist from 1.9 on
+    from modules import sd_schedulers
+except ImportError:  # pragma: no cover - older WebUIs
+    sd_schedulers = None
+
+IS_FORGE = importlib.util.find_spec("modules_forge") is not None
+
+
+class CheckpointNotFound(ValueError):
+    pass
+
+
+def find_checkpoint(name: str):
+    """The WebUI's CheckpointInfo for a title, name or alias; '' means the user's current checkpoint."""
+    name = name or shared.opts.data.get("sd_model_checkpoint", "")
+    info = sd_models.get_closet_checkpoint_match(name)
+    if info is None:
+        known = ", ".join(sd_models.checkpoint_tiles()) or "none: put checkpoints in models/Stable-diffusion"
+        raise CheckpointNotFound(f"checkpoint {name!r} not found; known: {known}")
+    return info
+
+
+class WebUIBackend(Backend):
+    def __init__(self, outpath: str = ""):
+        super().__init__()
+        self.outpath = outpath
+        self.user_checkpoint = None
+        self.current = None
+
+    def begin_run(self, total_passes: int) -> None:
+        self.user_checkpoint = shared.opts.data.get("sd_model_checkpoint")
+        self.current = None
+        shared.state.job_count = total_passes
+
+    def end_run(self) -> None:
+        """Put the user's checkpoint back in the settings; the WebUI reloads it at its next generation."""
+        user = self.user_checkpoint
+        if user is None or shared.opts.data.get("sd_model_checkpoint") == user:
+            return
+        if IS_FORGE:   # Forge keeps the model choice in its loading parameters, changed through set_config
+            from modules import sysinfo
+            sysinfo.set_config({"sd_model_checkpoint": user}, save_config=False)
+        else:          # no onchange: it would take the queue lock we already hold
+            shared.opts.set("sd_model_checkpoint", user, run_callbacks=False)
+
+    def model_name(self, checkpoint: str) -> str:
+        return find_checkpoint(checkpoint).name_for_extra
+
+    def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
+        on_step(0, request.steps)  # progress text, and an interrupt between passes stops here
+        info = find_checkpoint(request.checkpoint)
+        if info.title != self.current:
+            self.loads.append(info.title)
+            self.current = info.title
+        p = make_processing(request, info.title, self.outpath)
+        if shared.state.job_no >= shared.state.job_count:   # more face passes than planned
+            shared.state.job_count = shared.state.job_no + 1
+        with closing(p):
+            processed = processing.process_images(p)
+        if shared.state.interrupted or not processed.images:
+            raise Interrupted()   # the image is half-denoised (or none was made): not a finished stage
+        if shared.state.skipped:
+            shared.state.skipped = False
+            raise Skipped()
+        return processed.images[processed.index_of_first_image].convert("RGB")
+
+
+def make_processing(request: PassRequest, checkpoint_title: str, outpath: str = ""):
+    """The processing object for one pass, every field explicit."""
+    common = dict(
+        outpath_samples=outpath, outpath_grids=outpath, prompt=request.prompt,
+        negative_prompt=request.negative_prompt, styles=[], seed=request.seed, subseed=-1, subseed_strength=0,
+        seed_resize_from_h=-1, seed_resize_from_w=-1, sampler_name=request.sampler, batch_size=1, n_iter=1,
+        steps=request.steps, cfg_scale=request.cfg_scale, width=request.width, height=request.height,
+        restore_faces=False, tiling=False, do_not_save_samples=True, do_not_save_grid=True,
+        override_settings={"sd_model_checkpoint": checkpoint_title}, override_settings_restore_afterwards=False,
+    )
+    if sd_schedulers is not None:
+        common["scheduler"] = request.scheduler
+    if request.mode == "txt2img":
+        p = processing.StableDiffusionProcessingTxt2Img(enable_hr=False, **common)
+    elif request.mode == "img2img":
+        p = processing.StableDiffusionProcessingImg2Img(
+            init_images=[request.image], resize_mode=0, denoising_strength=request.denoise, mask=None, **common)
+    elif request.mode == "inpaint":
+        p = processing.StableDiffusionProcessingImg2Img(
+            init_images=[request.image], resize_mode=0, denoising_strength=request.denoise, mask=request.mask,
+            mask_blur=request.mask_blur, inpainting_fill=1, inpaint_full_res=True,
+            inpaint_full_res_padding=request.inpaint_padding, inpainting_mask_invert=0, **common)
+    else:
+        raise ValueError(f"unknown mode {request.mode!r}")
+    p.scripts = None
+    return p

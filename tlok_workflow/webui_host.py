@@ -1,0 +1,239 @@
+"""TLOK Workflow inside the WebUI (A1111 1.10, Forge): settings, the tab, "Send to TLOK Workflow", the API.
+
+`register()` is called by scripts/tlok_workflow.py at every (re)load of the scripts. The panel itself is
+ui.build_panel; this module only supplies what the WebUI does differently (`WebUIHost`): its checkpoint and
+sampler lists with the 🔄 button, its output panel, its queue, progress bar and Interrupt/Skip, paste fields.
+"""
+import importlib.util
+import os
+from pathlib import Path
+from typing import Dict, List
+
+import gradio as gr
+
+from modules import (call_queue, images, infotext_utils, paths_internal, progress, script_callbacks, sd_models,
+                     sd_samplers, shared, ui_common)
+from modules.ui_components import ToolButton
+
+from . import api
+from .backends.webui import WebUIBackend, find_checkpoint
+from .faces import detectors
+from .recipe import Recipe
+from .runner import RunResult
+from .ui import TAB, Host, OutputPanel, Panel, build_panel, infotext_fields, js, results
+
+TITLE = "TLOK Workflow"
+SECTION = (TAB, TITLE)
+DEFAULT_OUTDIR = os.path.join(paths_internal.default_output_dir, "tlok-workflow")
+SETTINGS = {  # key: (default, label)
+    "tlok_workflow_base_checkpoint": ("", "Default base checkpoint (vanilla SD for txt2img; empty: the selected one)"),
+    "tlok_workflow_style_checkpoint": ("", "Default style checkpoint (4elements-diffusion; empty: the selected one)"),
+    "tlok_workflow_presets_dir": ("", "User presets folder (merged over the bundled packs)"),
+    "tlok_workflow_outdir": (DEFAULT_OUTDIR, "Output folder"),
+    "tlok_workflow_save_intermediates": (True, "Keep every stage's image (off: only each image's last stage)"),
+    "tlok_workflow_face_detectors": ("mediapipe, opencv", "Face detectors, tried in order (mediapipe, opencv, yolo)"),
+}
+
+
+def opt(key: str):
+    return shared.opts.data.get(key, SETTINGS[key][0])
+
+
+def schedulers() -> List[str]:
+    try:
+        from modules import sd_schedulers
+    except ImportError:   # before 1.9 there are no schedule types
+        return ["Automatic"]
+    return [s.label for s in sd_schedulers.schedulers]
+
+
+def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "") -> Path:
+    """The runner's saver in the WebUI: images.save_image, so the WebUI's image format, its save callbacks (other
+    extensions) and .txt option apply; our file names, never overwriting; the recipe as a PNG text chunk."""
+    extension = shared.opts.data.get("samples_format") or "png"
+    name = stem
+    for n in range(1, 100000):
+        if not (Path(folder) / f"{name}.{extension}").exists():
+            break
+        name = f"{stem}-{n}"
+    fullfn, _ = images.save_image(image, str(folder), "", extension=extension, info=info, forced_filename=name,
+                                  existing_info={"tlok_recipe": recipe_json} if recipe_json else None,
+                                  save_to_dirs=False)
+    return Path(fullfn)
+
+
+def on_main_thread(func, *args, **kwargs):
+    """Forge runs generation on its main thread; A1111 runs it where it is called. Forge's run_and_wait_result
+    prints an exception and returns None, so the exception is carried back and raised here."""
+    if importlib.util.find_spec("modules_forge") is None:
+        return func(*args, **kwargs)
+    from modules_forge import main_thread
+    outcome = {}
+
+    def call():
+        try:
+            outcome["result"] = func(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = e
+
+    main_thread.run_and_wait_result(call)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+class WebUIHost(Host):
+    webui = True
+
+    def __init__(self):
+        user_dir = opt("tlok_workflow_presets_dir")
+        current = shared.opts.data.get("sd_model_checkpoint", "")
+        super().__init__(out_dir=opt("tlok_workflow_outdir"), backend_factory=None, checkpoints=[],
+                         default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
+                                              "style": opt("tlok_workflow_style_checkpoint") or current},
+                         samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers(),
+                         user_dirs=[user_dir] if user_dir else [])
+        self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
+
+    def checkpoints(self) -> List[str]:
+        return sd_models.checkpoint_tiles()
+
+    def backend(self):
+        return WebUIBackend(outpath=str(self.out_dir))   # fresh per run: it holds the run's user checkpoint
+
+    saver = staticmethod(save_stage)
+
+    def should_stop(self) -> bool:
+        return shared.state.interrupted or shared.state.stopping_generation
+
+    def take_skip(self) -> bool:
+        return False   # the backend turns a skipped pass into Skipped itself
+
+    def save_intermediates(self) -> bool:
+        return bool(opt("tlok_workflow_save_intermediates"))
+
+    def prepare(self, recipe: Recipe) -> Recipe:
+        for stage in recipe.stages:   # an unknown checkpoint fails now, not after the first passes
+            find_checkpoint(recipe.checkpoint_of(stage))
+        detectors = [d.strip() for d in str(opt("tlok_workflow_face_detectors")).split(",") if d.strip()]
+        for stage in recipe.stages:
+            if stage.face is not None and detectors:
+                stage.face.detectors = detectors
+        return recipe
+
+    @staticmethod
+    def show_progress(p) -> None:
+        shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}"
+
+    # --- UI pieces -------------------------------------------------------------------------------------------
+    def refresh_button(self, dropdowns: list) -> None:
+        ui_common.create_refresh_button(dropdowns, sd_models.list_models,
+                                        lambda: {"choices": sd_models.checkpoint_tiles()}, f"{TAB}_refresh_checkpoints")
+
+    def paste_button(self):
+        return ToolButton("↙️", elem_id=f"{TAB}_paste")
+
+    def output_panel(self) -> OutputPanel:
+        out = ui_common.create_output_panel(TAB, str(self.out_dir))
+        return OutputPanel(out.gallery, out.generation_info, out.infotext, out.html_log)
+
+    def connect_generate(self, panel: Panel, inputs: list, outputs: list) -> None:
+        task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
+
+        def generate(id_task, *values):
+            recipe, count = panel.recipe_and_count(values)
+            shared.state.textinfo = "TLOK Workflow: starting"
+            result = on_main_thread(self.run, recipe, count, on_progress=self.show_progress)
+            shared.total_tqdm.clear()
+            return results(result, recipe)
+
+        def interrupt():  # as the WebUI's own Interrupt: first click stops after this pass, second at once
+            if not shared.state.stopping_generation and shared.state.job_count > 1 and \
+                    shared.opts.data.get("interrupt_after_current", True):
+                shared.state.stop_generating()
+            else:
+                shared.state.interrupt()
+
+        self.generate_fn = call_queue.wrap_gradio_gpu_call(generate, extra_outputs=[None, "", ""])
+        panel.generate.click(fn=self.generate_fn, inputs=[task_id] + inputs, outputs=outputs, show_progress="hidden",
+                             **js(f"{TAB}_submit"))
+        panel.interrupt.click(fn=interrupt, **js(f'function(){{ showSubmitInterruptingPlaceholder("{TAB}"); }}'))
+        panel.interrupting.click(fn=interrupt)
+        panel.skip.click(fn=shared.state.skip)
+
+    def after_build(self, panel: Panel) -> None:
+        self.panel = panel
+        infotext_utils.add_paste_fields(TAB, panel.init_image, infotext_fields(panel))
+        if panel.paste is not None:   # ↙️ reads infotext from the prompt box into the controls
+            infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+                paste_button=panel.paste, tabname=TAB, source_text_component=panel.prompt))
+        for button, prompt, negative in self.send_buttons:   # the image comes through the ParamBinding
+            button.click(fn=lambda a, b: (a, b), inputs=[prompt, negative], outputs=[panel.prompt, panel.negative],
+                         show_progress="hidden")
+
+    def api_run(self, recipe: Recipe, count: int) -> RunResult:
+        """As /sdapi/v1/txt2img: in the WebUI's queue, with its progress and state."""
+        task_id = progress.create_task_id("tlok")
+        progress.add_task_to_queue(task_id)
+        with call_queue.queue_lock:
+            shared.state.begin(job=task_id)
+            progress.start_task(task_id)
+            try:
+                return on_main_thread(self.run, self.prepare(recipe), count, on_progress=self.show_progress)
+            finally:
+                progress.finish_task(task_id)
+                shared.state.end()
+                shared.total_tqdm.clear()
+
+
+# --- callbacks ---------------------------------------------------------------------------------------------------
+_state: Dict[str, object] = {"host": None}
+_sources: Dict[str, dict] = {}   # "txt2img" → {"gallery": …, "prompt": …, "negative": …}
+
+
+def on_ui_settings() -> None:
+    checkpoints = {"component": gr.Dropdown, "component_args": lambda: {"choices": [""] + sd_models.checkpoint_tiles()},
+                   "refresh": sd_models.list_models}
+    for key, (default, label) in SETTINGS.items():
+        extra = checkpoints if key.endswith("_checkpoint") else {}
+        shared.opts.add_option(key, shared.OptionInfo(default, label, section=SECTION, **extra))
+
+
+def on_ui_tabs():
+    host = WebUIHost()
+    _state["host"] = host
+    host.send_buttons = [(s["button"], s["prompt"], s["negative"]) for s in _sources.values()
+                         if {"button", "prompt", "negative"} <= set(s)]
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        build_panel(host)
+    return [(blocks, TITLE, TAB)]
+
+
+def on_after_component(component, **kwargs) -> None:
+    """A "Send to TLOK Workflow" button beside txt2img's and img2img's send buttons."""
+    elem_id = kwargs.get("elem_id") or ""
+    for tab in ("txt2img", "img2img"):
+        source = _sources.setdefault(tab, {})
+        if elem_id == f"{tab}_gallery":
+            source["gallery"] = component
+        elif elem_id == f"{tab}_prompt":
+            source["prompt"] = component
+        elif elem_id == f"{tab}_neg_prompt":
+            source["negative"] = component
+        elif elem_id == f"{tab}_send_to_extras" and "gallery" in source:
+            source["button"] = ToolButton("🌀", elem_id=f"{tab}_send_to_{TAB}")
+            infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+                paste_button=source["button"], tabname=TAB, source_image_component=source["gallery"]))
+
+
+def on_app_started(demo, app) -> None:
+    api.mount(app, _state["host"] or WebUIHost())
+
+
+def register() -> None:
+    _sources.clear()
+    detectors.yolo_folder = os.path.join(paths_internal.models_path, "adetailer")   # ADetailer users' face models
+    script_callbacks.on_ui_settings(on_ui_settings)
+    script_callbacks.on_after_component(on_after_component)
+    script_callbacks.on_ui_tabs(on_ui_tabs)
+    script_callbacks.on_app_started(on_app_started)
