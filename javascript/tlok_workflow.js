@@ -62,6 +62,12 @@ function recalculate_prompts_tlok_workflow() {
         "Start from image (optional: skips txt2img)": "Restyle this image instead of generating one: the chain starts at the style pass.",
         "Export": "Write the recipe these settings make as JSON into the box.",
         "Import": "Set the controls from the recipe JSON in the box.",
+        "Input folder (or a glob, or a .txt list of files)": "Images to restyle and upscale: png, jpg, webp, tif. A glob such as /data/*.png, or a .txt file with one path per line, works too.",
+        "Output folder (not inside the input folder)": "Each image's stages are saved here under its own name; a manifest lets the same batch continue after an interrupt or a crash.",
+        "Include subfolders": "Also take images from subfolders, mirrored in the output folder.",
+        "Keep only the final stage": "Save only each image's last stage (intermediates are removed when the batch is complete).",
+        "Add each PNG's own prompt": "Append the prompt stored in each PNG's infotext (e.g. from a txt2img run) to the composed prompt.",
+        "Run batch": "Run the chain from its style pass over every image of the input folder, each checkpoint loaded once.",
     };
     for (var key in hints) {
         titles[key] = hints[key];

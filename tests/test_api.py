@@ -26,7 +26,7 @@ PACK = load_pack()
 @pytest.fixture
 def client(tmp_path):
     app = FastAPI()
-    api.mount(app, make_host(tmp_path, backend_factory=FakeBackend))
+    api.mount(app, make_host(tmp_path / "out", backend_factory=FakeBackend, batch_roots=[str(tmp_path / "root")]))
     return TestClient(app)
 
 
@@ -82,3 +82,38 @@ def test_plan_and_presets(client):
     assert len(presets["outfits"]) == 23 and presets["outfits"]["runa"]["hairstyle"] == "shoa"
     assert "ghibli-example" in presets["packs"]
     assert client.get("/tlok-workflow/v1/presets", params={"pack": "x"}).status_code == 404
+
+
+def batch_request(tmp_path, **kw):
+    source = tmp_path / "root" / "in"
+    source.mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        Image.new("RGB", (40, 40), (60 * i, 0, 0)).save(source / f"photo{i}.png")
+    body = {"recipe": recipe(), "input": str(source), "output": str(tmp_path / "root" / "out")}
+    body.update(kw)
+    return body
+
+
+def test_batch_runs_a_folder_inside_the_roots(client, tmp_path):
+    response = client.post("/tlok-workflow/v1/batch", json=batch_request(tmp_path))
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    assert summary["done"] == 3 and summary["model_loads"] == ["demo-style"] and summary["failed"] == []
+    assert len(list((tmp_path / "root" / "out").glob("photo*-s*.png"))) == 9   # style, 1024, 1536 each
+    again = client.post("/tlok-workflow/v1/batch", json=batch_request(tmp_path)).json()
+    assert again["passes_run"] == 0 and again["resumed_passes"] == 9
+
+
+@pytest.mark.parametrize("change, status, message", [
+    (lambda t: {"input": str(t / "elsewhere")}, 403, "input: "),
+    (lambda t: {"output": str(t / "root" / ".." / "escaped")}, 403, "output: "),
+    (lambda t: {"output": "/etc"}, 403, "outside the allowed batch folders"),
+    (lambda t: {"output": str(t / "root" / "in" / "out")}, 400, "inside the input folder"),
+    (lambda t: {"recipe": dict(recipe(), seed="x")}, 400, "recipe.seed"),
+])
+def test_batch_refuses_traversal_and_bad_requests(client, tmp_path, change, status, message):
+    (tmp_path / "elsewhere").mkdir()
+    response = client.post("/tlok-workflow/v1/batch", json=batch_request(tmp_path, **change(tmp_path)))
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert not (tmp_path / "escaped").exists()

@@ -97,3 +97,22 @@ def test_interrupt_keeps_the_finished_stages(panel):
     *_, (gallery, _, _, log) = panel.host.run_streaming(panel, tuple(v.values()))
     assert [caption for _, caption in gallery] == ["s1 base 64×64", "s2 style 64×64", "s3 1024 128×128"]
     assert log.startswith("<p>Interrupted")
+
+
+def test_batch_section_runs_a_folder_and_reports(panel, tmp_path):
+    from PIL import Image
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    for i in range(2):
+        Image.new("RGB", (48, 32), (0, 80 * i, 0)).save(source / f"p{i}.jpg")
+    folders = {"batch_input": str(source), "batch_output": str(tmp_path / "styled"), "batch_recursive": False,
+               "batch_final_only": True, "batch_prompt_from_infotext": False}
+    args = tuple(values(panel).values()) + tuple(folders[name] for name in panel.batch_controls)
+    *_, (gallery, _, _, log) = panel.host.batch_streaming(panel, args)
+    assert "2 done" in log and "1 model load" in log
+    assert sorted(p.name for p in (tmp_path / "styled").glob("*.png")) == ["p0.png", "p1.png"]   # finals only
+    assert [caption for _, caption in gallery] == ["p0", "p1"]
+    args = tuple(values(panel).values()) + ("", "", False, False, False)
+    *_, (_, _, _, log) = panel.host.batch_streaming(panel, args)
+    assert "give an input folder and an output folder" in log

@@ -124,6 +124,24 @@ def test_generate_errors_show_in_the_log_not_as_a_crash(webui):
     assert gallery is None and "missing-model" in log and "not found; known:" in log
 
 
+def test_batch_section_runs_in_the_queue_with_one_load_per_checkpoint(webui, tmp_path):
+    from PIL import Image
+
+    _, host, _ = build_webui(webui)
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (40 * i, 0, 0)).save(source / f"img{i}.png")
+    values = {name: getattr(component, "value", None) for name, component in host.panel.controls.items()}
+    values.update(base=BASE, style=STYLE, face_after="off", ladder="1024", seed=7)
+    folders = [str(source), str(tmp_path / "out"), False, False, False]
+    gallery, _, _, log = host.batch_fn("task(batch)", *values.values(), *folders)
+    assert "3 done" in log and "1 model load(s)" in log, log
+    assert webui.sd_models.loads == [title(STYLE)]                 # no txt2img: the base model is never loaded
+    assert webui.progress.finished_tasks == ["task(batch)"] and webui.shared.state.job_count == 0
+    assert len(list((tmp_path / "out").glob("img*-s2-1024.png"))) == 3 and len(gallery) == 3
+
+
 def test_pasting_our_infotext_restores_the_dropdowns(webui):
     from tlok_workflow.ui import infotext_fields
 

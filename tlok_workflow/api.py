@@ -4,10 +4,12 @@
                                   → {"images": [base64 PNG per stage], "infotexts": [...], "stages": [...], ...}
   POST /tlok-workflow/v1/plan     {"recipe": {...}, "count": 1} → the plan: rows, model loads, warnings, prompts
   GET  /tlok-workflow/v1/presets  ?pack=4elements → the pack's outfits, hairstyles, shots, media, negatives, recipes
+  POST /tlok-workflow/v1/batch    {"recipe": {...}, "input": "folder", "output": "folder", ...} → the batch summary;
+                                  both folders must lie inside the host's batch roots (else 403)
 
 A bad request (unknown field, value out of range, unknown pack, undecodable image) answers 400 with the message
 in `detail`. The models use only what pydantic 1 (A1111's fastapi 0.94) and pydantic 2 (Forge) share.
-`host.api_run(recipe, count)` runs the recipe: the WebUI's host takes the GPU queue lock, the standalone's its own.
+`host.exclusive(work)` runs a job: the WebUI's host in its GPU queue, the standalone's under its own lock.
 """
 import base64
 import binascii
@@ -21,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from . import outputs
+from .batch import BatchJob
 from .chain import plan
 from .presets import load_pack, load_packs
 from .prompts import compose
@@ -43,6 +46,15 @@ class RunResponse(BaseModel):
     notes: List[str]
     seed: int
     interrupted: bool
+
+
+class BatchRequest(BaseModel):
+    recipe: Dict[str, Any] = Field(..., description="a recipe; a txt2img first stage is left out")
+    input: str = Field(..., description="input folder (inside a batch root)")
+    output: str = Field(..., description="output folder (inside a batch root, not inside the input folder)")
+    recursive: bool = False
+    final_only: bool = False
+    prompt_from_infotext: bool = False
 
 
 class PlanRequest(BaseModel):
@@ -72,6 +84,16 @@ def parse_recipe(data: Dict[str, Any], user_dirs=()) -> tuple:
     except ValueError as e:
         raise bad_request(e) from None
     return recipe, pack
+
+
+def inside_roots(folder: str, roots, field: str) -> Path:
+    """The folder, resolved, if it lies inside one of the roots (.. and links resolved first); else 403."""
+    path = Path(folder).expanduser().resolve()
+    for root in roots:
+        root = Path(root).expanduser().resolve()
+        if path == root or root in path.parents:
+            return path
+    raise HTTPException(status_code=403, detail=f"{field}: {folder} is outside the allowed batch folders")
 
 
 def decode_image(text: str) -> Image.Image:
@@ -107,7 +129,8 @@ def mount(app, host) -> None:
                                                             "first stage to start from the image")
             recipe.init_image = str(save_start_image(host.out_dir, decode_image(request.init_image)))
         try:
-            result = host.api_run(recipe, request.count)
+            result = host.exclusive(lambda: host.run(host.prepare(recipe), request.count,
+                                                     on_progress=host.show_progress))
         except ValueError as e:   # unknown checkpoint or sampler, missing start image, …
             raise bad_request(e) from None
         except Exception as e:    # the backend failed: a message, not a traceback
@@ -145,6 +168,19 @@ def mount(app, host) -> None:
                 for name in ("outfits", "hairstyles", "shots", "media", "negatives", "recipes")}
         return dict(data, name=found.name, info=dataclasses.asdict(found.info), packs=sorted(packs))
 
+    def batch_route(request: BatchRequest) -> Dict[str, Any]:
+        recipe, _ = parse_recipe(request.recipe, user_dirs)
+        source = inside_roots(request.input, host.batch_roots, "input")
+        target = inside_roots(request.output, host.batch_roots, "output")
+        job = BatchJob(recipe, str(source), target, request.recursive, request.final_only,
+                       request.prompt_from_infotext)
+        try:
+            summary = host.exclusive(lambda: host.run_batch(job, on_progress=host.show_progress))
+        except ValueError as e:   # no images, output inside input, another recipe in the output folder, …
+            raise bad_request(e) from None
+        return dict(summary.data, summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))
+
     app.add_api_route(f"{PREFIX}/run", run, methods=["POST"], response_model=RunResponse)
+    app.add_api_route(f"{PREFIX}/batch", batch_route, methods=["POST"])
     app.add_api_route(f"{PREFIX}/plan", plan_route, methods=["POST"], response_model=PlanResponse)
     app.add_api_route(f"{PREFIX}/presets", presets, methods=["GET"])

@@ -27,7 +27,7 @@ def list_checkpoints(models: Optional[Path]) -> List[str]:
 
 
 def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[str] = (), backend_factory=None,
-              pack: str = "4elements") -> Host:
+              pack: str = "4elements", batch_roots: Sequence[str] = ()) -> Host:
     def diffusers_backend():
         from .backends.diffusers_backend import DiffusersBackend  # lazy: torch loads at the first run
         return DiffusersBackend()
@@ -35,7 +35,7 @@ def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[
     return Host(out_dir=out_dir, backend_factory=backend_factory or diffusers_backend,
                 checkpoints=list_checkpoints(models), default_checkpoints={"base": "demo-base", "style": "demo-style"},
                 samplers=SAMPLERS, schedulers=SCHEDULE_TYPES, demo_checkpoints=DEMO_MODELS, user_dirs=user_dirs,
-                pack=pack)
+                pack=pack, batch_roots=batch_roots)
 
 
 def build_app(host: Host) -> gr.Blocks:
@@ -59,5 +59,5 @@ def serve(host: Host, port: int = 7860, block: bool = True):
 
 
 def main(out: Path = Path("outputs"), port: int = 7860, models: Optional[Path] = None,
-         user_dirs: Sequence[str] = ()) -> None:
-    serve(make_host(out, models, user_dirs), port)
+         user_dirs: Sequence[str] = (), batch_roots: Sequence[str] = ()) -> None:
+    serve(make_host(out, models, user_dirs, batch_roots=batch_roots), port)

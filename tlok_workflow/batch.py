@@ -33,6 +33,17 @@ class BatchError(ValueError):
     """The batch cannot start; the message names the folder or file."""
 
 
+@dataclass
+class BatchJob:
+    """What the UI and the API ask for: a recipe over the images of `source`, into `out_dir`."""
+    recipe: Recipe
+    source: str            # folder, glob or .txt list
+    out_dir: Path
+    recursive: bool = False
+    final_only: bool = False
+    prompt_from_infotext: bool = False
+
+
 def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir: Path, *,
               recursive: bool = False, final_only: bool = False, prompt_from_infotext: bool = False,
               on_progress=None, should_stop=None) -> "Summary":

@@ -80,6 +80,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=7860)
     ui.add_argument("--models", type=Path, help="folder whose checkpoints the dropdowns list")
     ui.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder")
+    ui.add_argument("--batch-root", action="append", default=[], metavar="DIR",
+                    help="a folder the batch API may use (repeatable; default: the current folder)")
     ui.set_defaults(command=_cmd_ui)
 
     faces = sub.add_parser("faces", help="detect faces in an image: print them as JSON, write a mask preview")
@@ -269,7 +271,8 @@ def _cmd_presets(args) -> None:
 def _cmd_ui(args) -> None:
     from .app import main as serve  # lazy: gradio loads only for the UI
 
-    serve(out=args.out, port=args.port, models=args.models, user_dirs=args.presets)
+    serve(out=args.out, port=args.port, models=args.models, user_dirs=args.presets,
+          batch_roots=args.batch_root or [str(Path.cwd())])
 
 
 def _cmd_run(args) -> None:

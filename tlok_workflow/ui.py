@@ -12,15 +12,16 @@ import html
 import json
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
 from PIL import Image
 
-from . import outputs
+from . import batch, outputs
 from .api import save_start_image
+from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
 from .presets import Pack, find_key, load_pack
 from .prompts import compose, compose_negative, compose_positive, medium_kind
@@ -45,12 +46,15 @@ def js(name: str) -> dict:
 class Host:
     """The standalone app's behaviour; the WebUI tab overrides what differs."""
     webui = False
-    saver = None    # the runner's default: outputs.save_png
+    saver = None          # the runner's default: outputs.save_png
+    show_progress = None  # the WebUI's host writes progress into shared.state
 
     def __init__(self, *, out_dir: Path, backend_factory: Callable[[], Any], checkpoints: Sequence[str],
                  default_checkpoints: Dict[str, str], samplers: Sequence[str], schedulers: Sequence[str],
-                 demo_checkpoints: Sequence[str] = (), user_dirs: Sequence[str] = (), pack: str = "4elements"):
+                 demo_checkpoints: Sequence[str] = (), user_dirs: Sequence[str] = (), pack: str = "4elements",
+                 batch_roots: Sequence[str] = ()):
         self.out_dir = Path(out_dir)
+        self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
         self.backend_factory = backend_factory
         self._checkpoints = list(checkpoints)
         self.default_checkpoints = default_checkpoints
@@ -96,6 +100,12 @@ class Host:
         panel.interrupt.click(fn=self.stop.set, queue=False)
         panel.skip.click(fn=self.skip.set, queue=False)
 
+    def connect_batch(self, panel: "Panel", inputs: list, outputs: list) -> None:
+        def run_batch(*values):
+            yield from self.batch_streaming(panel, values)
+
+        panel.batch.click(fn=run_batch, inputs=inputs, outputs=outputs, show_progress="minimal")
+
     def paste_button(self):
         """The WebUI's ↙️ button that reads infotext from the prompt box; none standalone."""
         return None
@@ -138,11 +148,18 @@ class Host:
     def pack_by_name(self, name: str) -> Pack:
         return load_pack(name, self.user_dirs)
 
-    def api_run(self, recipe: Recipe, count: int) -> RunResult:
-        """A run for the REST API: waits for the UI's run to end first."""
+    def run_batch(self, job: BatchJob, on_progress=None) -> Summary:
+        """A folder through the recipe (batch.run_batch: stage-major, resumable)."""
+        return batch.run_batch(self.backend(), self.pack_by_name(job.recipe.pack), self.prepare(job.recipe),
+                               job.source, job.out_dir, recursive=job.recursive, final_only=job.final_only,
+                               prompt_from_infotext=job.prompt_from_infotext, on_progress=on_progress,
+                               should_stop=self.should_stop)
+
+    def exclusive(self, work: Callable[[], Any]) -> Any:
+        """Run work() for the REST API once no other run is going (the WebUI's host uses its GPU queue)."""
         with self.lock:
             self.stop.clear()
-            return self.run(recipe, count)
+            return work()
 
     def run_streaming(self, panel: "Panel", values: tuple):
         """A generator for gradio: yields the progress line into the log while the run works in a thread, then
@@ -152,6 +169,19 @@ class Host:
         except (ValueError, outputs.ImageError) as e:
             yield [], "", "", error_html(e)
             return
+        yield from self.stream(lambda on_progress: self.run(recipe, count, on_progress=on_progress),
+                               lambda result: results(result, recipe))
+
+    def batch_streaming(self, panel: "Panel", values: tuple):
+        try:
+            job = panel.batch_job(values)
+        except ValueError as e:
+            yield [], "", "", error_html(e)
+            return
+        yield from self.stream(lambda on_progress: self.run_batch(job, on_progress=on_progress), batch_results)
+
+    def stream(self, work: Callable, show: Callable):
+        """Run work(on_progress) in a thread, yielding the progress line, then show(its result)."""
         if not self.lock.acquire(blocking=False):
             yield [], "", "", error_html("another run is in progress")
             return
@@ -159,13 +189,13 @@ class Host:
         self.skip.clear()
         state = {"progress": None, "result": None, "error": None}
 
-        def work():
+        def job():
             try:
-                state["result"] = self.run(recipe, count, on_progress=lambda p: state.update(progress=p))
+                state["result"] = work(lambda p: state.update(progress=p))
             except Exception as e:  # shown in the log; the app keeps running
                 state["error"] = e
 
-        thread = threading.Thread(target=work, daemon=True)
+        thread = threading.Thread(target=job, daemon=True)
         try:
             thread.start()
             shown = None
@@ -182,7 +212,7 @@ class Host:
         if state["error"] is not None:
             yield [], "", "", error_html(state["error"])
         else:
-            yield results(state["result"], recipe)
+            yield show(state["result"])
 
 
 @dataclass
@@ -204,6 +234,8 @@ class Panel:
     skip: Any = None
     interrupting: Any = None
     paste: Any = None
+    batch: Any = None
+    batch_controls: Dict[str, Any] = field(default_factory=dict)
     output: Optional[OutputPanel] = None
 
     def __getattr__(self, name):  # panel.outfit etc.
@@ -230,6 +262,19 @@ class Panel:
             values["init_image"] = save_start_image(self.host.out_dir, init_image)
         recipe = self.host.prepare(recipe_from_values(self.pack, self.host, values))
         return recipe, int(values.get("count") or 1)
+
+    def batch_job(self, args: Sequence) -> BatchJob:
+        """The batch the Run batch button starts: the panel's recipe (from its style pass) over a folder."""
+        if len(args) == len(self.names) + len(self.batch_controls) + 1:
+            args = args[1:]
+        values = self.values(args)
+        folders = dict(zip(self.batch_controls, args[len(self.names):]))
+        if not (folders["batch_input"] or "").strip() or not (folders["batch_output"] or "").strip():
+            raise ValueError("batch: give an input folder and an output folder")
+        values["init_image"] = None
+        return BatchJob(recipe_from_values(self.pack, self.host, values), folders["batch_input"].strip(),
+                        Path(folders["batch_output"].strip()), bool(folders["batch_recursive"]),
+                        bool(folders["batch_final_only"]), bool(folders["batch_prompt_from_infotext"]))
 
 
 # --- values → recipe -----------------------------------------------------------------------------------------
@@ -358,6 +403,15 @@ def results(result: RunResult, recipe: Recipe) -> tuple:
     return gallery, json.dumps(info), text_html(infotexts[-1] if infotexts else ""), f"<p>{log}</p>"
 
 
+def batch_results(summary: Summary) -> tuple:
+    """The output panel after a batch: the finals (the first 24) and the summary."""
+    gallery = [(str(path), name) for name, path in list(summary.finals.items())[:24]]
+    log = "<br>".join(html.escape(line) for line in summary.text().splitlines())
+    if summary.data["interrupted"]:
+        log = "Interrupted — finished passes are kept; run the batch again to continue.<br>" + log
+    return gallery, "", "", f"<p>{log}</p>"
+
+
 def text_html(text: str) -> str:
     return "<p>" + "<br>\n".join(html.escape(line) for line in text.split("\n")) + "</p>" if text else ""
 
@@ -475,6 +529,24 @@ def build_panel(host: Host) -> Panel:
                 c["count"] = gr.Slider(label="Images", minimum=1, maximum=16, step=1, value=1, elem_id=f"{TAB}_count")
             c["init_image"] = gr.Image(label="Start from image (optional: skips txt2img)", type="pil",
                                        elem_id=f"{TAB}_init_image", height=200)
+            b: Dict[str, Any] = {}
+            with gr.Accordion("Batch: restyle and upscale a folder of images", open=False,
+                              elem_id=f"{TAB}_batch_accordion"):
+                with gr.Row():
+                    b["batch_input"] = gr.Textbox(label="Input folder (or a glob, or a .txt list of files)",
+                                                  elem_id=f"{TAB}_batch_input")
+                    b["batch_output"] = gr.Textbox(label="Output folder (not inside the input folder)",
+                                                   elem_id=f"{TAB}_batch_output")
+                with gr.Row():
+                    b["batch_recursive"] = gr.Checkbox(label="Include subfolders", elem_id=f"{TAB}_batch_recursive")
+                    b["batch_final_only"] = gr.Checkbox(label="Keep only the final stage",
+                                                        elem_id=f"{TAB}_batch_final_only")
+                    b["batch_prompt_from_infotext"] = gr.Checkbox(label="Add each PNG's own prompt",
+                                                                  elem_id=f"{TAB}_batch_prompt_from_infotext")
+                gr.HTML("<p class='tlok-note'>Runs the chain above from its style pass over every image (txt2img "
+                        "is skipped), each checkpoint loaded once. Re-running the same batch into the same output "
+                        "folder continues where it stopped.</p>")
+                batch_button = gr.Button("Run batch", elem_id=f"{TAB}_batch")
             recipe0 = recipe_from_values(pack, host, _initial_values(c))
             with gr.Accordion("Stages (sampler, schedule type, steps, CFG, denoise, repeat)", open=False,
                               elem_id=f"{TAB}_stages_accordion"):
@@ -494,7 +566,7 @@ def build_panel(host: Host) -> Panel:
                     export_button = gr.Button("Export", elem_id=f"{TAB}_export")
                     import_button = gr.Button("Import", elem_id=f"{TAB}_import")
         with gr.Column(scale=2, elem_id=f"{TAB}_output_column"):
-            panel = Panel(host, pack, c, paste=paste)
+            panel = Panel(host, pack, c, paste=paste, batch=batch_button, batch_controls=b)
             with gr.Row(elem_id=f"{TAB}_generate_box", elem_classes=["generate-box"]):
                 panel.interrupt = gr.Button("Interrupt", elem_id=f"{TAB}_interrupt",
                                             elem_classes="generate-box-interrupt")
@@ -507,6 +579,8 @@ def build_panel(host: Host) -> Panel:
     _wire(panel, warnings, plan_box, recipe_json, export_button, import_button)
     o = panel.output
     host.connect_generate(panel, list(c.values()), [o.gallery, o.generation_info, o.infotext, o.html_log])
+    host.connect_batch(panel, list(c.values()) + list(b.values()), [o.gallery, o.generation_info, o.infotext,
+                                                                     o.html_log])
     host.after_build(panel)
     return panel
 

@@ -19,8 +19,7 @@ from . import api
 from .backends.webui import WebUIBackend, find_checkpoint
 from .faces import detectors
 from .recipe import Recipe
-from .runner import RunResult
-from .ui import TAB, Host, OutputPanel, Panel, build_panel, infotext_fields, js, results
+from .ui import TAB, Host, OutputPanel, Panel, batch_results, build_panel, infotext_fields, js, results
 
 TITLE = "TLOK Workflow"
 SECTION = (TAB, TITLE)
@@ -32,6 +31,8 @@ SETTINGS = {  # key: (default, label)
     "tlok_workflow_outdir": (DEFAULT_OUTDIR, "Output folder"),
     "tlok_workflow_save_intermediates": (True, "Keep every stage's image (off: only each image's last stage)"),
     "tlok_workflow_face_detectors": ("mediapipe, opencv", "Face detectors, tried in order (mediapipe, opencv, yolo)"),
+    "tlok_workflow_batch_roots": (paths_internal.default_output_dir,
+                                  "Folders the batch API may read from and write to (comma-separated)"),
 }
 
 
@@ -92,7 +93,8 @@ class WebUIHost(Host):
                          default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
                                               "style": opt("tlok_workflow_style_checkpoint") or current},
                          samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers(),
-                         user_dirs=[user_dir] if user_dir else [])
+                         user_dirs=[user_dir] if user_dir else [],
+                         batch_roots=[r.strip() for r in str(opt("tlok_workflow_batch_roots")).split(",") if r.strip()])
         self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
 
     def checkpoints(self) -> List[str]:
@@ -138,7 +140,7 @@ class WebUIHost(Host):
         return OutputPanel(out.gallery, out.generation_info, out.infotext, out.html_log)
 
     def connect_generate(self, panel: Panel, inputs: list, outputs: list) -> None:
-        task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
+        self.task_id = task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
 
         def generate(id_task, *values):
             recipe, count = panel.recipe_and_count(values)
@@ -171,7 +173,19 @@ class WebUIHost(Host):
             button.click(fn=lambda a, b: (a, b), inputs=[prompt, negative], outputs=[panel.prompt, panel.negative],
                          show_progress="hidden")
 
-    def api_run(self, recipe: Recipe, count: int) -> RunResult:
+    def connect_batch(self, panel: Panel, inputs: list, outputs: list) -> None:
+        def run_batch(id_task, *values):
+            job = panel.batch_job(values)
+            shared.state.textinfo = "TLOK Workflow: batch starting"
+            summary = on_main_thread(self.run_batch, job, on_progress=self.show_progress)
+            shared.total_tqdm.clear()
+            return batch_results(summary)
+
+        self.batch_fn = call_queue.wrap_gradio_gpu_call(run_batch, extra_outputs=[None, "", ""])
+        panel.batch.click(fn=self.batch_fn, inputs=[self.task_id] + inputs, outputs=outputs,
+                          show_progress="hidden", **js(f"{TAB}_submit"))
+
+    def exclusive(self, work):
         """As /sdapi/v1/txt2img: in the WebUI's queue, with its progress and state."""
         task_id = progress.create_task_id("tlok")
         progress.add_task_to_queue(task_id)
@@ -179,7 +193,7 @@ class WebUIHost(Host):
             shared.state.begin(job=task_id)
             progress.start_task(task_id)
             try:
-                return on_main_thread(self.run, self.prepare(recipe), count, on_progress=self.show_progress)
+                return on_main_thread(work)
             finally:
                 progress.finish_task(task_id)
                 shared.state.end()
