@@ -50,7 +50,8 @@ def save_png(folder: Path, stem: str, image: Image.Image, info: str = "", recipe
     fd, tmp = tempfile.mkstemp(prefix=".tlok-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=png)
+            # level 1: photos encode ~4.7x faster than PIL's default 6 (1536²: 0.14 s vs 0.65 s) for ~17 % more bytes
+            image.save(f, format="PNG", pnginfo=png, compress_level=1)
             f.flush()
             os.fsync(f.fileno())
         return _link_to_free_name(Path(tmp), folder, stem)
