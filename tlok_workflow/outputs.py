@@ -47,14 +47,10 @@ def save_png(folder: Path, stem: str, image: Image.Image, info: str = "", recipe
         png.add_text(INFOTEXT_CHUNK, info)
     if recipe_json:
         png.add_text(RECIPE_CHUNK, recipe_json)
-    fd, tmp = tempfile.mkstemp(prefix=".tlok-", suffix=".tmp", dir=folder)
+    # level 1: photos encode ~4.7x faster than PIL's default 6 (1536²: 0.14 s vs 0.65 s) for ~17 % more bytes
+    tmp = _written_temp(folder, lambda f: image.save(f, format="PNG", pnginfo=png, compress_level=1))
     try:
-        with os.fdopen(fd, "wb") as f:
-            # level 1: photos encode ~4.7x faster than PIL's default 6 (1536²: 0.14 s vs 0.65 s) for ~17 % more bytes
-            image.save(f, format="PNG", pnginfo=png, compress_level=1)
-            f.flush()
-            os.fsync(f.fileno())
-        return _link_to_free_name(Path(tmp), folder, stem)
+        return _link_to_free_name(tmp, folder, stem)
     finally:
         os.unlink(tmp)
 
@@ -72,23 +68,33 @@ def _link_to_free_name(tmp: Path, folder: Path, stem: str) -> Path:
 
 def replace_text(path: Path, text: str) -> None:
     """Write a text file atomically, replacing it (summaries describe the latest run)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tlok-", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    os.replace(_written_temp(path.parent, lambda f: f.write(text.encode("utf-8"))), path)
 
 
 def write_new_text(path: Path, text: str) -> None:
     """Write a text file atomically; an existing file is kept as it is."""
-    fd, tmp = tempfile.mkstemp(prefix=".tlok-", suffix=".tmp", dir=path.parent)
+    tmp = _written_temp(path.parent, lambda f: f.write(text.encode("utf-8")))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
         os.link(tmp, path)
     except FileExistsError:
         pass
     finally:
         os.unlink(tmp)
+
+
+def _written_temp(folder: Path, write) -> Path:
+    """A temporary file in `folder` (same file system, so it can be linked or moved into place) holding what
+    write(binary file) wrote, flushed to disk; the caller links or moves it, then removes it."""
+    fd, tmp = tempfile.mkstemp(prefix=".tlok-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
 
 
 def read_png_text(path: Path) -> Dict[str, str]:

@@ -67,7 +67,7 @@ class Host:
         self._backend = None
 
     def pack(self) -> Pack:
-        return load_pack(self.pack_name, self.user_dirs)
+        return self.pack_by_name(self.pack_name)
 
     def checkpoints(self) -> List[str]:
         return self._checkpoints
