@@ -40,6 +40,10 @@ def build_webui(webui):
             cb.after_component_callback(gr.Button(elem_id="txt2img_send_to_extras"), elem_id="txt2img_send_to_extras")
     tabs = cb.ui_tabs_callback()
     assert cb.reported == []
+    for core_tab in ("txt2img", "img2img", "inpaint", "extras"):   # the core's own targets, built by create_ui
+        webui.infotext_utils.paste_fields.setdefault(core_tab, {"init_img": None, "fields": [],
+                                                                "override_settings_component": None})
+    webui.infotext_utils.connect_paste_params_buttons()   # what create_ui does next; raises on a missing target
     from tlok_workflow import webui_host
     return tabs, webui_host._state["host"], txt2img
 
@@ -206,3 +210,54 @@ def test_on_forge_the_run_goes_to_the_main_thread_and_errors_come_back(webui, mo
     finally:   # later tests are A1111 again
         for name in [m for m in sys.modules if m.startswith("modules_forge")]:
             del sys.modules[name]
+
+
+@pytest.mark.parametrize("broken", ["missing", "bad value", "not json"])
+def test_a_bad_presets_setting_never_stops_the_webui(webui, tmp_path, capsys, broken):
+    """A mistyped or broken user presets folder: the WebUI builds, the tab shows the error naming the file, key
+    and value, and Generate runs on the bundled pack."""
+    folder = tmp_path / "my-presets"
+    if broken != "missing":
+        folder.mkdir()
+        (folder / "outfits.json").write_text('{"defa": {"token": 5}}' if broken == "bad value" else "{defa")
+    webui.shared.opts.data["tlok_workflow_presets_dir"] = str(folder)
+    tabs, host, _ = build_webui(webui)   # asserts nothing was reported and every paste binding has its target
+    [(blocks, label, _)] = tabs
+    shown = [b.value for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "tlok_workflow_pack_error"]
+    expected = {"missing": "user presets folder not found", "bad value": "defa.token: expected text, got 5",
+                "not json": "not valid JSON"}[broken]
+    assert len(shown) == 1 and str(folder) in shown[0] and expected in shown[0], shown
+    assert "using the bundled packs" in shown[0]
+    values = {name: getattr(component, "value", None) for name, component in host.panel.controls.items()}
+    values.update(base=BASE, style=STYLE, face_after="off", seed=3)
+    gallery, info, _, log = host.generate_fn("task(p)", *values.values())
+    assert "error" not in log and len(gallery) == 4
+    assert "wearing defa outfit" in json.loads(info)["infotexts"][-1]   # the bundled pack's outfit
+
+
+def test_a_tab_that_fails_to_build_leaves_an_error_tab_and_the_webui_up(webui, monkeypatch, capsys):
+    from tlok_workflow import webui_host
+
+    def broken(host):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(webui_host, "build_panel", broken)
+    tabs, _, _ = build_webui(webui)   # connect_paste_params_buttons finds the 🌀 binding's target
+    [(blocks, label, elem_id)] = tabs
+    assert (label, elem_id) == ("TLOK Workflow", "tlok_workflow")
+    [message] = [b.value for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "tlok_workflow_error"]
+    assert "RuntimeError: boom" in message
+    assert "the tab could not be built: RuntimeError: boom" in capsys.readouterr().err
+
+
+def test_no_callback_of_ours_raises_into_the_webui(webui, monkeypatch, capsys):
+    from tlok_workflow import webui_host
+
+    load_script()
+    monkeypatch.setattr(webui_host.shared.opts, "add_option", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(webui_host.api, "mount", lambda *a, **k: 1 / 0)
+    webui.script_callbacks.ui_settings_callback()
+    webui.script_callbacks.app_started_callback(None, None)
+    assert webui.script_callbacks.reported == []
+    err = capsys.readouterr().err
+    assert "on_ui_settings failed" in err and "on_app_started failed" in err and "ZeroDivisionError" in err

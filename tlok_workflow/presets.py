@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .schema import SchemaError, build, spec
 
@@ -162,6 +162,16 @@ def load_packs(user_dirs: Sequence[str] = ()) -> Dict[str, Pack]:
         pack = _merge_folder(packs.get(name), folder)
         packs[pack.name] = pack
     return packs
+
+
+def usable_user_dirs(user_dirs: Sequence[str]) -> Tuple[Tuple[str, ...], str]:
+    """(user_dirs, "") when they load, else ((), the error): a broken user pack or a mistyped folder must not take
+    the bundled packs down with it, so hosts fall back to those and show the error."""
+    try:
+        load_packs(user_dirs)
+    except (ValueError, OSError) as e:
+        return (), f"{e} (using the bundled packs)"
+    return tuple(user_dirs), ""
 
 
 def load_pack(name: str = DEFAULT_PACK, user_dirs: Sequence[str] = ()) -> Pack:

@@ -23,7 +23,7 @@ from . import batch, outputs
 from .api import save_start_image
 from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
-from .presets import Pack, find_key, load_pack
+from .presets import Pack, find_key, load_pack, usable_user_dirs
 from .prompts import compose, compose_negative, compose_positive, medium_kind
 from .recipe import PromptSpec, Recipe, RecipeError
 from .runner import Progress, RunResult, Runner, make_items, resolve_seed
@@ -60,7 +60,7 @@ class Host:
         self.default_checkpoints = default_checkpoints
         self.samplers, self.schedulers = list(samplers), list(schedulers)
         self.demo_checkpoints = tuple(demo_checkpoints)
-        self.user_dirs = tuple(user_dirs)
+        self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # the panel shows pack_error
         self.pack_name = pack
         self.lock = threading.Lock()        # one run at a time (the UI and the API share it)
         self.stop, self.skip = threading.Event(), threading.Event()
@@ -481,6 +481,8 @@ def build_panel(host: Host) -> Panel:
     with gr.Row(elem_id=f"{TAB}_main"):
         with gr.Column(scale=3, elem_id=f"{TAB}_settings"):
             gr.HTML(f"<div class='tlok-title'>{html.escape(pack.info.title)}</div>")
+            if host.pack_error:
+                gr.HTML(error_html(host.pack_error), elem_id=f"{TAB}_pack_error")
             with gr.Row():
                 c["subject"] = gr.Textbox(label="Subject", value=spec0.subject, elem_id=f"{TAB}_subject",
                                           placeholder="Korra, or free text: 'Zendaya standing in a forest'")

@@ -4,8 +4,10 @@
 ui.build_panel; this module only supplies what the WebUI does differently (`WebUIHost`): its checkpoint and
 sampler lists with the 🔄 button, its output panel, its queue, progress bar and Interrupt/Skip, paste fields.
 """
+import functools
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -19,7 +21,8 @@ from . import api
 from .backends.webui import WebUIBackend, find_checkpoint
 from .faces import detectors
 from .recipe import Recipe
-from .ui import TAB, Host, OutputPanel, Panel, batch_results, build_panel, infotext_fields, js, results
+from .ui import (TAB, Host, OutputPanel, Panel, batch_results, build_panel, error_html, infotext_fields, js,
+                 results)
 
 TITLE = "TLOK Workflow"
 SECTION = (TAB, TITLE)
@@ -201,10 +204,25 @@ class WebUIHost(Host):
 
 
 # --- callbacks ---------------------------------------------------------------------------------------------------
+def never_raises(callback):
+    """The WebUI must start whatever our settings, packs or packages are: a failing callback of ours becomes one
+    console line, and the WebUI goes on without that part of the extension."""
+    @functools.wraps(callback)
+    def guarded(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - anything, rather than the host's start-up
+            print(f"{TITLE}: {callback.__name__} failed, the WebUI goes on without it: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+            return None
+    return guarded
+
+
 _state: Dict[str, object] = {"host": None}
 _sources: Dict[str, dict] = {}   # "txt2img" → {"gallery": …, "prompt": …, "negative": …}
 
 
+@never_raises
 def on_ui_settings() -> None:
     checkpoints = {"component": gr.Dropdown, "component_args": lambda: {"choices": [""] + sd_models.checkpoint_tiles()},
                    "refresh": sd_models.list_models}
@@ -213,16 +231,24 @@ def on_ui_settings() -> None:
         shared.opts.add_option(key, shared.OptionInfo(default, label, section=SECTION, **extra))
 
 
+@never_raises
 def on_ui_tabs():
-    host = WebUIHost()
-    _state["host"] = host
-    host.send_buttons = [(s["button"], s["prompt"], s["negative"]) for s in _sources.values()
-                         if {"button", "prompt", "negative"} <= set(s)]
-    with gr.Blocks(analytics_enabled=False) as blocks:
-        build_panel(host)
+    try:
+        host = WebUIHost()
+        host.send_buttons = [(s["button"], s["prompt"], s["negative"]) for s in _sources.values()
+                             if {"button", "prompt", "negative"} <= set(s)]
+        with gr.Blocks(analytics_enabled=False) as blocks:
+            build_panel(host)
+        _state["host"] = host
+    except Exception as e:  # noqa: BLE001 - the tab says what went wrong instead of vanishing
+        print(f"{TITLE}: the tab could not be built: {type(e).__name__}: {e}", file=sys.stderr)
+        with gr.Blocks(analytics_enabled=False) as blocks:
+            gr.HTML(error_html(f"{TITLE} could not build its tab: {type(e).__name__}: {e}. Check the "
+                               f"{TITLE} settings, then Reload UI."), elem_id=f"{TAB}_error")
     return [(blocks, TITLE, TAB)]
 
 
+@never_raises
 def on_after_component(component, **kwargs) -> None:
     """A "Send to TLOK Workflow" button beside txt2img's and img2img's send buttons."""
     elem_id = kwargs.get("elem_id") or ""
@@ -236,10 +262,13 @@ def on_after_component(component, **kwargs) -> None:
             source["negative"] = component
         elif elem_id == f"{tab}_send_to_extras" and "gallery" in source:
             source["button"] = ToolButton("🌀", elem_id=f"{tab}_send_to_{TAB}")
+            if TAB not in infotext_utils.paste_fields:   # a binding's target must exist even if our tab fails
+                infotext_utils.add_paste_fields(TAB, None, [])
             infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
                 paste_button=source["button"], tabname=TAB, source_image_component=source["gallery"]))
 
 
+@never_raises
 def on_app_started(demo, app) -> None:
     api.mount(app, _state["host"] or WebUIHost())
 

@@ -73,6 +73,17 @@ def register_paste_params_button(binding: ParamBinding):
     registered_param_bindings.append(binding)
 
 
+def connect_paste_params_buttons():
+    """Called once by create_ui after every tab is built; the lookups are v1.10.1's (a binding whose tabname has
+    no paste fields raises KeyError and the whole UI build fails); the click wiring itself is left out."""
+    for binding in registered_param_bindings:
+        destination_image_component = paste_fields[binding.tabname]["init_img"]
+        fields = paste_fields[binding.tabname]["fields"]
+        override_settings_component = binding.override_settings_component or \
+            paste_fields[binding.tabname]["override_settings_component"]
+        binding.connected = (destination_image_component, fields, override_settings_component)
+
+
 def parse_generation_parameters(x: str, skip_fields: list[str] | None = None):
     res = {}
     prompt = ""
