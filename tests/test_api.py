@@ -26,7 +26,8 @@ PACK = load_pack()
 @pytest.fixture
 def client(tmp_path):
     app = FastAPI()
-    api.mount(app, make_host(tmp_path / "out", backend_factory=FakeBackend, batch_roots=[str(tmp_path / "root")]))
+    api.mount(app, make_host(tmp_path / "out", backend_factory=FakeBackend,
+                             batch_roots=[str(tmp_path / "root")]).session)
     return TestClient(app)
 
 

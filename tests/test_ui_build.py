@@ -90,9 +90,9 @@ def test_generate_streams_progress_then_all_stages(panel):
 def test_interrupt_keeps_the_finished_stages(panel):
     def press_interrupt(request):   # pressed while the 1024 pass finishes: the next pass does not start
         if request.width == 128:
-            panel.host.stop.set()
+            panel.host.session.cancel()
 
-    panel.host._backend = FakeBackend(on_generate=press_interrupt)
+    panel.host.session._backend = FakeBackend(on_generate=press_interrupt)
     v = values(panel, face_after="off", seed=3)
     *_, (gallery, _, _, log) = panel.host.run_streaming(panel, tuple(v.values()))
     assert [caption for _, caption in gallery] == ["s1 base 64×64", "s2 style 64×64", "s3 1024 128×128"]

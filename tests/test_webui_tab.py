@@ -102,7 +102,7 @@ def test_generate_runs_in_the_queue_and_fills_the_output_panel(webui, tmp_path):
     assert webui.sd_models.loads == [title(BASE), title(STYLE)]
     assert webui.shared.opts.data["sd_model_checkpoint"] == title(BASE)    # the user's choice is back
     assert webui.shared.state.job_count == 0 and webui.shared.total_tqdm.cleared
-    saved = sorted(p.name for p in Path(host.out_dir).glob("*.png"))
+    saved = sorted(p.name for p in Path(host.session.out_dir).glob("*.png"))
     assert saved == ["00000-7-s1-base.png", "00000-7-s2-style.png", "00000-7-s3-1024.png", "00000-7-s4-1536.png"]
     assert seen_by_other_extensions == webui.images.saved and len(webui.images.saved) == 4   # via images.save_image
     from tlok_workflow import outputs
@@ -117,7 +117,7 @@ def test_without_intermediates_only_the_last_stage_is_kept(webui):
     values.update(base=BASE, style=STYLE, face_after="off", seed=7)
     gallery, _, _, _ = host.generate_fn("task(b)", *values.values())
     assert [caption for _, caption in gallery] == ["s4 1536 1536×1536"]
-    assert sorted(p.name for p in Path(host.out_dir).glob("*.png")) == ["00000-7-s4-1536.png"]
+    assert sorted(p.name for p in Path(host.session.out_dir).glob("*.png")) == ["00000-7-s4-1536.png"]
 
 
 def test_generate_errors_show_in_the_log_not_as_a_crash(webui):

@@ -9,7 +9,8 @@
 
 A bad request (unknown field, value out of range, unknown pack, undecodable image) answers 400 with the message
 in `detail`. The models use only what pydantic 1 (A1111's fastapi 0.94) and pydantic 2 (Forge) share.
-`host.exclusive(work)` runs a job: the WebUI's host in its GPU queue, the standalone's under its own lock.
+The routes are a thin adapter over a `Session` (session.py): `session.exclusive(work)` runs a job, the WebUI's
+session in its GPU queue, the standalone's under its own lock. No gradio here.
 """
 import base64
 import binascii
@@ -24,8 +25,6 @@ from pydantic import BaseModel, Field
 
 from . import outputs
 from .batch import BatchJob
-from .chain import plan
-from .presets import load_pack, load_packs
 from .prompts import compose
 from .recipe import Recipe
 
@@ -76,11 +75,10 @@ def bad_request(error: Exception) -> HTTPException:
     return HTTPException(status_code=400, detail=str(error))
 
 
-def parse_recipe(data: Dict[str, Any], user_dirs=()) -> tuple:
+def parse_recipe(data: Dict[str, Any], session) -> tuple:
     try:
         recipe = Recipe.from_dict(data)
-        pack = load_pack(recipe.pack, user_dirs)
-        compose(pack, recipe.prompt)   # unknown negative preset keys fail here, not mid-run
+        pack = session.check(recipe)   # unknown pack, negative preset or checkpoint fails here, not mid-run
     except ValueError as e:
         raise bad_request(e) from None
     return recipe, pack
@@ -107,30 +105,17 @@ def decode_image(text: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def save_start_image(out_dir, image) -> Path:
-    """A start image (upload or API) saved under out_dir/inputs, so the recipe can name it and a rerun read it."""
-    if isinstance(image, (str, Path)):
-        return Path(image)
-    if not isinstance(image, Image.Image):
-        raise outputs.ImageError("start image: not an image")
-    folder = Path(out_dir) / "inputs"
-    return outputs.save_png(folder, f"{outputs.next_run_number(folder):05d}-start", image.convert("RGB"))
-
-
-def mount(app, host) -> None:
+def mount(app, session) -> None:
     """Add the routes to a FastAPI app (call again with the new app after a WebUI UI reload)."""
-    user_dirs = getattr(host, "user_dirs", ())
-
     def run(request: RunRequest) -> RunResponse:
-        recipe, _ = parse_recipe(request.recipe, user_dirs)
+        recipe, _ = parse_recipe(request.recipe, session)
         if request.init_image:
             if recipe.stages and recipe.stages[0].kind == "txt2img":
                 raise HTTPException(status_code=400, detail="init_image: the recipe starts with txt2img; drop its "
                                                             "first stage to start from the image")
-            recipe.init_image = str(save_start_image(host.out_dir, decode_image(request.init_image)))
+            recipe.init_image = str(outputs.save_start_image(session.out_dir, decode_image(request.init_image)))
         try:
-            result = host.exclusive(lambda: host.run(host.prepare(recipe), request.count,
-                                                     on_progress=host.show_progress))
+            result = session.exclusive(lambda: session.run(recipe, request.count))
         except ValueError as e:   # unknown checkpoint or sampler, missing start image, …
             raise bad_request(e) from None
         except Exception as e:    # the backend failed: a message, not a traceback
@@ -148,8 +133,8 @@ def mount(app, host) -> None:
                            seed=recipe.seed, interrupted=result.interrupted)
 
     def plan_route(request: PlanRequest) -> PlanResponse:
-        recipe, pack = parse_recipe(request.recipe, user_dirs)
-        the_plan = plan(recipe, pack)
+        recipe, pack = parse_recipe(request.recipe, session)
+        the_plan = session.plan(recipe, pack)
         prompts = compose(pack, recipe.prompt)
         return PlanResponse(text=the_plan.text(request.count), rows=the_plan.rows, loads=the_plan.loads,
                             passes=the_plan.passes_per_item * request.count,
@@ -158,7 +143,7 @@ def mount(app, host) -> None:
 
     def presets(pack: str = "4elements") -> Dict[str, Any]:
         try:
-            packs = load_packs(user_dirs)
+            packs = session.packs()
         except ValueError as e:
             raise bad_request(e) from None
         if pack not in packs:
@@ -169,13 +154,13 @@ def mount(app, host) -> None:
         return dict(data, name=found.name, info=dataclasses.asdict(found.info), packs=sorted(packs))
 
     def batch_route(request: BatchRequest) -> Dict[str, Any]:
-        recipe, _ = parse_recipe(request.recipe, user_dirs)
-        source = inside_roots(request.input, host.batch_roots, "input")
-        target = inside_roots(request.output, host.batch_roots, "output")
+        recipe, _ = parse_recipe(request.recipe, session)
+        source = inside_roots(request.input, session.batch_roots, "input")
+        target = inside_roots(request.output, session.batch_roots, "output")
         job = BatchJob(recipe, str(source), target, request.recursive, request.final_only,
                        request.prompt_from_infotext)
         try:
-            summary = host.exclusive(lambda: host.run_batch(job, on_progress=host.show_progress))
+            summary = session.exclusive(lambda: session.run_batch(job))
         except ValueError as e:   # no images, output inside input, another recipe in the output folder, …
             raise bad_request(e) from None
         return dict(summary.data, summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))

@@ -12,6 +12,7 @@ import gradio as gr
 from . import api
 from .backends.demo_model import DEMO_MODELS
 from .backends.schedulers import SAMPLERS, SCHEDULE_TYPES
+from .session import Session
 from .ui import TAB, Host, build_panel
 
 STYLE_CSS = Path(__file__).resolve().parent.parent / "style.css"  # the extension's stylesheet, when beside us
@@ -32,10 +33,11 @@ def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[
         from .backends.diffusers_backend import DiffusersBackend  # lazy: torch loads at the first run
         return DiffusersBackend()
 
-    return Host(out_dir=out_dir, backend_factory=backend_factory or diffusers_backend,
-                checkpoints=list_checkpoints(models), default_checkpoints={"base": "demo-base", "style": "demo-style"},
-                samplers=SAMPLERS, schedulers=SCHEDULE_TYPES, demo_checkpoints=DEMO_MODELS, user_dirs=user_dirs,
-                pack=pack, batch_roots=batch_roots)
+    session = Session(backend_factory or diffusers_backend, out_dir=out_dir, user_dirs=user_dirs,
+                      batch_roots=batch_roots)
+    return Host(session, checkpoints=list_checkpoints(models),
+                default_checkpoints={"base": "demo-base", "style": "demo-style"}, samplers=SAMPLERS,
+                schedulers=SCHEDULE_TYPES, demo_checkpoints=DEMO_MODELS, pack=pack)
 
 
 def build_app(host: Host) -> gr.Blocks:
@@ -51,8 +53,8 @@ def serve(host: Host, port: int = 7860, block: bool = True):
     """Launch on 127.0.0.1 and mount the API; returns the FastAPI app when block is False."""
     demo = build_app(host)
     app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    api.mount(app, host)
-    print(f"TLOK Workflow: {url}  (outputs in {host.out_dir}/)", flush=True)
+    api.mount(app, host.session)
+    print(f"TLOK Workflow: {url}  (outputs in {host.session.out_dir}/)", flush=True)
     if block:
         demo.block_thread()
     return demo, app

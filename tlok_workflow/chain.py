@@ -26,8 +26,10 @@ def ladder_for(pack: Pack, shot: str) -> List[int]:
 def build_recipe(pack: Pack, selections: PromptSpec, *, sampler_recipe: str = "",
                  ladder: Optional[Sequence[int]] = None, face_after: str = FACE_LAST,
                  start_from_image: bool = False, checkpoints: Optional[dict] = None,
-                 seed: int = -1, demo: bool = False, init_image: str = "") -> Recipe:
-    """The default chain for these selections; `ladder` None means the shot's own ladder."""
+                 seed: int = -1, demo: bool = False, init_image: str = "",
+                 face_detectors: Sequence[str] = ()) -> Recipe:
+    """The default chain for these selections; `ladder` None means the shot's own ladder; `face_detectors` (the
+    host's setting) replaces the default detector order."""
     chain = pack.info.chain
     name = sampler_recipe or pack.info.defaults.recipe
     if name not in pack.recipes:
@@ -50,7 +52,8 @@ def build_recipe(pack: Pack, selections: PromptSpec, *, sampler_recipe: str = ""
                for size in sizes]
     if face_after != FACE_OFF:
         face = make_stage("face", "face", chain.base_size, chain.face_denoise, prompt=StagePrompt(shot=chain.face_shot),
-                          face=FaceOptions(inpaint_size=chain.face_size // scale))
+                          face=FaceOptions(inpaint_size=chain.face_size // scale,
+                                           **({"detectors": list(face_detectors)} if face_detectors else {})))
         stages.insert(_face_position(stages, face_after), face)
     recipe = Recipe(pack=pack.name, prompt=selections, seed=seed, stages=stages, init_image=init_image, demo=demo,
                     checkpoints=dict(DEMO_CHECKPOINTS if demo else (checkpoints or {})))
@@ -79,6 +82,7 @@ class Plan:
     loads: List[str]                 # checkpoints in load order
     passes_per_item: int
     warnings: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)    # face detectors; the host's saving policy (the session's)
 
     def text(self, items: int = 1) -> str:
         header = ["#", "stage", "kind", "model", "size", "denoise", "steps", "sampler", "cfg", "x"]
@@ -86,6 +90,7 @@ class Plan:
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + self.rows]
         lines.append(f"{self.passes_per_item} passes per item × {items} item(s) = {self.passes_per_item * items} "
                      f"passes; {len(self.loads)} model load(s): {', '.join(self.loads)}")
+        lines += self.notes
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -110,7 +115,9 @@ def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
         rows.append([str(i), stage.label, stage.kind, checkpoint, size, denoise, steps, sampler,
                      f"{stage.cfg_scale:g}", str(stage.repeat)])
     passes = sum(s.repeat for s in recipe.stages)
-    return Plan(rows, loads, passes, _warnings(recipe, pack))
+    notes = [f"{s.label}: faces found by {', then '.join(s.face.detectors)}; each redrawn at {s.face.inpaint_size}"
+             for s in recipe.stages if s.kind == "face"]
+    return Plan(rows, loads, passes, _warnings(recipe, pack), notes)
 
 
 def _warnings(recipe: Recipe, pack: Optional[Pack]) -> List[str]:

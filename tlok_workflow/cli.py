@@ -10,7 +10,7 @@ from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
 from .recipe import FaceOptions, PromptSpec, Recipe
-from .runner import Progress, Runner, make_items, resolve_seed
+from .runner import Progress, resolve_seed
 from .schema import build
 
 
@@ -275,26 +275,30 @@ def _cmd_ui(args) -> None:
           batch_roots=args.batch_root or [str(Path.cwd())])
 
 
+def _session(args, **policy):
+    from .backends.diffusers_backend import DiffusersBackend  # lazy: torch and diffusers load only to run
+    from .session import Session
+
+    return Session(lambda: DiffusersBackend(vae_tiling=args.vae_tiling), out_dir=args.out, user_dirs=args.presets,
+                   **policy)
+
+
 def _cmd_run(args) -> None:
     from tqdm import tqdm
 
-    from .backends.diffusers_backend import DiffusersBackend  # lazy: torch and diffusers load only to run
-
     recipe, pack = _recipe_and_pack(args)
+    session = _session(args, contact_sheets=not args.no_sheet)
     recipe.seed = resolve_seed(recipe.seed)
-    items = make_items(recipe, args.count, args.out)
-    the_plan = plan(recipe, pack)
+    the_plan = session.plan(recipe, pack)
     _check_checkpoints_exist(the_plan.loads)
     print(compose(pack, recipe.prompt).positive)
-    print(the_plan.text(len(items)))
-    backend = DiffusersBackend(vae_tiling=args.vae_tiling)
-    with tqdm(total=the_plan.passes_per_item * len(items), unit="pass", dynamic_ncols=True) as bar:
+    print(the_plan.text(args.count))
+    with tqdm(total=the_plan.passes_per_item * args.count, unit="pass", dynamic_ncols=True) as bar:
         def show(p: Progress) -> None:
             bar.update(p.done - bar.n)
             bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items} step {p.step}/{p.steps}")
 
-        runner = Runner(backend, pack, args.out, on_progress=show, contact_sheets=not args.no_sheet)
-        result = runner.run(recipe, items)
+        result = session.run(recipe, args.count, on_progress=show)
         bar.update(len(result.outputs) - bar.n)
     _report(result, recipe, args.out)
 
@@ -313,15 +317,15 @@ def _cmd_batch(args) -> int:
 
     from tqdm import tqdm
 
-    from .backends.diffusers_backend import DiffusersBackend
-    from .batch import run_batch
+    from .batch import BatchJob
 
     recipe, pack = _recipe_and_pack(args, from_images=True)
     _check_checkpoints_exist({recipe.checkpoint_of(s) for s in recipe.stages if s.kind != "txt2img"})
-    stop_requested = []
+    session = _session(args)
+    job = BatchJob(recipe, args.source, args.out, args.recursive, args.final_only, args.prompt_from_infotext)
 
     def on_sigint(signum, frame):  # first Ctrl+C: finish the current step, keep everything; second: abort
-        stop_requested.append(True)
+        session.cancel()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -332,10 +336,7 @@ def _cmd_batch(args) -> int:
                 bar.update(p.done - bar.n)
                 bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
 
-            summary = run_batch(DiffusersBackend(vae_tiling=args.vae_tiling), pack, recipe, args.source, args.out,
-                                recursive=args.recursive, final_only=args.final_only,
-                                prompt_from_infotext=args.prompt_from_infotext, on_progress=show,
-                                should_stop=lambda: bool(stop_requested))
+            summary = session.run_batch(job, on_progress=show)
     finally:
         signal.signal(signal.SIGINT, previous)
     print(summary.text())

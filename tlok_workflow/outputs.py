@@ -169,5 +169,15 @@ def contact_sheet(images: Sequence[Tuple[Image.Image, str]], title: str = "", he
     return sheet
 
 
+def save_start_image(out_dir, image) -> Path:
+    """A start image (upload or API) saved under out_dir/inputs, so the recipe can name it and a rerun read it."""
+    if isinstance(image, (str, Path)):
+        return Path(image)
+    if not isinstance(image, Image.Image):
+        raise ImageError("start image: not an image")
+    folder = Path(out_dir) / "inputs"
+    return save_png(folder, f"{next_run_number(folder):05d}-start", image.convert("RGB"))
+
+
 def recipe_json_from_png(path: Path) -> Optional[str]:
     return read_png_text(path).get(RECIPE_CHUNK)

@@ -11,7 +11,6 @@ Builds under gradio 3.41 (A1111 1.10), 4.40 (Forge) and later 4.x.
 import html
 import json
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -19,14 +18,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import gradio as gr
 from PIL import Image
 
-from . import batch, outputs
-from .api import save_start_image
+from . import outputs
 from .batch import BatchJob, Summary
-from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
+from .chain import FACE_LAST, FACE_OFF, build_recipe
 from .presets import Pack, find_key, load_pack, usable_user_dirs
 from .prompts import compose, compose_negative, compose_positive, medium_kind
 from .recipe import PromptSpec, Recipe, RecipeError
-from .runner import Progress, RunResult, Runner, make_items, resolve_seed
+from .runner import Progress, RunResult
+from .session import Busy, Outcome, Session
 
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 TAB = "tlok_workflow"   # the WebUI tab id; every elem_id starts with it
@@ -44,38 +43,24 @@ def js(name: str) -> dict:
 
 
 class Host:
-    """The standalone app's behaviour; the WebUI tab overrides what differs."""
+    """The standalone app's widgets and wiring; the WebUI tab overrides what differs. Runs go to `session`."""
     webui = False
-    saver = None          # the runner's default: outputs.save_png
-    show_progress = None  # the WebUI's host writes progress into shared.state
 
-    def __init__(self, *, out_dir: Path, backend_factory: Callable[[], Any], checkpoints: Sequence[str],
-                 default_checkpoints: Dict[str, str], samplers: Sequence[str], schedulers: Sequence[str],
-                 demo_checkpoints: Sequence[str] = (), user_dirs: Sequence[str] = (), pack: str = "4elements",
-                 batch_roots: Sequence[str] = ()):
-        self.out_dir = Path(out_dir)
-        self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
-        self.backend_factory = backend_factory
+    def __init__(self, session: Session, *, checkpoints: Sequence[str], default_checkpoints: Dict[str, str],
+                 samplers: Sequence[str], schedulers: Sequence[str], demo_checkpoints: Sequence[str] = (),
+                 pack: str = "4elements"):
+        self.session = session
         self._checkpoints = list(checkpoints)
         self.default_checkpoints = default_checkpoints
         self.samplers, self.schedulers = list(samplers), list(schedulers)
         self.demo_checkpoints = tuple(demo_checkpoints)
-        self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # the panel shows pack_error
         self.pack_name = pack
-        self.lock = threading.Lock()        # one run at a time (the UI and the API share it)
-        self.stop, self.skip = threading.Event(), threading.Event()
-        self._backend = None
 
     def pack(self) -> Pack:
-        return self.pack_by_name(self.pack_name)
+        return self.session.pack(self.pack_name)
 
     def checkpoints(self) -> List[str]:
         return self._checkpoints
-
-    def backend(self):
-        if self._backend is None:
-            self._backend = self.backend_factory()
-        return self._backend
 
     # --- UI pieces -------------------------------------------------------------------------------------------
     def refresh_button(self, dropdowns: list) -> None:
@@ -91,85 +76,28 @@ class Host:
             html_log = gr.HTML(elem_id=f"html_log_{TAB}", elem_classes="html-log")
         return OutputPanel(gallery, generation_info, infotext, html_log)
 
-    def connect_generate(self, panel: "Panel", inputs: list, outputs: list) -> None:
-        """Generate streams progress text, then all stages; Interrupt and Skip set flags the runner polls."""
+    def connect_generate(self, panel: "Panel", inputs: list, targets: list) -> None:
+        """Generate streams progress text, then all stages; Interrupt and Skip go to the session."""
         def generate(*values):
             yield from self.run_streaming(panel, values)
 
-        panel.generate.click(fn=generate, inputs=inputs, outputs=outputs, show_progress="minimal")
-        panel.interrupt.click(fn=self.stop.set, queue=False)
-        panel.skip.click(fn=self.skip.set, queue=False)
+        panel.generate.click(fn=generate, inputs=inputs, outputs=targets, show_progress="minimal")
+        panel.interrupt.click(fn=self.session.cancel, queue=False)
+        panel.skip.click(fn=self.session.skip, queue=False)
 
-    def connect_batch(self, panel: "Panel", inputs: list, outputs: list) -> None:
+    def connect_batch(self, panel: "Panel", inputs: list, targets: list) -> None:
         def run_batch(*values):
             yield from self.batch_streaming(panel, values)
 
-        panel.batch.click(fn=run_batch, inputs=inputs, outputs=outputs, show_progress="minimal")
-
-    def paste_button(self):
-        """The WebUI's ↙️ button that reads infotext from the prompt box; none standalone."""
-        return None
-
-    def after_build(self, panel: "Panel") -> None:
-        """The WebUI registers its paste fields here."""
-
-    # --- running ---------------------------------------------------------------------------------------------
-    def should_stop(self) -> bool:
-        return self.stop.is_set()
-
-    def take_skip(self) -> bool:
-        if self.skip.is_set():
-            self.skip.clear()
-            return True
-        return False
-
-    def save_intermediates(self) -> bool:
-        return True
-
-    def prepare(self, recipe: Recipe) -> Recipe:
-        """Host settings applied to a recipe before it runs (the WebUI's face detectors)."""
-        return recipe
-
-    def run(self, recipe: Recipe, count: int = 1, on_progress=None) -> RunResult:
-        """Run a recipe on this host's backend; the runner saves each stage under out_dir."""
-        recipe.seed = resolve_seed(recipe.seed)
-        items = make_items(recipe, count, self.out_dir)
-        runner = Runner(self.backend(), self.pack_by_name(recipe.pack), self.out_dir, on_progress=on_progress,
-                        should_stop=self.should_stop, should_skip=self.take_skip, contact_sheets=False,
-                        save=self.saver)
-        result = runner.run(recipe, items)
-        if not self.save_intermediates():
-            for o in result.outputs:
-                if o.path and o.path != result.final(o.item):
-                    o.path.unlink()
-                    o.path, o.note = None, o.note or "intermediate stage not kept (setting)"
-        return result
-
-    def pack_by_name(self, name: str) -> Pack:
-        return load_pack(name, self.user_dirs)
-
-    def run_batch(self, job: BatchJob, on_progress=None) -> Summary:
-        """A folder through the recipe (batch.run_batch: stage-major, resumable)."""
-        return batch.run_batch(self.backend(), self.pack_by_name(job.recipe.pack), self.prepare(job.recipe),
-                               job.source, job.out_dir, recursive=job.recursive, final_only=job.final_only,
-                               prompt_from_infotext=job.prompt_from_infotext, on_progress=on_progress,
-                               should_stop=self.should_stop)
-
-    def exclusive(self, work: Callable[[], Any]) -> Any:
-        """Run work() for the REST API once no other run is going (the WebUI's host uses its GPU queue)."""
-        with self.lock:
-            self.stop.clear()
-            return work()
+        panel.batch.click(fn=run_batch, inputs=inputs, outputs=targets, show_progress="minimal")
 
     def run_streaming(self, panel: "Panel", values: tuple):
-        """A generator for gradio: yields the progress line into the log while the run works in a thread, then
-        (gallery, info json, infotext html, log html)."""
         try:
             recipe, count = panel.recipe_and_count(values)
         except (ValueError, outputs.ImageError) as e:
             yield [], "", "", error_html(e)
             return
-        yield from self.stream(lambda on_progress: self.run(recipe, count, on_progress=on_progress),
+        yield from self.stream(lambda on_progress: self.session.run(recipe, count, on_progress=on_progress),
                                lambda result: results(result, recipe))
 
     def batch_streaming(self, panel: "Panel", values: tuple):
@@ -178,41 +106,26 @@ class Host:
         except ValueError as e:
             yield [], "", "", error_html(e)
             return
-        yield from self.stream(lambda on_progress: self.run_batch(job, on_progress=on_progress), batch_results)
+        yield from self.stream(lambda on_progress: self.session.run_batch(job, on_progress=on_progress),
+                               batch_results)
 
     def stream(self, work: Callable, show: Callable):
-        """Run work(on_progress) in a thread, yielding the progress line, then show(its result)."""
-        if not self.lock.acquire(blocking=False):
-            yield [], "", "", error_html("another run is in progress")
-            return
-        self.stop.clear()
-        self.skip.clear()
-        state = {"progress": None, "result": None, "error": None}
-
-        def job():
-            try:
-                state["result"] = work(lambda p: state.update(progress=p))
-            except Exception as e:  # shown in the log; the app keeps running
-                state["error"] = e
-
-        thread = threading.Thread(target=job, daemon=True)
+        """gradio updates for a session stream: the progress line in the log, then show(result) or the error."""
         try:
-            thread.start()
-            shown = None
-            while thread.is_alive():
-                thread.join(0.2)
-                if state["progress"] is not shown:
-                    shown = state["progress"]
-                    yield gr.update(), gr.update(), gr.update(), progress_html(shown)
-        finally:
-            if thread.is_alive():  # the browser went away: stop at the next step
-                self.stop.set()
-            thread.join()
-            self.lock.release()
-        if state["error"] is not None:
-            yield [], "", "", error_html(state["error"])
-        else:
-            yield show(state["result"])
+            for event in self.session.stream(work):
+                if isinstance(event, Outcome):
+                    yield show(event.result) if event.error is None else ([], "", "", error_html(event.error))
+                else:
+                    yield gr.update(), gr.update(), gr.update(), progress_html(event)
+        except Busy as e:
+            yield [], "", "", error_html(e)
+
+    def paste_button(self):
+        """The WebUI's ↙️ button that reads infotext from the prompt box; none standalone."""
+        return None
+
+    def after_build(self, panel: "Panel") -> None:
+        """The WebUI registers its paste fields here."""
 
 
 @dataclass
@@ -259,8 +172,8 @@ class Panel:
         values = self.values(args)
         init_image = values.get("init_image")
         if init_image is not None:
-            values["init_image"] = save_start_image(self.host.out_dir, init_image)
-        recipe = self.host.prepare(recipe_from_values(self.pack, self.host, values))
+            values["init_image"] = outputs.save_start_image(self.host.session.out_dir, init_image)
+        recipe = recipe_from_values(self.pack, self.host, values)
         return recipe, int(values.get("count") or 1)
 
     def batch_job(self, args: Sequence) -> BatchJob:
@@ -299,7 +212,8 @@ def recipe_from_values(pack: Pack, host: Host, v: Dict[str, Any], table: Optiona
     recipe = build_recipe(pack, selections(pack, v), sampler_recipe=v["preset"], ladder=parse_ladder(v["ladder"]),
                           face_after=v["face_after"] or FACE_LAST, start_from_image=start is not None,
                           checkpoints={"base": base, "style": style}, seed=-1 if v["seed"] is None else int(v["seed"]),
-                          demo=demo, init_image=str(start) if isinstance(start, (str, Path)) else "")
+                          demo=demo, init_image=str(start) if isinstance(start, (str, Path)) else "",
+                          face_detectors=host.session.face_detectors)
     rows = v.get("stages") if table is None else table
     if rows:
         apply_table(recipe, rows)
@@ -481,8 +395,8 @@ def build_panel(host: Host) -> Panel:
     with gr.Row(elem_id=f"{TAB}_main"):
         with gr.Column(scale=3, elem_id=f"{TAB}_settings"):
             gr.HTML(f"<div class='tlok-title'>{html.escape(pack.info.title)}</div>")
-            if host.pack_error:
-                gr.HTML(error_html(host.pack_error), elem_id=f"{TAB}_pack_error")
+            if host.session.pack_error:
+                gr.HTML(error_html(host.session.pack_error), elem_id=f"{TAB}_pack_error")
             with gr.Row():
                 c["subject"] = gr.Textbox(label="Subject", value=spec0.subject, elem_id=f"{TAB}_subject",
                                           placeholder="Korra, or free text: 'Zendaya standing in a forest'")
@@ -561,7 +475,7 @@ def build_panel(host: Host) -> Panel:
                         "columns follow the shot, ladder and face stage. "
                         f"Samplers: {html.escape(', '.join(host.samplers))}."
                         f" Schedule types: {html.escape(', '.join(host.schedulers))}.</p>")
-            plan_box = gr.HTML(plan_html(recipe0, pack, 1), elem_id=f"{TAB}_plan")
+            plan_box = gr.HTML(plan_html(host, recipe0, pack, 1), elem_id=f"{TAB}_plan")
             with gr.Accordion("Recipe JSON (export / import)", open=False, elem_id=f"{TAB}_recipe_accordion"):
                 recipe_json = gr.Textbox(label="Recipe", lines=8, elem_id=f"{TAB}_recipe_json")
                 with gr.Row():
@@ -595,8 +509,8 @@ def warnings_html(warnings: Sequence[str]) -> str:
     return "".join(f"<p class='tlok-warning'>⚠ {html.escape(w)}</p>" for w in warnings)
 
 
-def plan_html(recipe: Recipe, pack: Pack, count: int) -> str:
-    return f"<pre class='tlok-plan'>{html.escape(plan(recipe, pack).text(count))}</pre>"
+def plan_html(host: Host, recipe: Recipe, pack: Pack, count: int) -> str:
+    return f"<pre class='tlok-plan'>{html.escape(host.session.plan(recipe, pack).text(count))}</pre>"
 
 
 def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_button) -> None:
@@ -635,7 +549,7 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_b
                 lint = compose(pack, recipe.prompt).warnings
             except (ValueError, outputs.ImageError) as e:
                 return (*boxes, error_html(e), gr.update(), gr.update())
-            return (*boxes, warnings_html(lint), rows, plan_html(recipe, pack, int(v["count"] or 1)))
+            return (*boxes, warnings_html(lint), rows, plan_html(host, recipe, pack, int(v["count"] or 1)))
         return handler
 
     derived = [c["prompt"], c["negative"], warnings, c["stages"], plan_box]
@@ -651,7 +565,7 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_b
     def replan(*args):
         v = dict(zip(names, args))
         try:
-            return plan_html(recipe_from_values(pack, host, v), pack, int(v["count"] or 1))
+            return plan_html(host, recipe_from_values(pack, host, v), pack, int(v["count"] or 1))
         except (ValueError, outputs.ImageError) as e:
             return error_html(e)
 

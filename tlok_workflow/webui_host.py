@@ -21,6 +21,7 @@ from . import api
 from .backends.webui import WebUIBackend, find_checkpoint
 from .faces import detectors
 from .recipe import Recipe
+from .session import Session
 from .ui import (TAB, Host, OutputPanel, Panel, batch_results, build_panel, error_html, infotext_fields, js,
                  results)
 
@@ -86,27 +87,30 @@ def on_main_thread(func, *args, **kwargs):
     return outcome["result"]
 
 
-class WebUIHost(Host):
-    webui = True
+class WebUISession(Session):
+    """What running is inside the WebUI: a fresh WebUIBackend per run (it holds the run's user checkpoint), the
+    WebUI's saver, Interrupt/Skip state and GPU queue, settings read when used, checkpoint names checked."""
 
     def __init__(self):
         user_dir = opt("tlok_workflow_presets_dir")
-        current = shared.opts.data.get("sd_model_checkpoint", "")
-        super().__init__(out_dir=opt("tlok_workflow_outdir"), backend_factory=None, checkpoints=[],
-                         default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
-                                              "style": opt("tlok_workflow_style_checkpoint") or current},
-                         samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers(),
+        super().__init__(lambda: WebUIBackend(outpath=str(self.out_dir)), out_dir=opt("tlok_workflow_outdir"),
                          user_dirs=[user_dir] if user_dir else [],
-                         batch_roots=[r.strip() for r in str(opt("tlok_workflow_batch_roots")).split(",") if r.strip()])
-        self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
-
-    def checkpoints(self) -> List[str]:
-        return sd_models.checkpoint_tiles()
+                         face_detectors=[d.strip() for d in str(opt("tlok_workflow_face_detectors")).split(",")
+                                         if d.strip()],
+                         batch_roots=[r.strip() for r in str(opt("tlok_workflow_batch_roots")).split(",")
+                                      if r.strip()])
+        self.saver = save_stage
 
     def backend(self):
-        return WebUIBackend(outpath=str(self.out_dir))   # fresh per run: it holds the run's user checkpoint
+        return self.backend_factory()
 
-    saver = staticmethod(save_stage)
+    @property
+    def save_intermediates(self) -> bool:
+        return bool(opt("tlok_workflow_save_intermediates"))
+
+    def check_host(self, recipe: Recipe) -> None:
+        for stage in recipe.stages:   # an unknown checkpoint fails now, not after the first passes
+            find_checkpoint(recipe.checkpoint_of(stage))
 
     def should_stop(self) -> bool:
         return shared.state.interrupted or shared.state.stopping_generation
@@ -114,21 +118,37 @@ class WebUIHost(Host):
     def take_skip(self) -> bool:
         return False   # the backend turns a skipped pass into Skipped itself
 
-    def save_intermediates(self) -> bool:
-        return bool(opt("tlok_workflow_save_intermediates"))
-
-    def prepare(self, recipe: Recipe) -> Recipe:
-        for stage in recipe.stages:   # an unknown checkpoint fails now, not after the first passes
-            find_checkpoint(recipe.checkpoint_of(stage))
-        detectors = [d.strip() for d in str(opt("tlok_workflow_face_detectors")).split(",") if d.strip()]
-        for stage in recipe.stages:
-            if stage.face is not None and detectors:
-                stage.face.detectors = detectors
-        return recipe
-
-    @staticmethod
-    def show_progress(p) -> None:
+    def show_progress(self, p) -> None:
         shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}"
+
+    def exclusive(self, work):
+        """As /sdapi/v1/txt2img: in the WebUI's queue, with its progress and state."""
+        task_id = progress.create_task_id("tlok")
+        progress.add_task_to_queue(task_id)
+        with call_queue.queue_lock:
+            shared.state.begin(job=task_id)
+            progress.start_task(task_id)
+            try:
+                return on_main_thread(work)
+            finally:
+                progress.finish_task(task_id)
+                shared.state.end()
+                shared.total_tqdm.clear()
+
+
+class WebUIHost(Host):
+    webui = True
+
+    def __init__(self, session: WebUISession):
+        current = shared.opts.data.get("sd_model_checkpoint", "")
+        super().__init__(session, checkpoints=[],
+                         default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
+                                              "style": opt("tlok_workflow_style_checkpoint") or current},
+                         samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers())
+        self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
+
+    def checkpoints(self) -> List[str]:
+        return sd_models.checkpoint_tiles()
 
     # --- UI pieces -------------------------------------------------------------------------------------------
     def refresh_button(self, dropdowns: list) -> None:
@@ -139,16 +159,16 @@ class WebUIHost(Host):
         return ToolButton("↙️", elem_id=f"{TAB}_paste")
 
     def output_panel(self) -> OutputPanel:
-        out = ui_common.create_output_panel(TAB, str(self.out_dir))
+        out = ui_common.create_output_panel(TAB, str(self.session.out_dir))
         return OutputPanel(out.gallery, out.generation_info, out.infotext, out.html_log)
 
-    def connect_generate(self, panel: Panel, inputs: list, outputs: list) -> None:
+    def connect_generate(self, panel: Panel, inputs: list, targets: list) -> None:
         self.task_id = task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
 
         def generate(id_task, *values):
             recipe, count = panel.recipe_and_count(values)
             shared.state.textinfo = "TLOK Workflow: starting"
-            result = on_main_thread(self.run, recipe, count, on_progress=self.show_progress)
+            result = on_main_thread(self.session.run, recipe, count)
             shared.total_tqdm.clear()
             return results(result, recipe)
 
@@ -160,7 +180,7 @@ class WebUIHost(Host):
                 shared.state.interrupt()
 
         self.generate_fn = call_queue.wrap_gradio_gpu_call(generate, extra_outputs=[None, "", ""])
-        panel.generate.click(fn=self.generate_fn, inputs=[task_id] + inputs, outputs=outputs, show_progress="hidden",
+        panel.generate.click(fn=self.generate_fn, inputs=[task_id] + inputs, outputs=targets, show_progress="hidden",
                              **js(f"{TAB}_submit"))
         panel.interrupt.click(fn=interrupt, **js(f'function(){{ showSubmitInterruptingPlaceholder("{TAB}"); }}'))
         panel.interrupting.click(fn=interrupt)
@@ -176,31 +196,17 @@ class WebUIHost(Host):
             button.click(fn=lambda a, b: (a, b), inputs=[prompt, negative], outputs=[panel.prompt, panel.negative],
                          show_progress="hidden")
 
-    def connect_batch(self, panel: Panel, inputs: list, outputs: list) -> None:
+    def connect_batch(self, panel: Panel, inputs: list, targets: list) -> None:
         def run_batch(id_task, *values):
             job = panel.batch_job(values)
             shared.state.textinfo = "TLOK Workflow: batch starting"
-            summary = on_main_thread(self.run_batch, job, on_progress=self.show_progress)
+            summary = on_main_thread(self.session.run_batch, job)
             shared.total_tqdm.clear()
             return batch_results(summary)
 
         self.batch_fn = call_queue.wrap_gradio_gpu_call(run_batch, extra_outputs=[None, "", ""])
-        panel.batch.click(fn=self.batch_fn, inputs=[self.task_id] + inputs, outputs=outputs,
+        panel.batch.click(fn=self.batch_fn, inputs=[self.task_id] + inputs, outputs=targets,
                           show_progress="hidden", **js(f"{TAB}_submit"))
-
-    def exclusive(self, work):
-        """As /sdapi/v1/txt2img: in the WebUI's queue, with its progress and state."""
-        task_id = progress.create_task_id("tlok")
-        progress.add_task_to_queue(task_id)
-        with call_queue.queue_lock:
-            shared.state.begin(job=task_id)
-            progress.start_task(task_id)
-            try:
-                return on_main_thread(work)
-            finally:
-                progress.finish_task(task_id)
-                shared.state.end()
-                shared.total_tqdm.clear()
 
 
 # --- callbacks ---------------------------------------------------------------------------------------------------
@@ -234,7 +240,7 @@ def on_ui_settings() -> None:
 @never_raises
 def on_ui_tabs():
     try:
-        host = WebUIHost()
+        host = WebUIHost(WebUISession())
         host.send_buttons = [(s["button"], s["prompt"], s["negative"]) for s in _sources.values()
                              if {"button", "prompt", "negative"} <= set(s)]
         with gr.Blocks(analytics_enabled=False) as blocks:
@@ -270,7 +276,8 @@ def on_after_component(component, **kwargs) -> None:
 
 @never_raises
 def on_app_started(demo, app) -> None:
-    api.mount(app, _state["host"] or WebUIHost())
+    host = _state["host"]
+    api.mount(app, host.session if host else WebUISession())
 
 
 def register() -> None:

@@ -1,0 +1,170 @@
+"""The one run service behind the panel, the REST API and the CLI.
+
+A `Session` owns the backend (and so its model cache), the packs, the output folder and the host's policy:
+keep intermediates or not, contact sheets or not. It runs a recipe for N images or a folder job, reports
+progress as `Progress` events, and takes cancel and skip requests. The panel, the API and the CLI only turn
+their inputs into a recipe and show what comes back; none of them runs anything itself.
+
+The WebUI's session (webui_host.WebUISession) overrides what its host does differently: a fresh backend per
+run, its saver, its Interrupt/Skip state, its queue, and checking checkpoint names against its list.
+No gradio, no fastapi here.
+"""
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+from . import batch
+from .batch import BatchJob, Summary
+from .chain import Plan, plan
+from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
+from .prompts import compose
+from .recipe import Recipe
+from .runner import Progress, RunResult, Runner, make_items, resolve_seed
+
+
+class Busy(RuntimeError):
+    """Another run holds the session."""
+
+
+@dataclass
+class Outcome:
+    """The end of a streamed run: its result, or the error that stopped it."""
+    result: Any = None
+    error: Optional[BaseException] = None
+
+
+class Session:
+    contact_sheets = False   # the CLI's session writes them; the panel and the API show stages instead
+
+    def __init__(self, backend_factory: Callable[[], Any], *, out_dir: Path, user_dirs: Sequence[str] = (),
+                 save_intermediates: bool = True, contact_sheets: Optional[bool] = None,
+                 face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = ()):
+        self.out_dir = Path(out_dir)
+        self.backend_factory = backend_factory
+        self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # a broken user pack falls back, visibly
+        self._save_intermediates = save_intermediates
+        if contact_sheets is not None:
+            self.contact_sheets = contact_sheets
+        self.face_detectors = list(face_detectors)   # the default for new recipes; a loaded recipe keeps its own
+        self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
+        self.saver = None   # the runner's default, outputs.save_png
+        self._lock = threading.Lock()   # one run at a time: the panel and the API share the session
+        self._stop, self._skip = threading.Event(), threading.Event()
+        self._backend = None
+
+    # --- packs and plans -------------------------------------------------------------------------------------
+    def pack(self, name: str = DEFAULT_PACK) -> Pack:
+        return load_pack(name, self.user_dirs)
+
+    def packs(self):
+        return load_packs(self.user_dirs)
+
+    def check(self, recipe: Recipe) -> Pack:
+        """The recipe's pack, after checking that this host can run it: fails before any pass, not after."""
+        pack = self.pack(recipe.pack)
+        compose(pack, recipe.prompt)   # unknown negative preset keys fail here
+        self.check_host(recipe)
+        return pack
+
+    def check_host(self, recipe: Recipe) -> None:
+        """Host-specific checks (the WebUI: its checkpoint names)."""
+
+    @property
+    def save_intermediates(self) -> bool:
+        return self._save_intermediates
+
+    def plan(self, recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
+        """The plan, with this host's policy in it: what is kept and where."""
+        the_plan = plan(recipe, pack or self.pack(recipe.pack))
+        kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
+        the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
+                                                                      if self.contact_sheets else ""))
+        return the_plan
+
+    # --- running ---------------------------------------------------------------------------------------------
+    def backend(self):
+        if self._backend is None:
+            self._backend = self.backend_factory()
+        return self._backend
+
+    def run(self, recipe: Recipe, count: int = 1, on_progress: Optional[Callable[[Progress], None]] = None
+            ) -> RunResult:
+        """Run a recipe for `count` images (seeds seed, seed+1, …); each stage is saved under out_dir."""
+        pack = self.check(recipe)
+        self._stop.clear()
+        self._skip.clear()
+        recipe.seed = resolve_seed(recipe.seed)
+        items = make_items(recipe, count, self.out_dir)
+        runner = Runner(self.backend(), pack, self.out_dir, on_progress=on_progress or self.show_progress,
+                        should_stop=self.should_stop, should_skip=self.take_skip,
+                        contact_sheets=self.contact_sheets, save=self.saver)
+        result = runner.run(recipe, items)
+        if not self.save_intermediates:
+            for o in result.outputs:
+                if o.path and o.path != result.final(o.item):
+                    o.path.unlink()
+                    o.path, o.note = None, o.note or "intermediate stage not kept (setting)"
+        return result
+
+    def run_batch(self, job: BatchJob, on_progress: Optional[Callable[[Progress], None]] = None) -> Summary:
+        """A folder through the recipe (batch.run_batch: stage-major, resumable)."""
+        pack = self.check(job.recipe)
+        self._stop.clear()
+        return batch.run_batch(self.backend(), pack, job.recipe, job.source, job.out_dir, recursive=job.recursive,
+                               final_only=job.final_only, prompt_from_infotext=job.prompt_from_infotext,
+                               on_progress=on_progress or self.show_progress, should_stop=self.should_stop)
+
+    def show_progress(self, progress: Progress) -> None:
+        """Where progress goes when the caller gives no callback (the WebUI: its progress text)."""
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def skip(self) -> None:
+        self._skip.set()
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def take_skip(self) -> bool:
+        """True once per skip request."""
+        if self._skip.is_set():
+            self._skip.clear()
+            return True
+        return False
+
+    def exclusive(self, work: Callable[[], Any]) -> Any:
+        """work() once no other run is going (the WebUI's session uses its GPU queue instead)."""
+        with self._lock:
+            return work()
+
+    def stream(self, work: Callable[[Callable[[Progress], None]], Any]) -> Iterator[Union[Progress, Outcome]]:
+        """Run work(on_progress) in a thread and yield each new Progress, then one Outcome. Raises Busy when
+        another run holds the session; closing the generator early (the browser went away) cancels the run."""
+        if not self._lock.acquire(blocking=False):
+            raise Busy("another run is in progress")
+        latest = {"progress": None}
+        outcome = Outcome()
+
+        def job():
+            try:
+                outcome.result = work(lambda p: latest.update(progress=p))
+            except Exception as e:  # noqa: BLE001 - handed to the caller, who shows it
+                outcome.error = e
+
+        thread = threading.Thread(target=job, daemon=True)
+        try:
+            thread.start()
+            shown = None
+            while thread.is_alive():
+                thread.join(0.2)
+                if latest["progress"] is not shown:
+                    shown = latest["progress"]
+                    yield shown
+        finally:
+            if thread.is_alive():
+                self.cancel()
+            thread.join()
+            self._lock.release()
+        yield outcome
