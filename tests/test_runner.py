@@ -178,3 +178,21 @@ def test_skip_drops_one_pass_and_the_item_goes_on(tmp_path):
                                                             ("style", "1024", "1536")]
     assert [o.path.name for o in result.outputs if o.path][-1] == "00000-10-s4-1536.png"
     assert len(backend.requests) == 5
+
+
+def test_a_repeated_ladder_size_gets_its_own_stage_label_seed_and_table_row(tmp_path):
+    r = recipe(ladder=[1024, 1024])
+    assert [s.label for s in r.stages] == ["base", "style", "1024", "1024-2"]
+    for stage in r.stages:
+        stage.seed_policy = "offset"
+    backend = FakeBackend()
+    result = Runner(backend, PACK, tmp_path).run(r, make_items(r, 1, tmp_path))
+    assert [req.seed for req in backend.requests] == [10, 11, 12, 13]   # item seed + stage position
+    assert [o.path.name for o in result.outputs][-2:] == ["00000-10-s3-1024.png", "00000-10-s4-1024-2.png"]
+
+
+def test_stage_labels_must_be_unique():
+    data = recipe(ladder=[1024, 1536]).to_dict()
+    data["stages"][3]["label"] = "1024"
+    with pytest.raises(ValueError, match=r"recipe.stages\[3\].label: '1024' is already the label of stages\[2\]"):
+        Recipe.from_dict(data)

@@ -116,3 +116,12 @@ def test_batch_section_runs_a_folder_and_reports(panel, tmp_path):
     args = tuple(values(panel).values()) + ("", "", False, False, False)
     *_, (_, _, _, log) = panel.host.batch_streaming(panel, args)
     assert "give an input folder and an output folder" in log
+
+
+def test_an_edit_to_the_first_of_two_equal_sizes_is_kept(panel):
+    v = values(panel, ladder="1024,1024", face_after="off")
+    rows = ui.stage_rows(ui.recipe_from_values(panel.pack, panel.host, v, table=[]))
+    assert [r[1] for r in rows] == ["base", "style", "1024", "1024-2"]
+    rows[2][ui.STAGE_HEADERS.index("steps")] = 7
+    recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
+    assert [s.steps for s in recipe.stages] == [20, 20, 7, 20]

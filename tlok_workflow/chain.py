@@ -48,8 +48,11 @@ def build_recipe(pack: Pack, selections: PromptSpec, *, sampler_recipe: str = ""
         stages.append(make_stage("txt2img", "base", chain.base_size, 1.0, "base",
                                  prompt=StagePrompt(style_token=False)))
     stages.append(make_stage("img2img", "style", chain.base_size, _pick(sampling.denoise, chain.style_denoise)))
-    stages += [make_stage("img2img", str(size), size, _pick(sampling.denoise, chain.ladder_denoise))
-               for size in sizes]
+    for size in sizes:   # a repeated size gets its own label: 1024, 1024-2
+        label = str(size)
+        n = sum(1 for s in stages if s.label == label or s.label.startswith(f"{label}-")) + 1
+        stages.append(make_stage("img2img", label if n == 1 else f"{label}-{n}", size,
+                                 _pick(sampling.denoise, chain.ladder_denoise)))
     if face_after != FACE_OFF:
         face = make_stage("face", "face", chain.base_size, chain.face_denoise, prompt=StagePrompt(shot=chain.face_shot),
                           face=FaceOptions(inpaint_size=chain.face_size // scale,

@@ -69,7 +69,8 @@ class FaceOptions:
 class Stage:
     """One pass of the chain (repeated `repeat` times)."""
     kind: str = spec(doc="txt2img, img2img or face", choices=STAGE_KINDS)
-    label: str = spec(doc="short name used in file names and the plan, e.g. 'base', 'style', '1024', 'face'")
+    label: str = spec(doc="the stage's unique name, used in file names, the plan and the stage table, e.g. 'base', "
+                          "'style', '1024', '1024-2', 'face'")
     checkpoint: str = spec("style", "a role of recipe.checkpoints ('base', 'style') or a checkpoint name/path")
     width: int = spec(512, "output width; for face stages unused (see face.inpaint_size)", ge=8, le=8192,
                       multiple_of=8)
@@ -134,9 +135,16 @@ class Recipe:
 
 def _check_recipe(recipe: Recipe) -> None:
     """Cross-field rules that single fields cannot express."""
+    labels: Dict[str, int] = {}
     for i, stage in enumerate(recipe.stages):
         where = f"recipe.stages[{i}]"
         if stage.kind == "txt2img" and i != 0:
             raise RecipeError(f"{where}.kind: txt2img can only be the first stage")
         if stage.kind != "face" and stage.face is not None:
             raise RecipeError(f"{where}.face: only face stages take face options")
+        if not stage.label.strip():
+            raise RecipeError(f"{where}.label: empty")
+        if stage.label in labels:
+            raise RecipeError(f"{where}.label: {stage.label!r} is already the label of stages[{labels[stage.label]}] "
+                              "(labels name the files and the stage table rows)")
+        labels[stage.label] = i

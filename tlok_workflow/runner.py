@@ -170,7 +170,7 @@ class Runner:
 
     def _run_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, repeat: int, item: Item,
                   source: Optional[Path], at: Progress) -> StageOutput:
-        seed = self._stage_seed(recipe, stage, item) + repeat
+        seed = self._stage_seed(stage, at.stage, item) + repeat
         request = PassRequest(
             mode=stage.kind, checkpoint=recipe.checkpoint_of(stage),
             prompt=for_stage(self.pack, f"{prompts.positive} {item.prompt_extra}".strip(), stage.prompt),
@@ -214,11 +214,13 @@ class Runner:
             image = self.backend.generate(request, on_step)
         return image, f"{len(search.detections)} face(s) by {search.detector} in {len(masks)} pass(es)"
 
-    def _stage_seed(self, recipe: Recipe, stage: Stage, item: Item) -> int:
+    @staticmethod
+    def _stage_seed(stage: Stage, number: int, item: Item) -> int:
+        """`number` is the stage's 1-based position: two stages with equal settings still get their own seeds."""
         if stage.seed_policy == "fixed":
             return stage.seed
         if stage.seed_policy == "offset":
-            return item.seed + recipe.stages.index(stage)
+            return item.seed + number - 1
         return item.seed
 
     def _save(self, recipe: Recipe, request: PassRequest, stage: Stage, at: Progress, repeat: int, item: Item,
