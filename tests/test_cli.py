@@ -104,3 +104,23 @@ def test_plan_and_presets(capsys):
     for token in ("tlok artstyle", "wearing defa outfit", "as chie, wearing yowi", "okch hairstyle",
                   "blur, vignette, instagram", "full-shot", "LMS"):
         assert token in out
+
+
+def test_recipe_png_repeats_exactly_after_the_user_presets_changed(tmp_path, capsys):
+    """The PNG's recipe holds each stage's exact prompts, so a changed preset folder does not change the re-run."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "outfits.json").write_text('{"defa": {"token": "wearing defa outfit", "hairstyle": "stada"}}')
+    first = tmp_path / "first"
+    assert main(["run", "--demo", "--seed", "3", "--presets", str(presets), "--face-after", "off", "--no-sheet",
+                 "--out", str(first)]) == 0
+    (presets / "outfits.json").write_text('{"defa": {"token": "wearing a red raincoat", "hairstyle": "stada"}}')
+    final = stage_images(first)[-1]
+    again = tmp_path / "again"
+    assert main(["run", "--recipe", str(final), "--presets", str(presets), "--no-sheet", "--out", str(again)]) == 0
+    assert [pixels(p) for p in stage_images(again)] == [pixels(p) for p in stage_images(first)]
+    changed = tmp_path / "changed"   # the same flags now compose the new token: the pack change is real
+    assert main(["run", "--demo", "--seed", "3", "--presets", str(presets), "--face-after", "off", "--no-sheet",
+                 "--out", str(changed)]) == 0
+    assert "red raincoat" in outputs.read_png_text(stage_images(changed)[-1])["parameters"]
+    assert "red raincoat" not in outputs.read_png_text(stage_images(again)[-1])["parameters"]

@@ -50,6 +50,10 @@ def test_every_stage_is_saved_with_infotext_and_recipe(tmp_path):
            "Model: fake-demo-style, Denoising strength: 0.5, TLOK stage: 2/4 style" in style
     assert "Denoising strength" not in base
     saved = Recipe.from_json(outputs.recipe_json_from_png(paths[-1]))
+    assert [s.prompt.positive for s in saved.stages[:2]] == [base.splitlines()[0], style.splitlines()[0]]
+    assert {s.prompt.negative for s in saved.stages} == {"blur, vignette, instagram"}
+    for stage in saved.stages:   # apart from the exact prompts it holds, the saved recipe is the one that ran
+        stage.prompt.positive = stage.prompt.negative = ""
     assert saved == r
     assert result.sheets["00000-10"].name == "00000-10-sheet.png"
     assert Image.open(result.sheets["00000-10"]).width > 4 * 64
@@ -133,7 +137,7 @@ def test_save_png_is_atomic_and_unique(tmp_path):
 
 def test_infotext_quotes_like_the_webui():
     text = outputs.infotext("p", "", {"Steps": 2, "Model": "a, b", "TLOK faces": None, "Note": "x: y"})
-    assert text.startswith('p\nSteps: 2, Model: "a, b", Note: "x: y", Version: tlok-workflow ')
+    assert text == 'p\nSteps: 2, Model: "a, b", Note: "x: y"'
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "I;16", "L"])

@@ -261,3 +261,18 @@ def test_no_callback_of_ours_raises_into_the_webui(webui, monkeypatch, capsys):
     assert webui.script_callbacks.reported == []
     err = capsys.readouterr().err
     assert "on_ui_settings failed" in err and "on_app_started failed" in err and "ZeroDivisionError" in err
+
+
+def test_infotext_keeps_the_webuis_model_hash_and_version(webui):
+    _, host, _ = build_webui(webui)
+    values = {name: getattr(component, "value", None) for name, component in host.panel.controls.items()}
+    values.update(base=BASE, style=STYLE, face_after="off", seed=7)
+    _, info, _, _ = host.generate_fn("task(h)", *values.values())
+    infotexts = json.loads(info)["infotexts"]
+    style_hash = webui.sd_models.get_closet_checkpoint_match(STYLE).shorthash
+    assert f"Model hash: {style_hash}, Model: 4elements-diffusion" in infotexts[-1]
+    assert "Version: v1.10.1" in infotexts[-1] and "TLOK version: " in infotexts[-1]
+    from tlok_workflow import outputs
+    saved = json.loads(outputs.recipe_json_from_png(Path(webui.images.saved[-1])))
+    assert saved["hashes"] == {"base": webui.sd_models.get_closet_checkpoint_match(BASE).shorthash,
+                               "style": style_hash}

@@ -12,8 +12,6 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
-from . import __version__
-
 INFOTEXT_CHUNK = "parameters"   # the WebUI's PNG text chunk
 RECIPE_CHUNK = "tlok_recipe"    # the whole recipe as JSON, for `run --recipe IMAGE`
 MAX_PIXELS = 64 * 1024 * 1024   # larger inputs are refused rather than risking memory
@@ -33,7 +31,6 @@ def quote(value) -> str:
 
 def infotext(prompt: str, negative: str, params: Dict[str, object]) -> str:
     """WebUI infotext: prompt, 'Negative prompt: …', then 'Key: value, …' (None values left out)."""
-    params = dict(params, Version=f"tlok-workflow {__version__}")
     pairs = ", ".join(f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
     negative_line = f"\nNegative prompt: {negative}" if negative else ""
     return f"{prompt}{negative_line}\n{pairs}".strip()

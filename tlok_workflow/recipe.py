@@ -42,6 +42,9 @@ class StagePrompt:
     style_token: bool = spec(True, "false drops the pack's style token (the vanilla base model does not know it)")
     shot: str = spec("", "replace the shot token for this stage, e.g. 'facial closeup' for the face stage")
     extra: str = spec("", "words added for this stage only, e.g. 'big eyes'")
+    positive: str = spec("", "the exact prompt this stage ran with (saved recipes hold it); when set it is used "
+                             "as it is, so a re-run needs no pack")
+    negative: str = spec("", "the exact negative prompt this stage ran with; when set it is used as it is")
 
 
 @dataclass
@@ -102,6 +105,8 @@ class Recipe:
     prompt: PromptSpec = spec(doc="the prompt selections", factory=PromptSpec)
     checkpoints: Dict[str, str] = spec(doc="checkpoint for each role",
                                        factory=lambda: {"base": "demo-base", "style": "demo-style"})
+    hashes: Dict[str, str] = spec(doc="AutoV2 hash (the WebUI's Model hash) of each role's checkpoint when it ran; "
+                                      "a re-run warns when the file differs", factory=dict)
     seed: int = spec(-1, "seed of the first item (item i uses seed + i); -1 picks one at run time",
                      ge=-1, le=2**32 - 1)
     stages: List[Stage] = spec(doc="the chain, in order", factory=list)

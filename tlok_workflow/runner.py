@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from PIL import Image
 
-from . import outputs
+from . import __version__, outputs
 from .backends.base import Backend, PassRequest
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
@@ -171,10 +171,9 @@ class Runner:
     def _run_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, repeat: int, item: Item,
                   source: Optional[Path], at: Progress) -> StageOutput:
         seed = self._stage_seed(stage, at.stage, item) + repeat
+        positive, negative = self._stage_prompts(prompts, stage, item)
         request = PassRequest(
-            mode=stage.kind, checkpoint=recipe.checkpoint_of(stage),
-            prompt=for_stage(self.pack, f"{prompts.positive} {item.prompt_extra}".strip(), stage.prompt),
-            negative_prompt=prompts.negative,
+            mode=stage.kind, checkpoint=recipe.checkpoint_of(stage), prompt=positive, negative_prompt=negative,
             width=stage.width, height=stage.height, steps=stage.steps, cfg_scale=stage.cfg_scale,
             sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise)
 
@@ -214,6 +213,14 @@ class Runner:
             image = self.backend.generate(request, on_step)
         return image, f"{len(search.detections)} face(s) by {search.detector} in {len(masks)} pass(es)"
 
+    def _stage_prompts(self, prompts: Prompts, stage: Stage, item: Item):
+        """A stage's prompts: the exact ones a saved recipe holds, else the run's prompts in the stage's variant."""
+        if stage.prompt.positive:
+            positive = f"{stage.prompt.positive} {item.prompt_extra}".strip()
+        else:
+            positive = for_stage(self.pack, f"{prompts.positive} {item.prompt_extra}".strip(), stage.prompt)
+        return positive, stage.prompt.negative or prompts.negative
+
     @staticmethod
     def _stage_seed(stage: Stage, number: int, item: Item) -> int:
         """`number` is the stage's 1-based position: two stages with equal settings still get their own seeds."""
@@ -228,11 +235,20 @@ class Runner:
         stem = f"{item.name}-s{at.stage}-{stage.label}" + (f"-r{repeat + 1}" if stage.repeat > 1 else "")
         info = outputs.infotext(request.prompt, request.negative_prompt, self._infotext_params(
             recipe, request, stage, at, image, note))
-        # the recipe as this item ran it: re-running it as one item reproduces this image
+        target = self.out_dir / stem  # item names may hold a subfolder
+        return self.save(target.parent, target.name, image, info, self._item_recipe(recipe, item).to_json(indent=None))
+
+    def _item_recipe(self, recipe: Recipe, item: Item) -> Recipe:
+        """The recipe as this item ran it, self-contained: every stage's exact prompts and the checkpoints' hashes,
+        so re-running it as one item reproduces this image without the pack it came from."""
         item_recipe = Recipe.from_dict(recipe.to_dict())
         item_recipe.seed, item_recipe.init_image = item.seed, str(item.image or "")
-        target = self.out_dir / stem  # item names may hold a subfolder
-        return self.save(target.parent, target.name, image, info, item_recipe.to_json(indent=None))
+        prompts = compose(self.pack, recipe.prompt)
+        for stage in item_recipe.stages:
+            stage.prompt.positive, stage.prompt.negative = self._stage_prompts(prompts, stage, item)
+        roles = {stage.checkpoint: recipe.checkpoint_of(stage) for stage in recipe.stages}
+        item_recipe.hashes = {role: h for role, checkpoint in roles.items() if (h := self.backend.model_hash(checkpoint))}
+        return item_recipe
 
     def _infotext_params(self, recipe, request, stage, at, image, note) -> dict:
         face = stage.face if stage.kind == "face" else None
@@ -243,6 +259,7 @@ class Runner:
             "CFG scale": request.cfg_scale,
             "Seed": request.seed,
             "Size": f"{image.width}x{image.height}",
+            "Model hash": self.backend.model_hash(request.checkpoint) or None,
             "Model": self.backend.model_name(request.checkpoint),
             "Denoising strength": request.denoise if stage.kind != "txt2img" else None,
             "Mask blur": face.mask_blur if face else None,
@@ -252,6 +269,8 @@ class Runner:
             "TLOK pack": recipe.pack,
             "TLOK faces": note or None,
             "TLOK demo": "random-weight demo models" if recipe.demo else None,
+            "TLOK version": __version__,
+            "Version": self.backend.host_version() or None,
         }
 
     def _check_stop(self) -> None:

@@ -12,7 +12,7 @@ No gradio, no fastapi here.
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 
 from . import batch
 from .batch import BatchJob, Summary
@@ -77,10 +77,25 @@ class Session:
     def plan(self, recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
         """The plan, with this host's policy in it: what is kept and where."""
         the_plan = plan(recipe, pack or self.pack(recipe.pack))
+        the_plan.warnings += self.hash_warnings(recipe)
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))
         return the_plan
+
+    def hash_warnings(self, recipe: Recipe) -> List[str]:
+        """A saved recipe names the hash of each checkpoint it ran with: say when a file differs now."""
+        warnings = []
+        for role, saved in recipe.hashes.items():
+            checkpoint = recipe.checkpoints.get(role, role)
+            try:
+                now = self.backend().model_hash(checkpoint)
+            except ValueError:   # a checkpoint the host does not know: check() says so
+                continue
+            if now != saved:
+                warnings.append(f"{role} checkpoint {checkpoint}: hash {now or 'unknown'}, but the recipe was made "
+                                f"with {saved}; the images will differ")
+        return warnings
 
     # --- running ---------------------------------------------------------------------------------------------
     def backend(self):

@@ -57,3 +57,11 @@ class Backend:
     def model_name(self, checkpoint: str) -> str:
         """The model name written into infotext ("Model: …")."""
         raise NotImplementedError
+
+    def model_hash(self, checkpoint: str) -> str:
+        """The checkpoint's AutoV2 hash as the WebUI writes it ("Model hash: …"); '' when it has none."""
+        return ""
+
+    def host_version(self) -> str:
+        """The host program's version for infotext ("Version: …"); '' standalone."""
+        return ""

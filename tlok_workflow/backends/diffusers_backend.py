@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import attention, inpaint_region
+from .. import attention, inpaint_region, model_hash
 from .base import MODES, Backend, PassRequest, StepCallback
 from .checkpoint_files import CheckpointError, check_folder, loadable_single_file
 from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
@@ -65,6 +65,9 @@ class DiffusersBackend(Backend):
             return checkpoint
         path = Path(checkpoint)
         return path.name if path.is_dir() else path.stem
+
+    def model_hash(self, checkpoint: str) -> str:
+        return "" if checkpoint in DEMO_MODELS else model_hash.autov2(checkpoint)
 
     def pipeline(self, checkpoint: str, mode: str):
         """The pipeline for checkpoint and mode (loading the checkpoint if it is not cached)."""

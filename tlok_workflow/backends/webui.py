@@ -66,6 +66,13 @@ class WebUIBackend(Backend):
     def model_name(self, checkpoint: str) -> str:
         return find_checkpoint(checkpoint).name_for_extra
 
+    def model_hash(self, checkpoint: str) -> str:
+        info = find_checkpoint(checkpoint)
+        return info.shorthash or info.calculate_shorthash() or ""
+
+    def host_version(self) -> str:
+        return (processing.program_version() or "") if shared.opts.data.get("add_version_to_infotext", True) else ""
+
     def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
         on_step(0, request.steps)  # progress text, and an interrupt between passes stops here
         info = find_checkpoint(request.checkpoint)

@@ -173,6 +173,11 @@ class Processed:
         self.infotexts = infotexts or [info] * len(images_list)
 
 
+def program_version():
+    """As the real one (launch.git_tag(), '<none>' → None); the stand-in's tag is v1.10.1's."""
+    return "v1.10.1"
+
+
 def process_images(p: StableDiffusionProcessing) -> Processed:
     if p.scripts is not None:
         p.scripts.before_process(p)
