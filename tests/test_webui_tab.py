@@ -146,23 +146,48 @@ def test_batch_section_runs_in_the_queue_with_one_load_per_checkpoint(webui, tmp
     assert len(list((tmp_path / "out").glob("img*-s2-1024.png"))) == 3 and len(gallery) == 3
 
 
-def test_pasting_our_infotext_restores_the_dropdowns(webui):
-    from tlok_workflow.ui import infotext_fields
+def test_pasting_our_infotext_restores_what_was_pasted(webui):
+    from tlok_workflow.ui import STAGE_HEADERS, infotext_fields
 
     _, host, _ = build_webui(webui)
     panel = host.panel
-    info = ("closeup Korra wearing runa outfit shoa hairstyle cosplay photo\nNegative prompt: blur\n"
-            "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 512x512, "
-            "TLOK stage: 2/4 style, TLOK pack: 4elements")
+    style_hash = webui.sd_models.get_closet_checkpoint_match(STYLE).shorthash
+    info = ("closeup Korra wearing runa outfit shoa hairstyle cosplay photo, smiling\nNegative prompt: blur, photo\n"
+            "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 4.5, Seed: 42, Size: 1024x1024, "
+            f"Denoising strength: 0.55, Model hash: {style_hash}, Model: 4elements-diffusion, Clip skip: 2, "
+            "TLOK stage: 3/4 1024, TLOK pack: 4elements")
     params = webui.infotext_utils.parse_generation_parameters(info)
     fields = infotext_fields(panel)
     updates = webui.infotext_utils.paste_values(fields, params)
     pasted = {component.elem_id: u.get("value") for (component, _), u in zip(fields, updates)}
-    assert pasted == {"tlok_workflow_prompt": "closeup Korra wearing runa outfit shoa hairstyle cosplay photo",
-                      "tlok_workflow_neg_prompt": "blur", "tlok_workflow_seed": 42.0,
+    rows = pasted.pop("tlok_workflow_stages")
+    warning = pasted.pop("tlok_workflow_warnings")
+    assert pasted == {"tlok_workflow_prompt": "closeup Korra wearing runa outfit shoa hairstyle cosplay photo, smiling",
+                      "tlok_workflow_neg_prompt": "blur, photo", "tlok_workflow_seed": 42.0,
                       "tlok_workflow_outfit": "runa", "tlok_workflow_hairstyle": "shoa",
                       "tlok_workflow_shot": "closeup", "tlok_workflow_medium": "cosplay photo",
-                      "tlok_workflow_preset": "alternative"}
+                      "tlok_workflow_preset": None, "tlok_workflow_base": None,
+                      "tlok_workflow_style": title(STYLE)}
+    column = {name: STAGE_HEADERS.index(name) for name in ("stage", "sampler", "schedule type", "steps", "CFG",
+                                                           "denoise")}
+    assert [[r[column[n]] for n in column] for r in rows] == [
+        ["base", "DPM++ 2M", "Karras", 30, 4.5, 1.0], ["style", "DPM++ 2M", "Karras", 30, 4.5, 0.55],
+        ["1024", "DPM++ 2M", "Karras", 30, 4.5, 0.55], ["face", "DPM++ 2M", "Karras", 30, 4.5, 0.4]]
+    assert "not restored here: Clip skip" in warning
+
+
+def test_a_pasted_preset_and_a_core_txt2img_infotext(webui):
+    from tlok_workflow.ui import infotext_fields
+
+    _, host, _ = build_webui(webui)
+    base_hash = webui.sd_models.get_closet_checkpoint_match(BASE).shorthash
+    info = ("a dog\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 1, Size: 512x512, "
+            f"Model hash: {base_hash}, Model: v1-5, Version: v1.10.1")
+    params = webui.infotext_utils.parse_generation_parameters(info)
+    fields = infotext_fields(host.panel)
+    pasted = {c.elem_id: u.get("value") for (c, _), u in zip(fields, webui.infotext_utils.paste_values(fields, params))}
+    assert pasted["tlok_workflow_preset"] == "alternative" and pasted["tlok_workflow_base"] == title(BASE)
+    assert pasted["tlok_workflow_style"] is None and pasted["tlok_workflow_warnings"] is None
 
 
 def test_api_runs_in_the_webui_queue(webui):
@@ -276,3 +301,30 @@ def test_infotext_keeps_the_webuis_model_hash_and_version(webui):
     saved = json.loads(outputs.recipe_json_from_png(Path(webui.images.saved[-1])))
     assert saved["hashes"] == {"base": webui.sd_models.get_closet_checkpoint_match(BASE).shorthash,
                                "style": style_hash}
+
+
+def test_send_to_buttons_carry_the_shown_stages_parameters(webui):
+    _, host, _ = build_webui(webui)
+    bindings = [b for b in webui.infotext_utils.registered_param_bindings
+                if b.paste_button.elem_id == "tlok_workflow_send_to_img2img"]
+    assert {(b.tabname, b.source_image_component is host.panel.output.gallery,
+             getattr(b.source_text_component, "elem_id", None)) for b in bindings} == \
+        {("img2img", True, None), ("img2img", False, "tlok_workflow_stage_infotext")}
+
+
+def test_selecting_a_gallery_image_shows_that_stages_infotext():
+    from types import SimpleNamespace
+
+    from tlok_workflow.ui import last_stage_infotext, selected_stage
+
+    info = json.dumps({"infotexts": ["first\nSteps: 20", "second\nSteps: 10"]})
+    html_info, text = selected_stage(info, SimpleNamespace(index=0))
+    assert text == "first\nSteps: 20" and "first" in html_info and "second" not in html_info
+    assert last_stage_infotext(info) == "second\nSteps: 10" and last_stage_infotext("") == ""
+
+
+def test_on_a_fresh_install_the_checkpoint_boxes_hold_a_checkpoint(webui):
+    del webui.shared.opts.data["sd_model_checkpoint"]
+    _, host, _ = build_webui(webui)
+    assert host.panel.base.value == host.panel.style.value == webui.sd_models.checkpoint_tiles()[0]
+    assert all(getattr(c, "do_not_save_to_config", False) for c in host.panel.controls.values())

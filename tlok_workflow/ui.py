@@ -150,6 +150,8 @@ class Panel:
     batch: Any = None
     batch_controls: Dict[str, Any] = field(default_factory=dict)
     output: Optional[OutputPanel] = None
+    stage_infotext: Any = None   # hidden: the shown stage's infotext as text, for the send-to buttons
+    warnings: Any = None
 
     def __getattr__(self, name):  # panel.outfit etc.
         controls = self.__dict__.get("controls", {})
@@ -326,6 +328,27 @@ def batch_results(summary: Summary) -> tuple:
     return gallery, "", "", f"<p>{log}</p>"
 
 
+def _infotexts(info_json: str) -> List[str]:
+    try:
+        infotexts = json.loads(info_json or "{}").get("infotexts", [])
+    except (ValueError, AttributeError):
+        return []
+    return infotexts if isinstance(infotexts, list) else []
+
+
+def selected_stage(info_json: str, event: gr.SelectData):
+    """The infotext of the gallery image the user selected (HTML for the panel, text for the send-to buttons)."""
+    infotexts = _infotexts(info_json)
+    if not 0 <= event.index < len(infotexts):
+        return gr.update(), gr.update()
+    return text_html(infotexts[event.index]), infotexts[event.index]
+
+
+def last_stage_infotext(info_json: str) -> str:
+    infotexts = _infotexts(info_json)
+    return infotexts[-1] if infotexts else ""
+
+
 def text_html(text: str) -> str:
     return "<p>" + "<br>\n".join(html.escape(line) for line in text.split("\n")) + "</p>" if text else ""
 
@@ -350,9 +373,18 @@ def _token_key(entries: dict, text: str) -> Optional[str]:
     return max(found)[1] if found else None
 
 
+# Infotext keys a paste restores (the rest are named as not restored); TLOK keys are ours and say nothing new.
+PASTED_KEYS = {"Prompt", "Negative prompt", "Seed", "Steps", "Sampler", "Schedule type", "CFG scale",
+               "Denoising strength", "Size-1", "Size-2", "Model", "Model hash", "Version", "Mask blur", "Inpaint area",
+               "Masked area padding"}
+
+
 def infotext_fields(panel: Panel) -> List[tuple]:
-    """(component, infotext key or function of the parsed params) pairs: the WebUI's paste fields for our tab."""
-    pack = panel.pack
+    """(component, infotext key or function of the parsed params) pairs: the WebUI's paste fields for our tab.
+    The prompt boxes get the pasted text word for word; the dropdowns follow the tokens found in it; the stage
+    table gets the pasted sampler, schedule type, steps, CFG and denoise; the checkpoint box of the pasted stage
+    gets the checkpoint with the pasted Model hash; the warnings box says what could not be restored."""
+    pack, host = panel.pack, panel.host
 
     def from_prompt(entries, none=None):
         def pick(params):
@@ -367,11 +399,52 @@ def infotext_fields(panel: Panel) -> List[tuple]:
                 return key
         return None
 
+    def pasted_label(params) -> str:   # "TLOK stage: 4/5 1536" → "1536"; a core txt2img infotext is a base pass
+        return str(params.get("TLOK stage", "base")).split(" ", 1)[-1]
+
+    def checkpoint(role):
+        def pick(params):
+            wanted = params.get("Model hash")
+            if not wanted or (pasted_label(params) == "base") != (role == "base"):
+                return None
+            return next((title for title in host.checkpoints() if f"[{wanted}]" in title), None)
+        return pick
+
+    def stage_table(params):   # an update, not a value: the paste would convert a value to the table's type
+        rows = pasted_stage_rows(panel, params, pasted_label(params))
+        return None if rows is None else gr.update(value=rows)
+
+    def not_restored(params):
+        left = sorted(k for k in params if k not in PASTED_KEYS and not k.startswith("TLOK "))
+        return warnings_html([f"pasted infotext: not restored here: {', '.join(left)}"]) if left else None
+
     return [
         (panel.prompt, "Prompt"), (panel.negative, "Negative prompt"), (panel.seed, "Seed"),
         (panel.outfit, from_prompt(pack.outfits)), (panel.hairstyle, from_prompt(pack.hairstyles, NONE)),
         (panel.shot, from_prompt(pack.shots)), (panel.medium, from_prompt(pack.media)), (panel.preset, preset),
+        (panel.stages, stage_table), (panel.base, checkpoint("base")), (panel.style, checkpoint("style")),
+        (panel.warnings, not_restored),
     ]
+
+
+def pasted_stage_rows(panel: Panel, params: dict, label: str) -> Optional[List[list]]:
+    """The stage table for a pasted infotext: the pasted shot's chain with the pasted sampler, schedule type,
+    steps and CFG on every stage and the pasted denoise on the stages of the pasted stage's kind."""
+    pack = panel.pack
+    spec = PromptSpec(shot=_token_key(pack.shots, params.get("Prompt", "")) or pack.info.defaults.shot)
+    try:
+        recipe = build_recipe(pack, spec, checkpoints=panel.host.default_checkpoints)
+        kind = next((s.kind for s in recipe.stages if s.label == label), "txt2img")
+        for stage in recipe.stages:
+            stage.sampler = params.get("Sampler") or stage.sampler
+            stage.scheduler = params.get("Schedule type") or stage.scheduler
+            stage.steps = int(params.get("Steps") or stage.steps)
+            stage.cfg_scale = float(params.get("CFG scale") or stage.cfg_scale)
+            if stage.kind == kind and kind != "txt2img" and params.get("Denoising strength"):
+                stage.denoise = float(params["Denoising strength"])
+        return stage_rows(Recipe.from_dict(recipe.to_dict()))
+    except ValueError:   # numbers out of the schema's bounds: the table keeps its settings
+        return None
 
 
 def _num(text) -> Optional[float]:
@@ -491,9 +564,15 @@ def build_panel(host: Host) -> Panel:
                                                elem_classes="generate-box-interrupting", visible=host.webui)
                 panel.generate = gr.Button("Generate", elem_id=f"{TAB}_generate", variant="primary")
             panel.output = host.output_panel()
+            panel.stage_infotext = gr.Textbox(visible=False, elem_id=f"{TAB}_stage_infotext")
+            panel.warnings = warnings
 
     _wire(panel, warnings, plan_box, recipe_json, export_button, import_button)
     o = panel.output
+    o.gallery.select(fn=selected_stage, inputs=[o.generation_info], outputs=[o.infotext, panel.stage_infotext],
+                     show_progress="hidden")
+    o.generation_info.change(fn=last_stage_infotext, inputs=[o.generation_info], outputs=[panel.stage_infotext],
+                             show_progress="hidden")
     host.connect_generate(panel, list(c.values()), [o.gallery, o.generation_info, o.infotext, o.html_log])
     host.connect_batch(panel, list(c.values()) + list(b.values()), [o.gallery, o.generation_info, o.infotext,
                                                                      o.html_log])
@@ -518,49 +597,54 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_b
     selection = ["subject", "outfit", "hairstyle", "shot", "medium", "outfit_weight", "extra", "negatives",
                  "negative_extra"]
 
-    def paired_hairstyle(outfit):
-        entry = pack.outfits.get(find_key(pack.outfits, outfit))
-        return gr.update(value=entry.hairstyle or NONE) if entry else gr.update()
-
-    def default_negatives(medium):
-        return gr.update(value=pack.default_negatives(medium_kind(pack, medium or "")))
-
-    # .input: only a person's choice re-pairs; pasted or imported values keep what they set
-    c["outfit"].input(fn=paired_hairstyle, inputs=[c["outfit"]], outputs=[c["hairstyle"]], show_progress="hidden")
-    c["medium"].input(fn=default_negatives, inputs=[c["medium"]], outputs=[c["negatives"]], show_progress="hidden")
-
     names = panel.names
     inputs = list(c.values())
 
+    def derive(v: Dict[str, Any], recompose: bool, keep: bool = True) -> tuple:
+        """Prompt boxes (recomposed from the selections, or left as they are), lint warnings, stage table and plan,
+        from one set of values, so whichever event finishes last leaves them consistent."""
+        boxes = (gr.update(), gr.update())
+        try:
+            if recompose:
+                spec = selections(pack, dict(v, prompt=None, negative=None))
+                v["prompt"], v["negative"] = compose_positive(pack, spec), compose_negative(pack, spec)
+                boxes = (v["prompt"], v["negative"])
+            fresh = recipe_from_values(pack, host, v, table=[])
+            rows = merge_rows(stage_rows(fresh), v["stages"]) if keep else stage_rows(fresh)
+            recipe = recipe_from_values(pack, host, v, table=rows)
+            lint = compose(pack, recipe.prompt).warnings
+        except (ValueError, outputs.ImageError) as e:
+            return (*boxes, error_html(e), gr.update(), gr.update())
+        return (*boxes, warnings_html(lint), rows, plan_html(host, recipe, pack, int(v["count"] or 1)))
+
     def update(recompose: bool, keep: bool = True):
-        """Prompt boxes (when the selections changed), lint warnings, stage table and plan, from one set of values,
-        so whichever event finishes last leaves them consistent."""
-        def handler(*args):
-            v = dict(zip(names, args))
-            boxes = (gr.update(), gr.update())
-            try:
-                if recompose:
-                    spec = selections(pack, dict(v, prompt=None, negative=None))
-                    v["prompt"], v["negative"] = compose_positive(pack, spec), compose_negative(pack, spec)
-                    boxes = (v["prompt"], v["negative"])
-                fresh = recipe_from_values(pack, host, v, table=[])
-                rows = merge_rows(stage_rows(fresh), v["stages"]) if keep else stage_rows(fresh)
-                recipe = recipe_from_values(pack, host, v, table=rows)
-                lint = compose(pack, recipe.prompt).warnings
-            except (ValueError, outputs.ImageError) as e:
-                return (*boxes, error_html(e), gr.update(), gr.update())
-            return (*boxes, warnings_html(lint), rows, plan_html(host, recipe, pack, int(v["count"] or 1)))
-        return handler
+        return lambda *args: derive(dict(zip(names, args)), recompose, keep)
+
+    def choose_outfit(*args):   # a person's choice selects the outfit's paired hairstyle, then recomposes
+        v = dict(zip(names, args))
+        entry = pack.outfits.get(find_key(pack.outfits, v["outfit"]))
+        if entry:
+            v["hairstyle"] = entry.hairstyle or NONE
+        return (v["hairstyle"], *derive(v, recompose=True))
+
+    def choose_medium(*args):   # a person's choice selects the medium's default negative presets
+        v = dict(zip(names, args))
+        v["negatives"] = pack.default_negatives(medium_kind(pack, v["medium"] or ""))
+        return (v["negatives"], *derive(v, recompose=True))
 
     derived = [c["prompt"], c["negative"], warnings, c["stages"], plan_box]
+    # A person's edit (.input) recomposes the prompt boxes; a value set by the program (paste-back, import,
+    # pairing) only refreshes what follows from it (.change), so a pasted prompt keeps every word.
+    c["outfit"].input(fn=choose_outfit, inputs=inputs, outputs=[c["hairstyle"]] + derived, show_progress="hidden")
+    c["medium"].input(fn=choose_medium, inputs=inputs, outputs=[c["negatives"]] + derived, show_progress="hidden")
     for name in selection:
-        c[name].change(fn=update(recompose=True), inputs=inputs, outputs=derived, show_progress="hidden")
-    for name in ("ladder", "face_after", "base", "style", "count", "init_image"):
+        if name not in ("outfit", "medium"):
+            c[name].input(fn=update(recompose=True), inputs=inputs, outputs=derived, show_progress="hidden")
+    for name in selection + ["ladder", "face_after", "base", "style", "count", "init_image", "prompt", "negative"]:
         c[name].change(fn=update(recompose=False), inputs=inputs, outputs=derived, show_progress="hidden")
-    for name in ("prompt", "negative"):   # typing; a pasted prompt must not be recomposed
-        c[name].input(fn=update(recompose=False), inputs=inputs, outputs=derived, show_progress="hidden")
-    c["preset"].change(fn=update(recompose=False, keep=False), inputs=inputs, outputs=derived,
-                       show_progress="hidden")
+    # a chosen recipe preset replaces the table's settings; a pasted one comes with its own table
+    c["preset"].input(fn=update(recompose=False, keep=False), inputs=inputs, outputs=derived,
+                      show_progress="hidden")
 
     def replan(*args):
         v = dict(zip(names, args))

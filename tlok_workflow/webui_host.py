@@ -140,7 +140,7 @@ class WebUIHost(Host):
     webui = True
 
     def __init__(self, session: WebUISession):
-        current = shared.opts.data.get("sd_model_checkpoint", "")
+        current = shared.opts.data.get("sd_model_checkpoint") or next(iter(sd_models.checkpoint_tiles()), "")
         super().__init__(session, checkpoints=[],
                          default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
                                               "style": opt("tlok_workflow_style_checkpoint") or current},
@@ -188,6 +188,17 @@ class WebUIHost(Host):
 
     def after_build(self, panel: Panel) -> None:
         self.panel = panel
+        for component in panel.controls.values():
+            # the WebUI's ui-config.json would restore these after the build, behind the back of the prompt boxes,
+            # stage table and plan derived from them; the settings hold the defaults that should persist
+            component.do_not_save_to_config = True
+        # the output panel's send-to buttons carry the shown stage's prompt, negative, seed and size, as
+        # txt2img's do (the WebUI's own bindings send only the image from an extension tab)
+        for binding in list(infotext_utils.registered_param_bindings):
+            if binding.source_image_component is panel.output.gallery and binding.tabname in ("img2img", "inpaint"):
+                infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+                    paste_button=binding.paste_button, tabname=binding.tabname,
+                    source_text_component=panel.stage_infotext))
         infotext_utils.add_paste_fields(TAB, panel.init_image, infotext_fields(panel))
         if panel.paste is not None:   # ↙️ reads infotext from the prompt box into the controls
             infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
