@@ -125,3 +125,22 @@ def test_an_edit_to_the_first_of_two_equal_sizes_is_kept(panel):
     rows[2][ui.STAGE_HEADERS.index("steps")] = 7
     recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
     assert [s.steps for s in recipe.stages] == [20, 20, 7, 20]
+
+
+def test_the_panel_takes_bounds_and_hints_from_the_recipe_schema(tmp_path, monkeypatch):
+    import dataclasses
+    import html
+    import json
+    import re
+    import types
+
+    weight = next(f for f in dataclasses.fields(PromptSpec) if f.name == "outfit_weight")
+    monkeypatch.setattr(weight, "metadata", types.MappingProxyType(dict(weight.metadata, le=3.5)))
+    with gr.Blocks() as blocks:
+        panel = ui.build_panel(make_host(tmp_path, backend_factory=FakeBackend))
+    assert panel.outfit_weight.maximum == 3.5 and panel.outfit_weight.minimum == weight.metadata["ge"]
+    [holder] = [b.value for b in blocks.blocks.values() if "tlok_workflow_hints" in str(getattr(b, "value", ""))]
+    hints = json.loads(html.unescape(re.search(r"data-hints='([^']*)'", holder).group(1)))
+    assert hints["tlok_workflow_outfit_weight"] == weight.metadata["doc"]
+    assert hints["tlok_workflow_seed"].startswith("seed of the first item")
+    assert hints["tlok_workflow_ladder"].startswith("auto follows the shot")

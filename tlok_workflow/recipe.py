@@ -79,11 +79,13 @@ class Stage:
                       multiple_of=8)
     height: int = spec(512, "output height", ge=8, le=8192, multiple_of=8)
     denoise: float = spec(0.5, "img2img/face denoising strength (card: 0.4–0.6, up to 0.8 for hard cases)",
-                          ge=0.0, le=1.0)
-    sampler: str = spec("Euler a", "WebUI sampler name")
-    scheduler: str = spec("Automatic", "WebUI schedule type")
-    steps: int = spec(20, "sampling steps (img2img runs about steps × denoise of them)", ge=1, le=500)
-    cfg_scale: float = spec(7.0, "CFG scale (card: 7, or 4 for less overtraining)", ge=1.0, le=30.0)
+                          ge=0.0, le=1.0, infotext="Denoising strength")
+    sampler: str = spec("Euler a", "WebUI sampler name", infotext="Sampler")
+    scheduler: str = spec("Automatic", "WebUI schedule type", infotext="Schedule type")
+    steps: int = spec(20, "sampling steps (img2img runs about steps × denoise of them)", ge=1, le=500,
+                      infotext="Steps")
+    cfg_scale: float = spec(7.0, "CFG scale (card: 7, or 4 for less overtraining)", ge=1.0, le=30.0,
+                            infotext="CFG scale")
     seed_policy: str = spec("same", "same: the item's seed; offset: item seed + stage number; fixed: `seed`",
                             choices=SEED_POLICIES)
     seed: int = spec(-1, "the seed when seed_policy is fixed", ge=-1, le=2**32 - 1)

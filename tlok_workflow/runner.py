@@ -18,6 +18,10 @@ from .backends.base import Backend, PassRequest
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
 from .recipe import Recipe, Stage
+from .schema import infotext_keys
+
+
+KEYS = infotext_keys(Stage)   # the stage fields' WebUI infotext keys ("steps" → "Steps"), from the schema
 
 
 class Interrupted(Exception):
@@ -253,15 +257,15 @@ class Runner:
     def _infotext_params(self, recipe, request, stage, at, image, note) -> dict:
         face = stage.face if stage.kind == "face" else None
         return {
-            "Steps": request.steps,
-            "Sampler": request.sampler,
-            "Schedule type": request.scheduler,
-            "CFG scale": request.cfg_scale,
+            KEYS["steps"]: request.steps,
+            KEYS["sampler"]: request.sampler,
+            KEYS["scheduler"]: request.scheduler,
+            KEYS["cfg_scale"]: request.cfg_scale,
             "Seed": request.seed,
             "Size": f"{image.width}x{image.height}",
             "Model hash": self.backend.model_hash(request.checkpoint) or None,
             "Model": self.backend.model_name(request.checkpoint),
-            "Denoising strength": request.denoise if stage.kind != "txt2img" else None,
+            KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
             "Mask blur": face.mask_blur if face else None,
             "Inpaint area": "Only masked" if face else None,
             "Masked area padding": face.padding if face else None,

@@ -16,12 +16,25 @@ class SchemaError(ValueError):
 
 
 def spec(default: Any = dataclasses.MISSING, doc: str = "", ge: Any = None, le: Any = None,
-         choices: Optional[tuple] = None, multiple_of: Optional[int] = None, factory: Any = None):
-    """A dataclass field with bounds and a description."""
-    meta = {"doc": doc, "ge": ge, "le": le, "choices": choices, "multiple_of": multiple_of}
+         choices: Optional[tuple] = None, multiple_of: Optional[int] = None, factory: Any = None,
+         infotext: str = ""):
+    """A dataclass field with bounds, a description and, where the WebUI has one, its infotext key."""
+    meta = {"doc": doc, "ge": ge, "le": le, "choices": choices, "multiple_of": multiple_of, "infotext": infotext}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def field_info(cls, name: str) -> dict:
+    """A field's metadata (doc, ge, le, choices, multiple_of, infotext) and its default: what a form shows."""
+    found = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = found.default if found.default is not dataclasses.MISSING else None
+    return dict(found.metadata, default=default)
+
+
+def infotext_keys(cls) -> dict:
+    """field name → the WebUI infotext key it is written as, for the fields that have one."""
+    return {f.name: f.metadata["infotext"] for f in dataclasses.fields(cls) if f.metadata.get("infotext")}
 
 
 def build(cls, data: Any, where: str):

@@ -23,8 +23,9 @@ from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF, build_recipe
 from .presets import Pack, find_key, load_pack, usable_user_dirs
 from .prompts import compose, compose_negative, compose_positive, medium_kind
-from .recipe import PromptSpec, Recipe, RecipeError
+from .recipe import PromptSpec, Recipe, RecipeError, Stage
 from .runner import Progress, RunResult
+from .schema import field_info, infotext_keys
 from .session import Busy, Outcome, Session
 
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
@@ -373,10 +374,10 @@ def _token_key(entries: dict, text: str) -> Optional[str]:
     return max(found)[1] if found else None
 
 
+KEYS = infotext_keys(Stage)   # stage field → infotext key, as the runner writes them
 # Infotext keys a paste restores (the rest are named as not restored); TLOK keys are ours and say nothing new.
-PASTED_KEYS = {"Prompt", "Negative prompt", "Seed", "Steps", "Sampler", "Schedule type", "CFG scale",
-               "Denoising strength", "Size-1", "Size-2", "Model", "Model hash", "Version", "Mask blur", "Inpaint area",
-               "Masked area padding"}
+PASTED_KEYS = {"Prompt", "Negative prompt", "Seed", "Size-1", "Size-2", "Model", "Model hash", "Version",
+               "Mask blur", "Inpaint area", "Masked area padding", *KEYS.values()}
 
 
 def infotext_fields(panel: Panel) -> List[tuple]:
@@ -394,8 +395,8 @@ def infotext_fields(panel: Panel) -> List[tuple]:
 
     def preset(params):
         for key, r in pack.recipes.items():
-            if (params.get("Sampler"), params.get("Steps"), _num(params.get("CFG scale"))) == \
-                    (r.sampler, str(r.steps), r.cfg_scale) and params.get("Schedule type", "Automatic") == r.scheduler:
+            if (params.get(KEYS["sampler"]), params.get(KEYS["steps"]), _num(params.get(KEYS["cfg_scale"]))) == \
+                    (r.sampler, str(r.steps), r.cfg_scale) and params.get(KEYS["scheduler"], "Automatic") == r.scheduler:
                 return key
         return None
 
@@ -436,12 +437,12 @@ def pasted_stage_rows(panel: Panel, params: dict, label: str) -> Optional[List[l
         recipe = build_recipe(pack, spec, checkpoints=panel.host.default_checkpoints)
         kind = next((s.kind for s in recipe.stages if s.label == label), "txt2img")
         for stage in recipe.stages:
-            stage.sampler = params.get("Sampler") or stage.sampler
-            stage.scheduler = params.get("Schedule type") or stage.scheduler
-            stage.steps = int(params.get("Steps") or stage.steps)
-            stage.cfg_scale = float(params.get("CFG scale") or stage.cfg_scale)
-            if stage.kind == kind and kind != "txt2img" and params.get("Denoising strength"):
-                stage.denoise = float(params["Denoising strength"])
+            for name, convert in (("sampler", str), ("scheduler", str), ("steps", lambda v: int(float(v))),
+                                  ("cfg_scale", float)):
+                if params.get(KEYS[name]):
+                    setattr(stage, name, convert(params[KEYS[name]]))
+            if stage.kind == kind and kind != "txt2img" and params.get(KEYS["denoise"]):
+                stage.denoise = float(params[KEYS["denoise"]])
         return stage_rows(Recipe.from_dict(recipe.to_dict()))
     except ValueError:   # numbers out of the schema's bounds: the table keeps its settings
         return None
@@ -483,8 +484,9 @@ def build_panel(host: Host) -> Panel:
                                         allow_custom_value=True, elem_id=f"{TAB}_shot")
                 c["medium"] = gr.Dropdown(label="Medium", choices=list(pack.media), value=d.medium,
                                           allow_custom_value=True, elem_id=f"{TAB}_medium")
-                c["outfit_weight"] = gr.Slider(label="Outfit weight", minimum=0.5, maximum=2.0, step=0.05, value=1.0,
-                                               elem_id=f"{TAB}_outfit_weight")
+                weight = field_info(PromptSpec, "outfit_weight")
+                c["outfit_weight"] = gr.Slider(label="Outfit weight", minimum=weight["ge"], maximum=weight["le"],
+                                               step=0.05, value=weight["default"], elem_id=f"{TAB}_outfit_weight")
             c["extra"] = gr.Textbox(label="Extra words", elem_id=f"{TAB}_extra", placeholder="appended at the end")
             c["negatives"] = gr.CheckboxGroup(label="Negative presets", choices=list(pack.negatives),
                                               value=spec0.negatives, elem_id=f"{TAB}_negatives")
@@ -566,6 +568,7 @@ def build_panel(host: Host) -> Panel:
             panel.output = host.output_panel()
             panel.stage_infotext = gr.Textbox(visible=False, elem_id=f"{TAB}_stage_infotext")
             panel.warnings = warnings
+            gr.HTML(hints_html(list(c) + list(b)))
 
     _wire(panel, warnings, plan_box, recipe_json, export_button, import_button)
     o = panel.output
@@ -578,6 +581,46 @@ def build_panel(host: Host) -> Panel:
                                                                      o.html_log])
     host.after_build(panel)
     return panel
+
+
+# Hover hints: the recipe schema's own descriptions for the controls that are recipe fields, and these for the
+# panel's other controls (javascript/tlok_workflow.js puts them on the elements as titles).
+SCHEMA_FIELDS = {"subject": (PromptSpec, "subject"), "outfit": (PromptSpec, "outfit"),
+                 "hairstyle": (PromptSpec, "hairstyle"), "shot": (PromptSpec, "shot"), "medium": (PromptSpec, "medium"),
+                 "outfit_weight": (PromptSpec, "outfit_weight"), "extra": (PromptSpec, "extra"),
+                 "negatives": (PromptSpec, "negatives"), "negative_extra": (PromptSpec, "negative_extra"),
+                 "seed": (Recipe, "seed")}
+PANEL_HINTS = {
+    "prompt": "Composed from the choices above. Your edits are used as they are until you change a choice.",
+    "negative": "Composed from the negative presets; your edits are used as they are until you change a choice.",
+    "preset": "Sampler recipe of the model card: quick (Euler a 20), alternative (DPM++ 2M Karras), quality (LMS "
+              "120), CFG 4, hard case (denoise 0.8). Choosing one resets the stage table's settings.",
+    "ladder": "auto follows the shot (full-shot: 1024 then 1536); or write sizes such as 1024,1536.",
+    "face_after": "Redraw the face after this stage: last, off, or a stage label such as 1024.",
+    "base": "The vanilla SD 1.x model for the first picture (the card: generate in vanilla SD, then restyle).",
+    "style": "The 4elements-diffusion model used for the style pass, the upscale ladder and the face.",
+    "count": "How many images to make (seeds seed, seed+1, …); each runs the whole chain, stage by stage.",
+    "init_image": "Restyle this image instead of generating one: the chain starts at the style pass.",
+    "stages": "Per stage: sampler, schedule type, steps, CFG, denoise and repeat are yours to edit.",
+    "batch_input": "Images to restyle and upscale: png, jpg, webp, tif. A glob such as /data/*.png, or a .txt "
+                   "file with one path per line, works too.",
+    "batch_output": "Each image's stages are saved here under its own name; a manifest lets the same batch "
+                    "continue after an interrupt or a crash.",
+    "batch_recursive": "Also take images from subfolders, mirrored in the output folder.",
+    "batch_final_only": "Save only each image's last stage (intermediates are removed when the batch is complete).",
+    "batch_prompt_from_infotext": "Append the prompt stored in each PNG's infotext to the composed prompt.",
+}
+
+
+def hints(names: Sequence[str]) -> Dict[str, str]:
+    """elem_id → hover hint for the panel's controls."""
+    found = {name: field_info(*SCHEMA_FIELDS[name])["doc"] if name in SCHEMA_FIELDS else PANEL_HINTS.get(name)
+             for name in names}
+    return {f"{TAB}_{name}": text for name, text in found.items() if text}
+
+
+def hints_html(names: Sequence[str]) -> str:
+    return f"<div id='{TAB}_hints' hidden data-hints='{html.escape(json.dumps(hints(names)), quote=True)}'></div>"
 
 
 def _initial_values(c: Dict[str, Any]) -> Dict[str, Any]:
