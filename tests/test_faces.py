@@ -1,7 +1,6 @@
 """Face detection and masks: real detectors on a real photo, drawn faces and non-faces; mask geometry."""
 import json
 import sys
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -128,18 +127,6 @@ def test_mediapipe_box_at_the_image_border_is_clipped(astronaut):
     x0, y0, x1, y1 = search.detections[0].box
     assert x1 == 240 and 0 <= x0 < x1 and 0 <= y0 < y1 <= 512
     assert iou((x0, y0, x1, y1), (177, 67, 240, 160)) > 0.5
-
-
-def test_real_detectors_are_fast_enough(astronaut):
-    """Guards against an accidental slowdown (measured ~25 ms mediapipe with tiles, ~80 ms Haar)."""
-    for name in REAL_DETECTORS:
-        try:
-            DETECTORS[name](Image.new("RGB", (64, 64)), FaceOptions())
-        except Unavailable:
-            continue
-        start = time.perf_counter()
-        find_faces(astronaut, FaceOptions(detectors=[name]))
-        assert time.perf_counter() - start < 2.0, name
 
 
 # --- the detector chain -----------------------------------------------------------------------------------
@@ -393,15 +380,12 @@ def test_masks_at_the_image_border():
     assert shrunk.getbbox() == (0, 85, 15, 100)
 
 
-def test_small_face_in_a_1536_image_is_fast_and_exact():
+def test_small_face_in_a_1536_image_is_exact():
     search = search_of((700, 900, 740, 948))
-    start = time.perf_counter()
     [mask] = face_masks((1536, 1536), search, FaceOptions(dilation=64))
     [eroded] = face_masks((1536, 1536), search, FaceOptions(dilation=-8))
-    elapsed = time.perf_counter() - start
     assert mask.getbbox() == (636, 836, 804, 1012)
     assert eroded.getbbox() == (708, 908, 732, 940)
-    assert elapsed < 1.0
 
 
 def test_merge_makes_one_mask_of_all_faces():

@@ -1,7 +1,6 @@
 """The WebUI backend against the stand-in of the WebUI's modules (signatures of A1111 v1.10.1)."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -68,8 +67,7 @@ def test_each_mode_builds_its_processing_object_with_every_value_set(webui):
     assert inpaint.image_mask is mask and inpaint.mask is None          # moved by __post_init__, as in the WebUI
     assert (inpaint.inpaint_full_res, inpaint.inpaint_full_res_padding, inpaint.inpainting_fill,
             inpaint.mask_blur, inpaint.inpainting_mask_invert, inpaint.width) == (True, 24, 1, 6, 0, 32)
-    assert [im.size for im in out] == [(64, 96), (64, 96), (64, 96)]   # inpaint: the whole image comes back
-    assert np.asarray(out[2])[0, 0].tolist() == [128, 128, 128]        # outside the mask untouched
+    assert len(out) == 3   # (the pixels are the stand-in's own: what is asserted is what our code sends)
 
 
 def test_stage_major_run_loads_each_checkpoint_once_and_gives_the_users_back(webui):

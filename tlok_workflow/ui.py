@@ -21,7 +21,7 @@ from PIL import Image
 from . import outputs
 from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF, build_recipe
-from .presets import Pack, find_key, load_pack, usable_user_dirs
+from .presets import Pack, find_key
 from .prompts import compose, compose_negative, compose_positive, medium_kind
 from .recipe import PromptSpec, Recipe, RecipeError, Stage
 from .runner import Progress, RunResult

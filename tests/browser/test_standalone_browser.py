@@ -3,7 +3,7 @@
 Starts `python -m tlok_workflow ui` on 127.0.0.1 with the demo models (where diffusers is installed: the gradio
 4.40 venv) or the same app on the fake backend (the gradio 3.41 venv, the WebUI's gradio), picks an outfit (the
 hairstyle follows), clicks Generate and waits until the gallery shows every stage; saves screenshots before and
-after (the demo run's also to /tmp/tlok_panel.png). Needs playwright, /usr/bin/chromium and gradio.
+after (copied to $TLOK_SCREENSHOT_DIR when set). Needs playwright, /usr/bin/chromium and gradio.
 """
 import importlib.util
 import os
@@ -68,8 +68,9 @@ def test_choose_outfit_generate_and_see_every_stage(app_url, tmp_path):
         sync_api.expect(hairstyle).to_have_value("shoa", timeout=15000)   # the outfit's paired hairstyle
         sync_api.expect(prompt).to_have_value("full-shot Korra wearing runa outfit shoa hairstyle tlok artstyle",
                                               timeout=15000)
-        page.wait_for_timeout(1000)   # let every change event settle: the lint must match the final prompt
-        assert "costs likeness" not in page.locator("#tlok_workflow_warnings").first.inner_text()
+        # every change event settles: the lint matches the final prompt
+        sync_api.expect(page.locator("#tlok_workflow_warnings").first).not_to_contain_text("costs likeness",
+                                                                                        timeout=15000)
         page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
         page.click("#tlok_workflow_generate")
         # the face stage finds no face in the demo's noise, so four stages make images and the log says why
@@ -80,12 +81,13 @@ def test_choose_outfit_generate_and_see_every_stage(app_url, tmp_path):
         captions = page.locator("#tlok_workflow_gallery").inner_text()
         for caption in ("s1 base", "s2 style", "s3 1024", "s4 1536"):
             assert caption in captions
-        time.sleep(1)   # let the thumbnails paint
+        page.wait_for_function("Array.from(document.querySelectorAll('#tlok_workflow_gallery img'))"
+                               ".every(img => img.complete && img.naturalWidth > 0)", timeout=30000)
         page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
         browser.close()
-    if DEMO:
-        shutil.copy(tmp_path / "after.png", "/tmp/tlok_panel.png")
-        shutil.copy(tmp_path / "before.png", "/tmp/tlok_panel_before.png")
+    if os.environ.get("TLOK_SCREENSHOT_DIR"):   # to look at what a user sees
+        for name in ("before.png", "after.png"):
+            shutil.copy(tmp_path / name, Path(os.environ["TLOK_SCREENSHOT_DIR"]) / f"tlok_panel_{name}")
     saved = sorted(p.name for p in out.glob("*.png"))
     assert len(saved) == 4 and saved[0].endswith("-s1-base.png")
     assert "wearing runa outfit shoa hairstyle" in (out / saved[-1]).read_bytes().decode("latin-1")
