@@ -144,3 +144,16 @@ def test_the_panel_takes_bounds_and_hints_from_the_recipe_schema(tmp_path, monke
     assert hints["tlok_workflow_outfit_weight"] == weight.metadata["doc"]
     assert hints["tlok_workflow_seed"].startswith("seed of the first item")
     assert hints["tlok_workflow_ladder"].startswith("auto follows the shot")
+
+
+def test_importing_a_saved_recipe_restores_its_exact_prompts(panel):
+    v = values(panel, face_after="off", seed=5)
+    recipe = ui.recipe_from_values(panel.pack, panel.host, v)
+    for stage in recipe.stages:   # as a saved PNG's recipe holds them
+        stage.prompt.positive = "closeup Korra wearing a pack that changed since, tlok artstyle"
+        stage.prompt.negative = "blur, vignette, instagram, extra"
+    back = ui.values_from_recipe(panel.pack, recipe)
+    assert back["prompt"] == "closeup Korra wearing a pack that changed since, tlok artstyle"
+    assert back["negative"] == "blur, vignette, instagram, extra"
+    again = ui.recipe_from_values(panel.pack, panel.host, dict(v, **back))
+    assert again.prompt.positive == back["prompt"] and again.prompt.negative == back["negative"]

@@ -314,7 +314,8 @@ def results(result: RunResult, recipe: Recipe) -> tuple:
     log = f"{len(gallery)} stage image(s) saved to {html.escape(str(Path(gallery[-1][0].already_saved_as).parent))}" \
         if gallery else "nothing was saved"
     if result.interrupted:
-        log = "Interrupted — the finished stages are kept. " + log
+        log = ("Interrupted — the finished stages are kept: " if gallery else "Interrupted before a stage finished: ") \
+            + log
     if notes:
         log += "<br>" + "<br>".join(html.escape(n) for n in notes)
     return gallery, json.dumps(info), text_html(infotexts[-1] if infotexts else ""), f"<p>{log}</p>"
@@ -706,19 +707,16 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_b
 
     export_button.click(fn=export, inputs=inputs, outputs=[recipe_json], show_progress="hidden")
 
-    import_outputs = [c[n] for n in ("subject", "outfit", "hairstyle", "shot", "medium", "outfit_weight", "extra",
-                                     "negatives", "negative_extra", "ladder", "face_after", "base", "style", "seed",
-                                     "stages")]
+    imported = ["subject", "outfit", "hairstyle", "shot", "medium", "outfit_weight", "extra", "negatives",
+                "negative_extra", "prompt", "negative", "ladder", "face_after", "base", "style", "seed", "stages"]
+    import_outputs = [c[n] for n in imported]
 
     def do_import(text):
         try:
             values = values_from_recipe(pack, Recipe.from_json(text))
         except ValueError as e:
             return [gr.update()] * len(import_outputs) + [error_html(e)]
-        return [gr.update(value=values[n]) for n in ("subject", "outfit", "hairstyle", "shot", "medium",
-                                                     "outfit_weight", "extra", "negatives", "negative_extra",
-                                                     "ladder", "face_after", "base", "style", "seed", "stages")] + \
-            ["<p>Recipe imported.</p>"]
+        return [gr.update(value=values[n]) for n in imported] + ["<p>Recipe imported.</p>"]
 
     import_button.click(fn=do_import, inputs=[recipe_json], outputs=import_outputs + [warnings],
                         show_progress="hidden")
@@ -742,7 +740,12 @@ def values_from_recipe(pack: Pack, recipe: Recipe) -> Dict[str, Any]:
     if hairstyle is None:
         entry = pack.outfits.get(find_key(pack.outfits, p.outfit))
         hairstyle = entry.hairstyle if entry else ""
+    # the prompts the recipe ran with: a saved recipe's exact ones (its first restyle pass holds the whole prompt)
+    stored = next((s.prompt for s in recipe.stages if s.kind == "img2img" and s.prompt.positive), None)
+    composed = compose(pack, p)
     return {
+        "prompt": stored.positive if stored else composed.positive,
+        "negative": stored.negative if stored and stored.negative else composed.negative,
         "subject": p.subject, "outfit": outfit, "hairstyle": hairstyle or NONE, "shot": p.shot, "medium": p.medium,
         "outfit_weight": p.outfit_weight, "extra": p.extra,
         "negatives": p.negatives if p.negatives is not None else pack.default_negatives(medium_kind(pack, p.medium)),
