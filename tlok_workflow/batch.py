@@ -46,7 +46,7 @@ class BatchJob:
 
 def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir: Path, *,
               recursive: bool = False, final_only: bool = False, prompt_from_infotext: bool = False,
-              on_progress=None, should_stop=None) -> "Summary":
+              on_progress=None, should_stop=None, executor=None) -> "Summary":
     """Run `recipe` (from its first img2img stage) over the images of `source` into `out_dir`, resuming."""
     inputs = collect_inputs(source, recursive)
     check_output_folder(inputs, out_dir)
@@ -56,7 +56,7 @@ def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir
     _write_recipe_once(recipe, out_dir)
     items = make_batch_items(inputs, recipe.seed, prompt_from_infotext)
     runner = Runner(backend, pack, out_dir / WORK_DIR if final_only else out_dir, on_progress=on_progress,
-                    should_stop=should_stop, contact_sheets=False, journal=manifest)
+                    should_stop=should_stop, contact_sheets=False, journal=manifest, executor=executor)
     result = runner.run(recipe, items)
     return finish_batch(result, recipe, items, out_dir, final_only)
 

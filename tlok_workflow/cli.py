@@ -73,6 +73,10 @@ def _build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--prompt-from-infotext", action="store_true",
                        help="add each PNG's own infotext prompt to its prompt")
     batch.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto")
+    batch.add_argument("--ray", nargs="?", const="auto", metavar="auto|local|ADDRESS",
+                       help="run the passes on a Ray cluster: auto (the cluster `ray start` made here, else a local "
+                            "one), local, or a head's ADDRESS; the folders must be shared by every node")
+    batch.add_argument("--workers", type=_positive_int, help="Ray workers (default: one per GPU, else per CPU)")
     batch.set_defaults(command=_cmd_batch)
 
     ui = sub.add_parser("ui", help="serve the panel in the browser on 127.0.0.1 (diffusers backend, demo models)")
@@ -321,8 +325,11 @@ def _cmd_batch(args) -> int:
 
     recipe, pack = _recipe_and_pack(args, from_images=True)
     _check_checkpoints_exist({recipe.checkpoint_of(s) for s in recipe.stages if s.kind != "txt2img"})
+    if args.workers and not args.ray:
+        raise CliError("--workers needs --ray")
     session = _session(args)
     job = BatchJob(recipe, args.source, args.out, args.recursive, args.final_only, args.prompt_from_infotext)
+    executor = _ray_executor(args) if args.ray else None
 
     def on_sigint(signum, frame):  # first Ctrl+C: finish the current step, keep everything; second: abort
         session.cancel()
@@ -335,16 +342,29 @@ def _cmd_batch(args) -> int:
                 bar.total = p.total
                 bar.update(p.done - bar.n)
                 bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
+                if executor:
+                    bar.set_postfix_str(executor.rates())
 
-            summary = session.run_batch(job, on_progress=show)
+            summary = session.run_batch(job, on_progress=show, executor=executor)
     finally:
         signal.signal(signal.SIGINT, previous)
+        if executor:
+            executor.close()
     print(summary.text())
     print(f"outputs: {args.out}/")
     if summary.data["interrupted"]:
         print("interrupted: finished passes are kept; run the same command again to continue")
         return 130
     return 1 if summary.data["failed"] else 0
+
+
+def _ray_executor(args):
+    from functools import partial
+
+    from .backends.diffusers_backend import DiffusersBackend
+    from .cluster import RayExecutor
+
+    return RayExecutor(partial(DiffusersBackend, vae_tiling=args.vae_tiling), args.ray, args.workers)
 
 
 def _report(result, recipe: Recipe, out: Path) -> None:

@@ -9,7 +9,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from PIL import Image
 
@@ -92,6 +92,32 @@ class RunResult:
         return paths[-1] if paths else None
 
 
+@dataclass
+class PassJob:
+    """One pass to run: an item's `repeat` of a stage, from the image `source`."""
+    item: Item
+    repeat: int
+    source: Optional[Path]
+    at: Progress
+
+
+class Executor:
+    """Runs a stage's passes: here, one after another. Another executor (cluster.RayExecutor) runs them
+    elsewhere, in any order; the runner keeps the journal either way."""
+
+    def passes(self, runner: "Runner", recipe: Recipe, prompts: Prompts, stage: Stage,
+               jobs: Sequence[PassJob], done: int) -> Iterator[StageOutput]:
+        for job in jobs:
+            runner._check_stop()
+            job.at.done = done
+            yield runner.compute_pass(recipe, prompts, stage, job)
+            done += 1
+
+    def loads(self) -> List[str]:
+        """Model loads made outside the runner's backend."""
+        return []
+
+
 def resolve_seed(seed: int) -> int:
     return random.randrange(2**32) if seed == -1 else seed
 
@@ -110,7 +136,7 @@ class Runner:
                  on_progress: Optional[Callable[[Progress], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, should_skip: Optional[Callable[[], bool]] = None,
                  contact_sheets: bool = True, journal: Optional[Journal] = None,
-                 save: Optional[Callable[..., Path]] = None):
+                 save: Optional[Callable[..., Path]] = None, executor: Optional[Executor] = None):
         self.backend = backend
         self.pack = pack
         self.out_dir = Path(out_dir)
@@ -121,6 +147,7 @@ class Runner:
         self.journal = journal or Journal()
         # save(folder, stem, image, infotext, recipe_json) -> path written; the WebUI's uses images.save_image
         self.save = save or outputs.save_png
+        self.executor = executor or Executor()
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
@@ -134,42 +161,58 @@ class Runner:
         try:
             for number, stage in enumerate(recipe.stages, 1):
                 for repeat in range(stage.repeat):
+                    jobs = []
                     for index, item in enumerate(items, 1):
-                        self._check_stop()
                         at = Progress(number, len(recipe.stages), stage.label, index, len(items), 0, stage.steps,
                                       len(result.outputs), total)
-                        output = self._pass_or_resume(recipe, prompts, stage, repeat, item, latest[item.name], at)
-                        result.outputs.append(output)
-                        if output.path:
-                            latest[item.name] = output.path
-                        elif output.status == FAILED:
-                            latest[item.name] = None
+                        output = self._resumed_or_passed_over(stage, repeat, item, latest[item.name], at)
+                        if output:
+                            self._keep(output, result, latest)
+                        else:
+                            jobs.append(PassJob(item, repeat, latest[item.name], at))
+                    for output in self.executor.passes(self, recipe, prompts, stage, jobs, len(result.outputs)):
+                        if output.status in (DONE, NO_FACE):
+                            self.journal.record(output)
+                        self._keep(output, result, latest)
         except Interrupted:
             result.interrupted = True
         finally:
             self.backend.end_run()
-            result.loads = self.backend.loads[loads_before:]
+            result.loads = self.backend.loads[loads_before:] + self.executor.loads()
         if self.contact_sheets:
             result.sheets = self._save_sheets(recipe, result, items)
         return result
 
-    def _pass_or_resume(self, recipe: Recipe, prompts: Prompts, stage: Stage, repeat: int, item: Item,
-                        source: Optional[Path], at: Progress) -> StageOutput:
+    @staticmethod
+    def _keep(output: StageOutput, result: RunResult, latest: Dict[str, Optional[Path]]) -> None:
+        result.outputs.append(output)
+        if output.path:
+            latest[output.item] = output.path
+        elif output.status == FAILED:
+            latest[output.item] = None
+
+    def _resumed_or_passed_over(self, stage: Stage, repeat: int, item: Item, source: Optional[Path],
+                                at: Progress) -> Optional[StageOutput]:
+        """The output of a pass that needs no running: finished by an earlier run, or with no image to work on."""
         finished = self.journal.finished(item.name, at.stage, repeat)
         if finished:
             return finished
         if source is None and stage.kind != "txt2img":
             return StageOutput(item.name, at.stage, repeat, stage.label, PASSED_OVER, None, item.seed,
                                "no image from the earlier stages")
+        return None
+
+    def compute_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, job: PassJob) -> StageOutput:
+        """Run one pass and save its image; the journal is the caller's (see Executor)."""
+        item, at, repeat = job.item, job.at, job.repeat
         started = time.perf_counter()
         try:
-            output = self._run_pass(recipe, prompts, stage, repeat, item, source, at)
+            output = self._run_pass(recipe, prompts, stage, repeat, item, job.source, at)
             output.seconds = time.perf_counter() - started
         except Skipped:
             return StageOutput(item.name, at.stage, repeat, stage.label, SKIPPED, None, item.seed)
         except outputs.ImageError as e:
             return StageOutput(item.name, at.stage, repeat, stage.label, FAILED, None, item.seed, str(e))
-        self.journal.record(output)
         return output
 
     def _run_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, repeat: int, item: Item,

@@ -20,7 +20,7 @@ from .chain import Plan, plan
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
 from .recipe import Recipe
-from .runner import Progress, RunResult, Runner, make_items, resolve_seed
+from .runner import Executor, Progress, RunResult, Runner, make_items, resolve_seed
 
 
 class Busy(RuntimeError):
@@ -122,13 +122,16 @@ class Session:
                     o.path, o.note = None, o.note or "intermediate stage not kept (setting)"
         return result
 
-    def run_batch(self, job: BatchJob, on_progress: Optional[Callable[[Progress], None]] = None) -> Summary:
-        """A folder through the recipe (batch.run_batch: stage-major, resumable)."""
+    def run_batch(self, job: BatchJob, on_progress: Optional[Callable[[Progress], None]] = None,
+                  executor: Optional[Executor] = None) -> Summary:
+        """A folder through the recipe (batch.run_batch: stage-major, resumable); `executor` runs the passes
+        elsewhere (cluster.RayExecutor)."""
         pack = self.check(job.recipe)
         self._stop.clear()
         return batch.run_batch(self.backend(), pack, job.recipe, job.source, job.out_dir, recursive=job.recursive,
                                final_only=job.final_only, prompt_from_infotext=job.prompt_from_infotext,
-                               on_progress=on_progress or self.show_progress, should_stop=self.should_stop)
+                               on_progress=on_progress or self.show_progress, should_stop=self.should_stop,
+                               executor=executor)
 
     def show_progress(self, progress: Progress) -> None:
         """Where progress goes when the caller gives no callback (the WebUI: its progress text)."""

@@ -1,0 +1,242 @@
+"""Folder batches on a Ray cluster: one worker per GPU (or CPU core), on one machine or several.
+
+The runner's stage loop stays in this process (the driver), and with it everything that needs one writer: the
+journal (the batch manifest), progress and the summary. `RayExecutor` hands a stage's passes out one at a time
+to whichever worker is free; each worker is a Ray actor with its own backend (its models loaded once, its own
+device) that runs whole passes: it reads the source image, computes, and saves the PNG atomically into the
+output folder. So the output folder (and the input images) must be at the same path on every node.
+
+A worker lost mid-pass (killed, out of memory, its machine gone) is restarted by Ray, and its pass goes back to
+the front of the queue for the next free worker. A pass's PNG may already be on disk from the lost attempt (or
+from a run whose driver was killed): the file is taken as the pass's output when its infotext and recipe equal
+what the pass would write, so no pass leaves two files.
+"""
+import functools
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+from . import outputs
+from .backends.base import Backend
+from .runner import FAILED, Executor, Interrupted, PassJob, Runner, StageOutput
+
+INSTALL_HINT = 'Ray is not installed; install it with: pip install "tlok-workflow[cluster]" (Ray 2.60)'
+TRIES_PER_PASS = 3       # a pass that loses its worker this often is reported failed, not retried forever
+RESTARTS_PER_WORKER = 2  # Ray restarts a lost worker this often before the run goes on without it
+PROBE_FILE = ".tlok-cluster-probe"
+
+
+class ClusterError(ValueError):
+    """The cluster cannot run the batch; the message says why."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(INSTALL_HINT) from None
+    return ray
+
+
+def save_or_keep(folder: Path, stem: str, image, info: str = "", recipe_json: str = "") -> Path:
+    """outputs.save_png, except that the same pass's file left by a lost attempt is kept instead of saved twice."""
+    earlier = folder / f"{stem}.png"
+    if earlier.is_file():
+        try:
+            text = outputs.read_png_text(earlier)
+        except Exception:  # noqa: BLE001 - unreadable: not ours, save_png picks a free name
+            text = {}
+        if text.get(outputs.INFOTEXT_CHUNK, "") == info and text.get(outputs.RECIPE_CHUNK, "") == recipe_json:
+            return earlier
+    return outputs.save_png(folder, stem, image, info, recipe_json)
+
+
+class _Worker:
+    """A Ray actor: one backend on one device; runs passes and reports the model loads they made."""
+
+    def __init__(self, backend_factory: Callable[[], Backend]):
+        import torch
+
+        if not torch.cuda.is_available():
+            torch.set_num_threads(1)   # one core per worker: N workers on N cores, not N x N threads
+        self.backend = backend_factory()
+        self.stop_requested = threading.Event()
+        self.loads_reported = 0
+
+    def where(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def probe(self, probe_file: str, token: str, source: str) -> str:
+        """'' when this node sees the driver's output folder (and writes to it) and the first input; else why not."""
+        probe = Path(probe_file)
+        try:
+            seen = probe.read_text(encoding="utf-8")
+            mine = probe.with_name(f"{probe.name}-{os.getpid()}")
+            mine.write_text(token, encoding="utf-8")
+            mine.unlink()
+        except OSError as e:
+            seen = f"({e.strerror})"
+        if seen != token:
+            return f"worker on {self.where()} does not see the output folder {probe.parent} {seen if seen else ''}"
+        if source and not Path(source).is_file():
+            return f"worker on {self.where()} does not see the input {source}"
+        return ""
+
+    def run_pass(self, out_dir: Path, pack, recipe, prompts, stage, job: PassJob):
+        """(the pass's StageOutput, or None when stopped mid-pass; the model loads made since the last call)."""
+        runner = Runner(self.backend, pack, out_dir, should_stop=self.stop_requested.is_set, contact_sheets=False,
+                        save=save_or_keep)
+        try:
+            output = runner.compute_pass(recipe, prompts, stage, job)
+        except Interrupted:
+            output = None
+        loads = self.backend.loads[self.loads_reported:]
+        self.loads_reported = len(self.backend.loads)
+        return output, loads
+
+    def stop(self) -> None:
+        """Runs beside run_pass (the actor has two threads): the pass in flight stops after its current step."""
+        self.stop_requested.set()
+
+
+class RayExecutor(Executor):
+    """Runs a stage's passes on Ray workers, handed out one at a time as workers become free."""
+
+    def __init__(self, backend_factory: Callable[[], Backend], address: str = "auto", workers: Optional[int] = None):
+        self.ray = import_ray()
+        self.backend_factory = backend_factory
+        self.address = address
+        self.wanted = workers
+        self.workers: List[_Seat] = []
+        self.owns_ray = False
+
+    # --- set-up ------------------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        ray = self.ray
+        if not ray.is_initialized():
+            local = self.address == "local"
+            cpus = max(os.cpu_count() or 1, self.wanted or 0) if local else None
+            ray.init(address=None if self.address == "auto" else self.address, num_cpus=cpus,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            self.owns_ray = True
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+        count = self.wanted or gpus or cpus
+        if count > (gpus or cpus):
+            raise ClusterError(f"--workers {count}: the cluster has {gpus or cpus} {'GPU' if gpus else 'CPU'}(s)")
+        per_worker = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+        actor = ray.remote(max_restarts=RESTARTS_PER_WORKER, max_task_retries=0, max_concurrency=2,
+                           **per_worker)(_Worker)
+        self.workers = [_Seat(actor.remote(self.backend_factory), f"w{number}") for number in range(1, count + 1)]
+
+    def _check_shared_folder(self, out_dir: Path, jobs: Sequence[PassJob]) -> None:
+        """Every worker must see the output folder (and the inputs) at the driver's path: say so before any pass."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        probe = out_dir / PROBE_FILE
+        probe.write_text(token, encoding="utf-8")
+        try:
+            source = str(jobs[0].source) if jobs and jobs[0].source else ""
+            checks = [w.actor.probe.remote(str(probe), token, source) for w in self.workers]
+            problems = [problem for problem in self.ray.get(checks) if problem]
+        finally:
+            probe.unlink()
+        if problems:
+            raise ClusterError(f"{problems[0]}: a batch on several machines needs the input and output folders on a "
+                               "filesystem every node mounts at the same path (NFS, SMB, a cluster filesystem)")
+
+    def close(self) -> None:
+        if self.owns_ray:
+            self.ray.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- the Executor hook -------------------------------------------------------------------------------------
+    def passes(self, runner: Runner, recipe, prompts, stage, jobs: Sequence[PassJob], done: int
+               ) -> Iterator[StageOutput]:
+        if not self.workers:
+            self._connect()
+            self._check_shared_folder(runner.out_dir, jobs)
+        ray = self.ray
+        run_pass = functools.partial(self._submit, runner.out_dir, ray.put(runner.pack), ray.put(recipe),
+                                     ray.put(prompts), ray.put(stage))
+        queue = deque((job, 1) for job in jobs)
+        running: Dict = {}    # object ref -> (worker, job, try)
+        idle = list(self.workers)
+        stopping = False
+        while queue or running:
+            if not stopping and runner.should_stop():
+                stopping = True
+                queue.clear()
+                for worker in self.workers:
+                    worker.actor.stop.remote()
+            while idle and queue:
+                worker = idle.pop(0)
+                job, attempt = queue.popleft()
+                running[run_pass(worker, job)] = (worker, job, attempt)
+            if not running:
+                raise ClusterError("every worker was lost; see `ray status` and the worker logs (/tmp/ray)")
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+            for ref in ready:
+                worker, job, attempt = running.pop(ref)
+                try:
+                    output, loads = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    worker.failures += 1
+                    if worker.failures <= RESTARTS_PER_WORKER:
+                        idle.append(worker)   # Ray restarts it; its next pass waits for that
+                    if attempt >= TRIES_PER_PASS:
+                        yield StageOutput(job.item.name, job.at.stage, job.repeat, stage.label, FAILED, None,
+                                          job.item.seed, f"lost its worker {attempt} times: {_first_line(e)}")
+                    elif not stopping:
+                        queue.appendleft((job, attempt + 1))
+                    continue
+                idle.append(worker)
+                worker.loads += loads
+                if output is None:   # stopped mid-pass: nothing saved
+                    continue
+                worker.finished += 1
+                runner.on_progress(replace(job.at, step=job.at.steps, done=done + 1))
+                done += 1
+                yield output
+        if stopping:
+            raise Interrupted()
+
+    @staticmethod
+    def _submit(out_dir, pack, recipe, prompts, stage, worker: "_Seat", job: PassJob):
+        worker.started = worker.started or time.perf_counter()
+        return worker.actor.run_pass.remote(out_dir, pack, recipe, prompts, stage, job)
+
+    def loads(self) -> List[str]:
+        return [load for worker in self.workers for load in worker.loads]
+
+    def rates(self) -> str:
+        """Per-worker throughput for the progress bar, e.g. 'w1 12.0/min w2 11.5/min'."""
+        now = time.perf_counter()
+        return " ".join(f"{w.name} {60 * w.finished / max(now - w.started, 1e-9):.1f}/min"
+                        for w in self.workers if w.started)
+
+
+@dataclass
+class _Seat:
+    """The driver's view of one worker."""
+    actor: object
+    name: str              # w1, w2, …
+    finished: int = 0      # passes finished
+    failures: int = 0      # times lost
+    started: float = 0.0   # time of its first pass
+    loads: List[str] = field(default_factory=list)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
