@@ -1,0 +1,182 @@
+"""`batch --ray` on a local two-CPU Ray cluster with the demo model: the same files as a batch without Ray, a
+worker killed mid-run, the driver killed and the command re-run, bad files. Skipped when Ray is not installed
+(pip install .[cluster])."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlok_workflow import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="Ray is not installed (pip install .[cluster])")
+DEMO_CHAIN = ["--demo", "--seed", "5", "--face-after", "off", "--ladder", "1024"]   # style → 1024
+PASSES = {(f"photo{i}", stage) for i in range(4) for stage in (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    src = tmp_path_factory.mktemp("in")
+    for i in range(4):
+        Image.fromarray(np.full((32, 32, 3), 50 * i, np.uint8)).save(src / f"photo{i}.png")
+    (src / "broken.png").write_bytes(b"not an image")
+    return src
+
+
+@pytest.fixture(scope="module")
+def reference(photos, tmp_path_factory):
+    """The same batch without Ray: the files every Ray run must reproduce."""
+    out = tmp_path_factory.mktemp("reference")
+    assert cli.main(["batch", str(photos), str(out)] + DEMO_CHAIN) == 1   # 1: broken.png failed
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def executors(monkeypatch):
+    """The RayExecutors the CLI makes, to look at their workers afterwards."""
+    made = []
+    make = cli._ray_executor
+    monkeypatch.setattr(cli, "_ray_executor", lambda args: made.append(make(args)) or made[-1])
+    return made
+
+
+def pngs(folder: Path):
+    return {p.name: p.read_bytes() for p in folder.glob("*.png")}
+
+
+def manifest_counts(out: Path) -> Counter:
+    lines = (out / "tlok-manifest.jsonl").read_text().splitlines()
+    return Counter((e["item"], e["stage"]) for e in map(json.loads, lines))
+
+
+def test_without_ray_installed_one_line_says_how_to_install(photos, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)   # import ray raises ImportError
+    assert cli.main(["batch", str(photos), str(tmp_path / "out"), "--ray"] + DEMO_CHAIN) == 2
+    assert 'pip install "tlok-workflow[cluster]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@needs_ray
+def test_ray_batch_writes_the_same_files_as_one_process_and_loads_each_model_once_per_worker(
+        photos, reference, ray_cluster, executors, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["batch", str(photos), str(out), "--ray", "--workers", "2"] + DEMO_CHAIN) == 1
+    assert "failed: " in capsys.readouterr().out and "broken.png" in (out / "tlok-summary.csv").read_text()
+    assert pngs(out) == pngs(reference)   # names and bytes: pixels, seeds and infotext
+    assert manifest_counts(out) == Counter(dict.fromkeys(PASSES, 1))
+    summary, single = (json.loads((folder / "tlok-summary.json").read_text()) for folder in (out, reference))
+    for key in ("done", "failed", "incomplete", "passes_run", "recipe_hash"):
+        assert summary[key] == single[key]
+    workers = executors[0].workers
+    assert len(workers) == 2 and sum(w.finished for w in workers) == len(PASSES) + 1   # + broken.png's read
+    assert all(w.loads in ([], ["demo-style"]) for w in workers)   # ≤ 1 load per checkpoint per worker
+
+
+def kill_when(condition, kill, timeout=120.0):
+    """Call kill() from a thread once condition() holds; the thread's result says whether it did."""
+    done = {}
+
+    def watch():
+        deadline = time.time() + timeout
+        while time.time() < deadline and not condition():
+            time.sleep(0.02)
+        done["killed"] = condition() and kill()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, done
+
+
+def busy_worker_pid():
+    """A worker process in the middle of a pass (Ray names the process after the method it runs)."""
+    import psutil
+
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if "ray::_Worker.run_pass" in " ".join(process.info["cmdline"] or []):
+            return process.info["pid"]
+    return None
+
+
+@needs_ray
+def test_a_worker_killed_mid_pass_its_pass_goes_to_another_and_nothing_is_lost_or_saved_twice(
+        photos, reference, ray_cluster, executors, tmp_path):
+    out = tmp_path / "out"
+    manifest = out / "tlok-manifest.jsonl"
+
+    def one_pass_recorded():
+        return manifest.is_file() and len(manifest.read_text().splitlines()) >= 1 and busy_worker_pid()
+
+    def kill_busy_worker():
+        pid = busy_worker_pid()
+        return bool(pid) and os.kill(pid, signal.SIGKILL) is None
+
+    watcher, result = kill_when(one_pass_recorded, kill_busy_worker)
+    assert cli.main(["batch", str(photos), str(out), "--ray", "--workers", "2"] + DEMO_CHAIN) == 1
+    watcher.join()
+    assert result["killed"]
+    lost = sum(w.failures for w in executors[0].workers)
+    assert lost >= 1                                          # the killed pass was handed out again
+    assert manifest_counts(out) == Counter(dict.fromkeys(PASSES, 1))
+    assert pngs(out) == pngs(reference)                       # none missing, none twice (no "-1" files)
+
+
+@needs_ray
+def test_driver_killed_then_rerun_resumes_each_pass_exactly_once(photos, reference, ray_cluster, tmp_path):
+    out = tmp_path / "out"
+    address = ray_cluster.get_runtime_context().gcs_address   # a cluster the drivers join, as with `ray start`
+    command = [sys.executable, "-m", "tlok_workflow", "batch", str(photos), str(out), "--ray", address,
+               "--workers", "2"] + DEMO_CHAIN
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "tlok-manifest.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and driver.poll() is None:
+        if manifest.is_file() and len(manifest.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert driver.poll() is None, "the batch finished before it could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    assert 3 <= len(before) < len(PASSES)
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 1, rerun.stderr   # 1: broken.png failed
+    assert "4 done" in rerun.stdout and "broken.png" in rerun.stdout
+    assert manifest_counts(out) == Counter(dict.fromkeys(PASSES, 1))
+    assert pngs(out) == pngs(reference)
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    assert {name: after[name] for name in before} == before   # files of the killed run kept as they were
+
+
+def test_a_file_left_by_a_lost_attempt_of_the_same_pass_is_kept_not_saved_twice(tmp_path):
+    from tlok_workflow.cluster import save_or_keep
+
+    image = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    first = save_or_keep(tmp_path, "a-s1-style", image, "Seed: 1", '{"seed": 1}')
+    stamp = first.stat().st_mtime_ns
+    assert save_or_keep(tmp_path, "a-s1-style", image, "Seed: 1", '{"seed": 1}') == first
+    assert first.stat().st_mtime_ns == stamp
+    other = save_or_keep(tmp_path, "a-s1-style", image, "Seed: 2", '{"seed": 2}')   # another pass's file: kept too
+    assert other.name == "a-s1-style-1.png" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a-s1-style-1.png", "a-s1-style.png"]
