@@ -141,6 +141,23 @@ def test_a_worker_killed_mid_pass_its_pass_goes_to_another_and_nothing_is_lost_o
 
 
 @needs_ray
+def test_ctrl_c_stops_every_worker_after_its_step_and_keeps_the_finished_passes(
+        photos, ray_cluster, executors, tmp_path):
+    out = tmp_path / "out"
+    manifest = out / "tlok-manifest.jsonl"
+    watcher, result = kill_when(lambda: manifest.is_file() and manifest.read_text().count("\n") >= 1,
+                                lambda: os.kill(os.getpid(), signal.SIGINT) is None)   # the CLI's Ctrl+C handler
+    assert cli.main(["batch", str(photos), str(out), "--ray", "--workers", "2"] + DEMO_CHAIN) == 130
+    watcher.join()
+    assert result["killed"] and busy_worker_pid() is None
+    recorded = manifest_counts(out)
+    assert 1 <= len(recorded) < len(PASSES) and set(recorded.values()) == {1}
+    paths = [json.loads(line)["path"] for line in manifest.read_text().splitlines()]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(paths)   # every file kept is recorded, none half-done
+    assert json.loads((out / "tlok-summary.json").read_text())["interrupted"]
+
+
+@needs_ray
 def test_driver_killed_then_rerun_resumes_each_pass_exactly_once(photos, reference, ray_cluster, tmp_path):
     out = tmp_path / "out"
     address = ray_cluster.get_runtime_context().gcs_address   # a cluster the drivers join, as with `ray start`

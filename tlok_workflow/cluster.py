@@ -14,7 +14,6 @@ what the pass would write, so no pass leaves two files.
 import functools
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -66,7 +65,7 @@ class _Worker:
         if not torch.cuda.is_available():
             torch.set_num_threads(1)   # one core per worker: N workers on N cores, not N x N threads
         self.backend = backend_factory()
-        self.stop_requested = threading.Event()
+        self.stopped_run = ""   # the run the driver stopped: its passes end after their current step
         self.loads_reported = 0
 
     def where(self) -> str:
@@ -88,10 +87,10 @@ class _Worker:
             return f"worker on {self.where()} does not see the input {source}"
         return ""
 
-    def run_pass(self, out_dir: Path, pack, recipe, prompts, stage, job: PassJob):
+    def run_pass(self, run: str, out_dir: Path, pack, recipe, prompts, stage, job: PassJob):
         """(the pass's StageOutput, or None when stopped mid-pass; the model loads made since the last call)."""
-        runner = Runner(self.backend, pack, out_dir, should_stop=self.stop_requested.is_set, contact_sheets=False,
-                        save=save_or_keep)
+        runner = Runner(self.backend, pack, out_dir, should_stop=lambda: self.stopped_run == run,
+                        contact_sheets=False, save=save_or_keep)
         try:
             output = runner.compute_pass(recipe, prompts, stage, job)
         except Interrupted:
@@ -100,9 +99,9 @@ class _Worker:
         self.loads_reported = len(self.backend.loads)
         return output, loads
 
-    def stop(self) -> None:
+    def stop(self, run: str) -> None:
         """Runs beside run_pass (the actor has two threads): the pass in flight stops after its current step."""
-        self.stop_requested.set()
+        self.stopped_run = run
 
 
 class RayExecutor(Executor):
@@ -114,6 +113,7 @@ class RayExecutor(Executor):
         self.address = address
         self.wanted = workers
         self.workers: List[_Seat] = []
+        self.shared_folders: set = set()   # output folders every worker was seen to share
         self.owns_ray = False
 
     # --- set-up ------------------------------------------------------------------------------------------------
@@ -122,8 +122,11 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             local = self.address == "local"
             cpus = max(os.cpu_count() or 1, self.wanted or 0) if local else None
-            ray.init(address=None if self.address == "auto" else self.address, num_cpus=cpus,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=None if self.address == "auto" else self.address, num_cpus=cpus,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError) as e:
+                raise ClusterError(f"--ray {self.address}: {_first_line(e)}") from None
             self.owns_ray = True
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
@@ -152,6 +155,9 @@ class RayExecutor(Executor):
                                "filesystem every node mounts at the same path (NFS, SMB, a cluster filesystem)")
 
     def close(self) -> None:
+        """Frees the workers' GPUs or CPUs (and the local Ray instance this executor started)."""
+        for worker in self.workers:
+            self.ray.kill(worker.actor)
         if self.owns_ray:
             self.ray.shutdown()
 
@@ -166,9 +172,12 @@ class RayExecutor(Executor):
                ) -> Iterator[StageOutput]:
         if not self.workers:
             self._connect()
+        if runner.out_dir not in self.shared_folders:
             self._check_shared_folder(runner.out_dir, jobs)
+            self.shared_folders.add(runner.out_dir)
         ray = self.ray
-        run_pass = functools.partial(self._submit, runner.out_dir, ray.put(runner.pack), ray.put(recipe),
+        run = uuid.uuid4().hex
+        run_pass = functools.partial(self._submit, run, runner.out_dir, ray.put(runner.pack), ray.put(recipe),
                                      ray.put(prompts), ray.put(stage))
         queue = deque((job, 1) for job in jobs)
         running: Dict = {}    # object ref -> (worker, job, try)
@@ -179,7 +188,7 @@ class RayExecutor(Executor):
                 stopping = True
                 queue.clear()
                 for worker in self.workers:
-                    worker.actor.stop.remote()
+                    worker.actor.stop.remote(run)
             while idle and queue:
                 worker = idle.pop(0)
                 job, attempt = queue.popleft()
@@ -213,9 +222,9 @@ class RayExecutor(Executor):
             raise Interrupted()
 
     @staticmethod
-    def _submit(out_dir, pack, recipe, prompts, stage, worker: "_Seat", job: PassJob):
+    def _submit(run, out_dir, pack, recipe, prompts, stage, worker: "_Seat", job: PassJob):
         worker.started = worker.started or time.perf_counter()
-        return worker.actor.run_pass.remote(out_dir, pack, recipe, prompts, stage, job)
+        return worker.actor.run_pass.remote(run, out_dir, pack, recipe, prompts, stage, job)
 
     def loads(self) -> List[str]:
         return [load for worker in self.workers for load in worker.loads]
