@@ -92,7 +92,8 @@ def main():
             same = finals(folder / f"ray{count}") == reference
             loads = {w.name: len(w.loads) for w in executor.workers}
             print(f"  ray {count} worker(s) {wall:6.1f} s wall, {wall / passes:.3f} s per pass "
-                  f"({passes / wall * 3600:.0f} passes/h), passes' own time {busy / passes:.3f} s each; first run "
+                  f"({passes / wall * 3600:.0f} passes/h), passes' own time {busy / passes:.3f} s each, workers busy "
+                  f"{busy / (wall * count):.1%} of the wall time; first run "
                   f"with worker start-up {first:.1f} s; loads per worker {loads}; finals identical to in-process: "
                   f"{same} ({load()})")
             executor.close()
