@@ -197,3 +197,16 @@ def test_a_file_left_by_a_lost_attempt_of_the_same_pass_is_kept_not_saved_twice(
     other = save_or_keep(tmp_path, "a-s1-style", image, "Seed: 2", '{"seed": 2}')   # another pass's file: kept too
     assert other.name == "a-s1-style-1.png" and sorted(p.name for p in tmp_path.iterdir()) == [
         "a-s1-style-1.png", "a-s1-style.png"]
+
+
+def test_a_worker_that_does_not_share_the_folders_says_which_one(tmp_path):
+    from tlok_workflow.cluster import _Worker
+
+    worker = object.__new__(_Worker)   # the probe needs no backend
+    probe = tmp_path / "probe"
+    probe.write_text("driver's token")
+    assert worker.probe(str(probe), "driver's token", [str(probe)]) == ""
+    assert "does not see the output folder" in worker.probe(str(probe), "another machine's token", [])
+    assert "does not see the output folder" in worker.probe(str(tmp_path / "elsewhere" / "probe"), "t", [])
+    assert worker.probe(str(probe), "driver's token", ["/no/such/style.safetensors"]).endswith(
+        "does not see /no/such/style.safetensors")

@@ -71,8 +71,8 @@ class _Worker:
     def where(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
-    def probe(self, probe_file: str, token: str, source: str) -> str:
-        """'' when this node sees the driver's output folder (and writes to it) and the first input; else why not."""
+    def probe(self, probe_file: str, token: str, paths: Sequence[str]) -> str:
+        """'' when this node sees the driver's output folder (and writes to it) and `paths`; else why not."""
         probe = Path(probe_file)
         try:
             seen = probe.read_text(encoding="utf-8")
@@ -83,9 +83,8 @@ class _Worker:
             seen = f"({e.strerror})"
         if seen != token:
             return f"worker on {self.where()} does not see the output folder {probe.parent} {seen if seen else ''}"
-        if source and not Path(source).is_file():
-            return f"worker on {self.where()} does not see the input {source}"
-        return ""
+        missing = [path for path in paths if not Path(path).exists()]
+        return f"worker on {self.where()} does not see {missing[0]}" if missing else ""
 
     def run_pass(self, run: str, out_dir: Path, pack, recipe, prompts, stage, job: PassJob):
         """(the pass's StageOutput, or None when stopped mid-pass; the model loads made since the last call)."""
@@ -138,21 +137,22 @@ class RayExecutor(Executor):
                            **per_worker)(_Worker)
         self.workers = [_Seat(actor.remote(self.backend_factory), f"w{number}") for number in range(1, count + 1)]
 
-    def _check_shared_folder(self, out_dir: Path, jobs: Sequence[PassJob]) -> None:
-        """Every worker must see the output folder (and the inputs) at the driver's path: say so before any pass."""
+    def _check_shared_folder(self, out_dir: Path, paths: Sequence[str]) -> None:
+        """Every worker must see the output folder, the inputs and the checkpoints at the driver's paths: say so
+        before any pass."""
         out_dir.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         probe = out_dir / PROBE_FILE
         probe.write_text(token, encoding="utf-8")
         try:
-            source = str(jobs[0].source) if jobs and jobs[0].source else ""
-            checks = [w.actor.probe.remote(str(probe), token, source) for w in self.workers]
+            checks = [w.actor.probe.remote(str(probe), token, paths) for w in self.workers]
             problems = [problem for problem in self.ray.get(checks) if problem]
         finally:
             probe.unlink()
         if problems:
-            raise ClusterError(f"{problems[0]}: a batch on several machines needs the input and output folders on a "
-                               "filesystem every node mounts at the same path (NFS, SMB, a cluster filesystem)")
+            raise ClusterError(f"{problems[0]}: a batch on several machines needs the inputs, the output folder and "
+                               "the checkpoints on a filesystem every node mounts at the same path (NFS, SMB, a "
+                               "cluster filesystem)")
 
     def close(self) -> None:
         """Frees the workers' GPUs or CPUs (and the local Ray instance this executor started)."""
@@ -173,7 +173,9 @@ class RayExecutor(Executor):
         if not self.workers:
             self._connect()
         if runner.out_dir not in self.shared_folders:
-            self._check_shared_folder(runner.out_dir, jobs)
+            inputs = [str(jobs[0].source)] if jobs and jobs[0].source else []
+            files = [c for c in {recipe.checkpoint_of(s) for s in recipe.stages} if Path(c).exists()]  # not demo names
+            self._check_shared_folder(runner.out_dir, inputs + sorted(files))
             self.shared_folders.add(runner.out_dir)
         ray = self.ray
         run = uuid.uuid4().hex
