@@ -27,7 +27,7 @@ from .runner import FAILED, Executor, Interrupted, PassJob, Runner, StageOutput
 
 INSTALL_HINT = 'Ray is not installed; install it with: pip install "tlok-workflow[cluster]" (Ray 2.60)'
 TRIES_PER_PASS = 3       # a pass that loses its worker this often is reported failed, not retried forever
-RESTARTS_PER_WORKER = 2  # Ray restarts a lost worker this often before the run goes on without it
+RESTARTS_PER_WORKER = 3  # Ray restarts a lost worker this often before the run goes on without it
 PROBE_FILE = ".tlok-cluster-probe"
 
 
@@ -182,13 +182,14 @@ class RayExecutor(Executor):
         run_pass = functools.partial(self._submit, run, runner.out_dir, ray.put(runner.pack), ray.put(recipe),
                                      ray.put(prompts), ray.put(stage))
         queue = deque((job, 1) for job in jobs)
-        running: Dict = {}    # object ref -> (worker, job, try)
-        idle = list(self.workers)
+        running: Dict = {}    # object ref -> (worker, job, try); job None: a lost worker's check that it is back
+        idle = [worker for worker in self.workers if not worker.gone]
         stopping = False
         while queue or running:
             if not stopping and runner.should_stop():
                 stopping = True
                 queue.clear()
+                running = {ref: entry for ref, entry in running.items() if entry[1] is not None}
                 for worker in self.workers:
                     worker.actor.stop.remote(run)
             while idle and queue:
@@ -201,11 +202,14 @@ class RayExecutor(Executor):
             for ref in ready:
                 worker, job, attempt = running.pop(ref)
                 try:
-                    output, loads = ray.get(ref)
+                    result = ray.get(ref)
                 except ray.exceptions.RayActorError as e:
+                    if job is None:   # its restarts are used up
+                        worker.gone = True
+                        continue
                     worker.failures += 1
-                    if worker.failures <= RESTARTS_PER_WORKER:
-                        idle.append(worker)   # Ray restarts it; its next pass waits for that
+                    # Ray restarts it; it gets passes again once it answers
+                    running[worker.actor.where.options(max_task_retries=-1).remote()] = (worker, None, 0)
                     if attempt >= TRIES_PER_PASS:
                         yield StageOutput(job.item.name, job.at.stage, job.repeat, stage.label, FAILED, None,
                                           job.item.seed, f"lost its worker {attempt} times: {_first_line(e)}")
@@ -213,6 +217,9 @@ class RayExecutor(Executor):
                         queue.appendleft((job, attempt + 1))
                     continue
                 idle.append(worker)
+                if job is None:
+                    continue
+                output, loads = result
                 worker.loads += loads
                 if output is None:   # stopped mid-pass: nothing saved
                     continue
@@ -245,6 +252,7 @@ class _Seat:
     name: str              # w1, w2, …
     finished: int = 0      # passes finished
     failures: int = 0      # times lost
+    gone: bool = False     # lost for good: Ray's restarts are used up
     started: float = 0.0   # time of its first pass
     loads: List[str] = field(default_factory=list)
 
