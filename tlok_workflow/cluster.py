@@ -4,7 +4,7 @@ The runner's stage loop stays in this process (the driver), and with it everythi
 journal (the batch manifest), progress and the summary. `RayExecutor` hands a stage's passes out one at a time
 to whichever worker is free; each worker is a Ray actor with its own backend (its models loaded once, its own
 device) that runs whole passes: it reads the source image, computes, and saves the PNG atomically into the
-output folder. So the output folder (and the input images) must be at the same path on every node.
+output folder. So the inputs, the output folder and the checkpoints must be at the same path on every node.
 
 A worker lost mid-pass (killed, out of memory, its machine gone) is restarted by Ray, and its pass goes back to
 the front of the queue for the next free worker. A pass's PNG may already be on disk from the lost attempt (or
@@ -75,14 +75,15 @@ class _Worker:
         """'' when this node sees the driver's output folder (and writes to it) and `paths`; else why not."""
         probe = Path(probe_file)
         try:
-            seen = probe.read_text(encoding="utf-8")
+            same = probe.read_text(encoding="utf-8") == token
             mine = probe.with_name(f"{probe.name}-{os.getpid()}")
             mine.write_text(token, encoding="utf-8")
             mine.unlink()
+            reason = "" if same else " (another folder has that path there)"
         except OSError as e:
-            seen = f"({e.strerror})"
-        if seen != token:
-            return f"worker on {self.where()} does not see the output folder {probe.parent} {seen if seen else ''}"
+            same, reason = False, f" ({e.strerror})"
+        if not same:
+            return f"worker on {self.where()} does not see the output folder {probe.parent}{reason}"
         missing = [path for path in paths if not Path(path).exists()]
         return f"worker on {self.where()} does not see {missing[0]}" if missing else ""
 
