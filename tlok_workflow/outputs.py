@@ -136,15 +136,15 @@ def next_run_number(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def fit_size(image_size: Tuple[int, int], width: int, height: int) -> Tuple[int, int]:
+def fit_size(image_size: Tuple[int, int], width: int, height: int, step: int = 8) -> Tuple[int, int]:
     """The stage size for an input: as given when the aspect matches, else the input's aspect with the
-    stage's long side (multiples of 8), so non-square photos are not squashed."""
+    stage's long side (multiples of `step`, the host's size step), so non-square photos are not squashed."""
     iw, ih = image_size
     if iw * height == ih * width:
         return width, height
     long_side = max(width, height)
     scale = long_side / max(iw, ih)
-    return max(8, round(iw * scale / 8) * 8), max(8, round(ih * scale / 8) * 8)
+    return max(step, round(iw * scale / step) * step), max(step, round(ih * scale / step) * step)
 
 
 def contact_sheet(images: Sequence[Tuple[Image.Image, str]], title: str = "", height: int = 320) -> Image.Image:

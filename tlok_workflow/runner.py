@@ -195,7 +195,8 @@ class Runner:
         else:
             if stage.kind == "img2img":
                 image = outputs.load_image(source)
-                request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height)
+                request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
+                                                                  self.backend.size_step)
                 request.image = image.resize((request.width, request.height), Image.LANCZOS)
             image, note = self.backend.generate(request, on_step), ""
         path = self._save(recipe, request, stage, at, repeat, item, image, note)

@@ -18,7 +18,7 @@ from modules import (call_queue, images, infotext_utils, paths_internal, progres
 from modules.ui_components import ToolButton
 
 from . import api
-from .backends.webui import WebUIBackend, find_checkpoint
+from .backends.webui import WebUIBackend, find_checkpoint, host_sampler
 from .faces import detectors
 from .recipe import Recipe
 from .session import Session
@@ -109,8 +109,14 @@ class WebUISession(Session):
         return bool(opt("tlok_workflow_save_intermediates"))
 
     def check_host(self, recipe: Recipe) -> None:
-        for stage in recipe.stages:   # an unknown checkpoint fails now, not after the first passes
+        """Unknown checkpoints, samplers and schedule types fail now, not after the first passes (the WebUI would
+        silently run another sampler)."""
+        for stage in recipe.stages:
             find_checkpoint(recipe.checkpoint_of(stage))
+            try:
+                host_sampler(stage.sampler, stage.scheduler)
+            except ValueError as e:
+                raise ValueError(f"stage {stage.label}: {e}") from None
 
     def should_stop(self) -> bool:
         return shared.state.interrupted or shared.state.stopping_generation

@@ -41,6 +41,8 @@ class Backend:
     `loads` lists every checkpoint load in order, so callers can count them.
     """
 
+    size_step = 8   # image sides the host accepts are multiples of this (Forge Neo's WebUI: its res_step setting)
+
     def __init__(self) -> None:
         self.loads: List[str] = []
 
