@@ -82,6 +82,7 @@ def read_outside(world):
     ('{"recipe": %s, "count": 1e400}', "1e400 is not a JSON number"),
     ('{"recipe": %s, "count": 1', "not valid JSON"),
     ('[%s]', "body: expected an object"),
+    ('{"recipe": {"stages": [{"kind": "\\ud800", "label": "a"}]}}', "surrogates not allowed"),   # was a 500
 ])
 def test_json_must_be_strict(world, path, body, message):
     text = body % json.dumps(recipe()) if "%s" in body else body
@@ -185,7 +186,7 @@ def test_a_batch_recipe_names_no_file_outside_the_roots(world):
 
 
 @pytest.mark.parametrize("change, status, message", [
-    (lambda w: {"input": str(w.root / "in\0x")}, 400, "input: not a valid path (it holds a null byte)"),
+    (lambda w: {"input": str(w.root / "in\0x")}, 400, "input: not a valid path (embedded null byte)"),
     (lambda w: {"output": str(w.root / ("x" * 300))}, 400, "File name too long"),
     (lambda w: {"input": str(w.root / ("x" * 300) / "*.png")}, 400, "input: "),
     (lambda w: {"output": str(w.root / "in" / "photo0.png")}, 400, "is a file, not a folder"),

@@ -112,7 +112,10 @@ def check_request(recipe: Recipe, session, count: int) -> Pack:
 
 def within(path: Path, roots: Sequence[Path]) -> bool:
     """Whether `path` (every link followed) lies inside one of the roots (theirs followed too)."""
-    real = Path(os.path.realpath(path))
+    try:
+        real = Path(os.path.realpath(path))
+    except ValueError:   # a null byte: no such file anywhere
+        return False
     for root in roots:
         root = Path(os.path.realpath(root))
         if real == root or root in real.parents:
@@ -123,9 +126,10 @@ def within(path: Path, roots: Sequence[Path]) -> bool:
 def confine(text: str, roots: Sequence[Path], field: str, allowed: str = "the allowed batch folders") -> Path:
     """The path, every link followed, if it lies inside one of the roots; else 403, the same answer whether or not
     it exists, and nothing is read. A path the system cannot take (null byte, too long) is a 400."""
-    if "\0" in text:
-        raise HTTPException(status_code=400, detail=f"{field}: not a valid path (it holds a null byte)")
-    path = Path(os.path.realpath(os.path.expanduser(text)))
+    try:
+        path = Path(os.path.realpath(os.path.expanduser(text)))
+    except ValueError as e:   # embedded null byte
+        raise HTTPException(status_code=400, detail=f"{field}: not a valid path ({e})") from None
     if not within(path, roots):
         raise HTTPException(status_code=403, detail=f"{field}: {text} is outside {allowed}")
     try:

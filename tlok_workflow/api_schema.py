@@ -65,7 +65,8 @@ def _field(f: dataclasses.Field) -> Any:
 
 
 def strict_json(body: bytes) -> Any:
-    """The request body as JSON; NaN, Infinity and numbers too large for a float are refused (400)."""
+    """The request body as JSON; NaN, Infinity, numbers too large for a float and strings that are not Unicode
+    (which would also break any message quoting them) are refused (400)."""
     def refuse(constant: str):
         raise ValueError(f"{constant} is not a JSON number")
 
@@ -76,9 +77,11 @@ def strict_json(body: bytes) -> Any:
         return number
 
     try:
-        return json.loads(body, parse_constant=refuse, parse_float=finite)
+        data = json.loads(body, parse_constant=refuse, parse_float=finite)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")   # a lone surrogate ("\ud800") is no text
     except (ValueError, RecursionError) as e:   # JSONDecodeError, bad UTF-8, huge ints, deep nesting
         raise HTTPException(status_code=400, detail=f"request body: not valid JSON ({e})") from None
+    return data
 
 
 REFUSED = {"4XX": {"description": "refused: `detail` says why in one line, naming the field, file or limit"}}
