@@ -64,6 +64,8 @@ def test_recipe_json_round_trip():
     (lambda d: d["stages"][1].update(steps="20"), r'recipe.stages\[1\].steps: expected a whole number, got "20"'),
     (lambda d: d["stages"][4]["face"].update(top_k=-1), r"recipe.stages\[4\].face.top_k: -1 is out of range"),
     (lambda d: d["prompt"].update(outfit_weight=True), r"recipe.prompt.outfit_weight: expected a number"),
+    (lambda d: d["stages"][1].update(denoise=float("nan")), r"recipe.stages\[1\].denoise: expected a finite number"),
+    (lambda d: d["stages"][1].update(steps=float("inf")), r"recipe.stages\[1\].steps: expected a finite number"),
     (lambda d: d.update(colour=1), r"recipe.colour: unknown field"),
     (lambda d: d["stages"][1].pop("kind"), r"recipe.stages\[1\].kind: required"),
     (lambda d: d["stages"].append(dict(d["stages"][0])), r"recipe.stages\[5\].kind: txt2img can only be the first"),

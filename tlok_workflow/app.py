@@ -53,7 +53,7 @@ def serve(host: Host, port: int = 7860, block: bool = True):
     """Launch on 127.0.0.1 and mount the API; returns the FastAPI app when block is False."""
     demo = build_app(host)
     app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    api.mount(app, host.session)
+    api.mount(app, host.session, allowed_hosts=api.local_hosts(port))   # no DNS rebinding onto the local app
     print(f"TLOK Workflow: {url}  (outputs in {host.session.out_dir}/)", flush=True)
     if block:
         demo.block_thread()

@@ -123,6 +123,14 @@ def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
     return Plan(rows, loads, passes, _warnings(recipe, pack), notes)
 
 
+def pixel_steps(recipe: Recipe, count: int = 1) -> int:
+    """The work of a run: pixels × sampling steps over every pass of `count` images (a face pass counts one face
+    at its crop size; img2img counts all its steps), so a host can refuse runs that would hold it for days."""
+    per_image = sum((stage.face.inpaint_size ** 2 if stage.kind == "face" else stage.width * stage.height)
+                    * stage.steps * stage.repeat for stage in recipe.stages)
+    return per_image * count
+
+
 def _warnings(recipe: Recipe, pack: Optional[Pack]) -> List[str]:
     warnings = []
     if recipe.demo:

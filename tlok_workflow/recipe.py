@@ -128,7 +128,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: Any) -> "Recipe":
         recipe = build(cls, data, "recipe")
-        _check_recipe(recipe)
+        check_recipe(recipe)
         return recipe
 
     @classmethod
@@ -140,7 +140,13 @@ class Recipe:
         return cls.from_dict(data)
 
 
-def _check_recipe(recipe: Recipe) -> None:
+@dataclass
+class RunOptions:
+    """How many images one run makes: the panel's slider, the API and the CLI share this bound."""
+    count: int = spec(1, "images to make (seeds seed, seed+1, …)", ge=1, le=64)
+
+
+def check_recipe(recipe: Recipe) -> None:
     """Cross-field rules that single fields cannot express."""
     labels: Dict[str, int] = {}
     for i, stage in enumerate(recipe.stages):

@@ -6,6 +6,7 @@ Recipes and preset packs both use it, so the UI, the API and saved files share o
 """
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import field
 from typing import Any, Optional
@@ -38,23 +39,28 @@ def infotext_keys(cls) -> dict:
 
 
 def build(cls, data: Any, where: str):
-    """Build dataclass `cls` from a dict, checking names, types and bounds; errors name the field path."""
+    """Build dataclass `cls` from a dict, checking names, types and bounds; errors name the field path
+    (`where` is the path of `data`; "" for a request body, whose fields are named alone)."""
     if not isinstance(data, dict):
-        raise SchemaError(f"{where}: expected an object, got {_show(data)}")
+        raise SchemaError(f"{where or 'body'}: expected an object, got {_show(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise SchemaError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(fields)})")
+        raise SchemaError(f"{_join(where, unknown[0])}: unknown field (known: {', '.join(fields)})")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
-        path = f"{where}.{name}"
+        path = _join(where, name)
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise SchemaError(f"{path}: required")
             continue
         values[name] = _check_bounds(_convert(data[name], hints[name], path), f.metadata, path)
     return cls(**values)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
@@ -77,14 +83,14 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise SchemaError(f"{where}: expected true or false, got {_show(value)}")
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise SchemaError(f"{where}: expected a whole number, got {_show(value)}")
-        return int(value)
-    if tp is float:
+    if tp in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SchemaError(f"{where}: expected a number, got {_show(value)}")
-        return float(value)
+            raise SchemaError(f"{where}: expected a {'whole ' if tp is int else ''}number, got {_show(value)}")
+        if isinstance(value, float) and not math.isfinite(value):   # NaN passes every bound check
+            raise SchemaError(f"{where}: expected a finite number, got {_show(value)}")
+        if tp is int and value != int(value):
+            raise SchemaError(f"{where}: expected a whole number, got {_show(value)}")
+        return tp(value)
     if tp is str:
         if not isinstance(value, str):
             raise SchemaError(f"{where}: expected text, got {_show(value)}")
