@@ -23,7 +23,7 @@ from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF, build_recipe
 from .presets import Pack, find_key
 from .prompts import compose, compose_negative, compose_positive, medium_kind
-from .recipe import PromptSpec, Recipe, RecipeError, Stage
+from .recipe import PromptSpec, Recipe, RecipeError, RunOptions, Stage
 from .runner import Progress, RunResult
 from .schema import field_info, infotext_keys
 from .session import Busy, Outcome, Session
@@ -518,7 +518,9 @@ def build_panel(host: Host) -> Panel:
                 host.refresh_button([c["base"], c["style"]])
             with gr.Row():
                 c["seed"] = gr.Number(label="Seed (-1 random)", value=-1, precision=0, elem_id=f"{TAB}_seed")
-                c["count"] = gr.Slider(label="Images", minimum=1, maximum=16, step=1, value=1, elem_id=f"{TAB}_count")
+                count = field_info(RunOptions, "count")
+                c["count"] = gr.Slider(label="Images", minimum=count["ge"], maximum=count["le"], step=1,
+                                       value=count["default"], elem_id=f"{TAB}_count")
             c["init_image"] = gr.Image(label="Start from image (optional: skips txt2img)", type="pil",
                                        elem_id=f"{TAB}_init_image", height=200)
             b: Dict[str, Any] = {}
@@ -590,7 +592,7 @@ SCHEMA_FIELDS = {"subject": (PromptSpec, "subject"), "outfit": (PromptSpec, "out
                  "hairstyle": (PromptSpec, "hairstyle"), "shot": (PromptSpec, "shot"), "medium": (PromptSpec, "medium"),
                  "outfit_weight": (PromptSpec, "outfit_weight"), "extra": (PromptSpec, "extra"),
                  "negatives": (PromptSpec, "negatives"), "negative_extra": (PromptSpec, "negative_extra"),
-                 "seed": (Recipe, "seed")}
+                 "seed": (Recipe, "seed"), "count": (RunOptions, "count")}
 PANEL_HINTS = {
     "prompt": "Composed from the choices above. Your edits are used as they are until you change a choice.",
     "negative": "Composed from the negative presets; your edits are used as they are until you change a choice.",
@@ -600,7 +602,6 @@ PANEL_HINTS = {
     "face_after": "Redraw the face after this stage: last, off, or a stage label such as 1024.",
     "base": "The vanilla SD 1.x model for the first picture (the card: generate in vanilla SD, then restyle).",
     "style": "The 4elements-diffusion model used for the style pass, the upscale ladder and the face.",
-    "count": "How many images to make (seeds seed, seed+1, …); each runs the whole chain, stage by stage.",
     "init_image": "Restyle this image instead of generating one: the chain starts at the style pass.",
     "stages": "Per stage: sampler, schedule type, steps, CFG, denoise and repeat are yours to edit.",
     "batch_input": "Images to restyle and upscale: png, jpg, webp, tif. A glob such as /data/*.png, or a .txt "
