@@ -89,10 +89,22 @@ def run_until_step(src, out, step, torn, final_only):
             code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
+    code = exit_code(pid)
     assert code in (0, 9), code
     return code == 0
+
+
+def exit_code(pid, timeout=60):
+    """The forked child's exit code; a child stuck (a lock another thread held at the fork) fails the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail(f"the forked batch {pid} did not end in {timeout} s")
 
 
 @needs_fork
@@ -156,8 +168,7 @@ def test_a_second_batch_on_a_folder_is_refused_naming_the_first(tmp_path):
         run_batch(second, PACK, recipe(), str(src), out)
     assert second.requests == []
     os.write(go_on_write, b"x" * 4)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert exit_code(pid) == 0
     assert set(done_counts(out).values()) == {1} and len(pngs(out)) == 4
     # the first batch has ended: its lock is free, and nothing is left to do
     third = FakeBackend()
@@ -343,7 +354,8 @@ def read_only_folder(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
 def test_a_read_only_output_folder_is_one_line_naming_it(tmp_path, read_only_folder):
     src = make_inputs(tmp_path / "in", 1)
-    with pytest.raises(BatchError, match=f"^{read_only_folder / LOCK_FILE}: (Permission denied|Read-only file system)$"):
+    refusal = f"^{read_only_folder / LOCK_FILE}: (Permission denied|Read-only file system)$"
+    with pytest.raises(BatchError, match=refusal):
         run_batch(FakeBackend(), PACK, recipe(), str(src), read_only_folder)
 
 
@@ -366,8 +378,8 @@ def test_cli_exit_codes_2_for_the_environment_1_for_failed_files_0_when_all_done
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert cli_on_fake_backend(["batch", str(src), str(a_file), "--demo"]) == 2
-    last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last_line == f"tlok_workflow: error: {a_file}: not a folder; the output of a batch is a folder"
+    one_line = f"tlok_workflow: error: {a_file}: not a folder; the output of a batch is a folder\n"
+    assert capsys.readouterr().err == one_line
     assert cli_on_fake_backend(["batch", str(src), str(tmp_path / "out"), "--demo"]) == 0
     (src / "broken.png").write_bytes(b"broken")
     assert cli_on_fake_backend(["batch", str(src), str(tmp_path / "out"), "--demo"]) == 1

@@ -24,6 +24,11 @@ from itertools import chain, count
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+if os.name == "nt":
+    import msvcrt
+else:
+    import fcntl
+
 from PIL import Image
 
 from . import outputs
@@ -136,11 +141,9 @@ def _try_lock(fd: int) -> bool:
     """True once this process holds the lock; False when another one does."""
     try:
         if os.name == "nt":
-            import msvcrt
             os.lseek(fd, 1 << 20, os.SEEK_SET)  # a byte past the holder's details, which others must read
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         else:
-            import fcntl
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except OSError as e:
