@@ -103,7 +103,10 @@ def main() -> None:
             lines_before, files_before = len(manifest(out)), snapshot(out)
             seen.update(files_before)
             process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(1.0, 4.0 if not args.demo else 12.0))
+            done_before = progress[-1] if progress else 0
+            while process.poll() is None and sum(e.get("event") == "done" for e in manifest(out)) <= done_before:
+                time.sleep(0.05)   # until the first pass of this run is done (the model is loaded)
+            time.sleep(rng.uniform(0.0, 6.0 if args.demo else 1.5))
             if cycle == args.kills // 2:   # a second batch on the same folder while the first runs
                 second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
                 refused += second.returncode == 2 and "another batch is writing" in second.stderr
@@ -140,6 +143,9 @@ def main() -> None:
               f"renamed {len(summary['renamed'])}, entries accounted {len(accounted)}")
         print(f"items lost: {summary['inputs'] - len(accounted) + len(summary['incomplete'])}; passes redone after "
               f"their image was saved: {redone}; files overwritten: {overwritten}")
+        saves = sum(e.get("event") == "saving" for e in entries)
+        print(f"saves cut by a kill between their 'saving' line and their file (run again, as they must be): "
+              f"{saves - len(done)}")
         print(f"output images {len(final)} (expected {expected_files}); duplicate done lines "
               f"{sum(n - 1 for n in done.values())}; temp files left "
               f"{len(list(out.rglob('.tlok-*.tmp')))}; names over 255 bytes "
