@@ -330,7 +330,7 @@ def _cmd_batch(args) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with tqdm(unit="pass", dynamic_ncols=True) as bar:
+        with tqdm(unit="pass", dynamic_ncols=True, delay=0.5) as bar:   # delay: no bar above an early error
             def show(p: Progress) -> None:
                 bar.total = p.total
                 bar.update(p.done - bar.n)

@@ -76,6 +76,9 @@ class Journal:
     def finished(self, item: str, stage: int, repeat: int) -> Optional[StageOutput]:
         return None
 
+    def begin(self, item: str, stage: int, repeat: int) -> None:
+        """Called before a pass that is not finished runs (a journal that saves can note which pass it is)."""
+
     def record(self, output: StageOutput) -> None:
         """Called after each finished pass (DONE or NO_FACE), once its image is on disk."""
 
@@ -103,6 +106,11 @@ def make_items(recipe: Recipe, count: int, out_dir: Path, images: Sequence[Path]
     count = len(starts) or count
     return [Item(name=f"{first + i:05d}-{recipe.seed + i}", seed=recipe.seed + i,
                  image=starts[i] if starts else None) for i in range(count)]
+
+
+def stage_stem(item: str, number: int, stage: Stage, repeat: int) -> str:
+    """The file stem of one pass's image: item, stage number and label, and the repeat when there are several."""
+    return f"{item}-s{number}-{stage.label}" + (f"-r{repeat + 1}" if stage.repeat > 1 else "")
 
 
 class Runner:
@@ -162,6 +170,7 @@ class Runner:
             return StageOutput(item.name, at.stage, repeat, stage.label, PASSED_OVER, None, item.seed,
                                "no image from the earlier stages")
         started = time.perf_counter()
+        self.journal.begin(item.name, at.stage, repeat)
         try:
             output = self._run_pass(recipe, prompts, stage, repeat, item, source, at)
             output.seconds = time.perf_counter() - started
@@ -237,7 +246,7 @@ class Runner:
 
     def _save(self, recipe: Recipe, request: PassRequest, stage: Stage, at: Progress, repeat: int, item: Item,
               image: Image.Image, note: str) -> Path:
-        stem = f"{item.name}-s{at.stage}-{stage.label}" + (f"-r{repeat + 1}" if stage.repeat > 1 else "")
+        stem = stage_stem(item.name, at.stage, stage, repeat)
         info = outputs.infotext(request.prompt, request.negative_prompt, self._infotext_params(
             recipe, request, stage, at, image, note))
         target = self.out_dir / stem  # item names may hold a subfolder
