@@ -413,3 +413,16 @@ def test_outputs_are_0644_under_umask_022_and_0600_under_077(tmp_path, umask, mo
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=lambda: os.umask(umask))
     assert done.stdout.strip() == oct(mode), done.stderr
     assert (tmp_path / "s.json").stat().st_mode & 0o777 == mode
+
+
+def test_a_manifest_line_pointing_outside_the_folder_is_refused(tmp_path):
+    """A hand-edited manifest must not make the next stage read a file elsewhere."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    Image.new("RGB", (32, 32), "red").save(source / "a.png")
+    out.mkdir()
+    line = {"recipe": batch.recipe_hash(batch.for_images(recipe())), "event": "done", "item": "a", "stage": 1,
+            "repeat": 0, "path": "../../etc/passwd", "label": "style", "status": "done", "seed": 1}
+    (out / batch.MANIFEST).write_text(json.dumps(line) + "\n")
+    with pytest.raises(batch.BatchError, match="a line that this tool did not write"):
+        batch.run_batch(FakeBackend(), PACK, recipe(), str(source), out)

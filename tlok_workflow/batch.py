@@ -66,10 +66,11 @@ class BatchJob:
 
 def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir: Path, *,
               recursive: bool = False, final_only: bool = False, prompt_from_infotext: bool = False,
-              on_progress=None, should_stop=None) -> "Summary":
+              on_progress=None, should_stop=None, write_png=outputs.save_png_as) -> "Summary":
     """Run `recipe` (from its first img2img stage) over the images of `source` into `out_dir`, resuming.
     A file system error (read-only or full output folder, …) stops the batch as a BatchError naming the file;
-    the passes finished so far are kept."""
+    the passes finished so far are kept. `write_png(path, image, infotext, recipe_json)` writes one stage's PNG
+    to exactly `path` (the WebUI's goes through its saver)."""
     inputs = collect_inputs(source, recursive)
     check_output_folder(inputs, out_dir)
     recipe = for_images(recipe)
@@ -78,7 +79,7 @@ def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir
         with output_lock(out_dir):
             remove_stray_temps(out_dir)
             recipe.seed = _batch_seed(recipe, out_dir)
-            manifest = Manifest(out_dir, recipe)
+            manifest = Manifest(out_dir, recipe, write_png)
             _write_recipe_once(recipe, out_dir)
             items = make_batch_items(inputs, recipe.seed, manifest.names, budget, prompt_from_infotext)
             manifest.input_of = {item.name: input_key(inputs, item.image) for item in items}
@@ -293,8 +294,14 @@ def _prompt_of(path: Path) -> str:
 
 
 def recipe_hash(recipe: Recipe) -> str:
+    """The recipe's identity in a batch folder: without what each saved image's recipe adds as it ran (its start
+    image, its stages' exact prompts and the checkpoints' hashes), so a saved image can be matched to its batch."""
     data = recipe.to_dict()
     data.pop("init_image")
+    data.pop("hashes")
+    for stage in data["stages"]:
+        stage["prompt"].pop("positive")
+        stage["prompt"].pop("negative")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -306,7 +313,8 @@ class Manifest(Journal):
     saving → done for a pass, placing → placed for a final-only batch's final. Opening it repairs a torn last
     line and settles what a killed run left between the two: a file that is there and whole is adopted."""
 
-    def __init__(self, folder: Path, recipe: Recipe):
+    def __init__(self, folder: Path, recipe: Recipe, write_png=outputs.save_png_as):
+        self.write_png = write_png
         self.path = folder / MANIFEST
         self.folder = folder
         self.recipe = recipe
@@ -318,6 +326,7 @@ class Manifest(Journal):
         self._pass: Optional[PassKey] = None      # the pass being run (see begin)
         saving, placing = {}, {}
         for entry in self._read():
+            self._check_line(entry)
             if entry.get("recipe") != self.hash:
                 raise BatchError(f"{self.path}: this folder holds a batch of another recipe ({entry.get('recipe')}; "
                                  f"this one is {self.hash}). Use another output folder, or the same recipe to "
@@ -339,6 +348,18 @@ class Manifest(Journal):
             self._adopt_pass(entry)
         for entry in placing.values():
             self._adopt_final(entry)
+
+    def _check_line(self, entry) -> None:
+        """A line we could have written: a manifest edited by hand must not point the run at files elsewhere."""
+        ok = isinstance(entry, dict) and isinstance(entry.get("item"), str) and \
+            isinstance(entry.get("stage", 0), int) and isinstance(entry.get("repeat", 0), int) and \
+            isinstance(entry.get("path", ""), str)
+        if ok and entry.get("path"):
+            target = (self.folder / entry["path"]).resolve()
+            ok = self.folder.resolve() in target.parents
+        if not ok:
+            raise BatchError(f"{self.path}: a line that this tool did not write ({outputs.printable(str(entry))[:120]});"
+                             " use another output folder")
 
     def _read(self) -> List[dict]:
         if not self.path.is_file():
@@ -414,7 +435,7 @@ class Manifest(Journal):
         path = outputs.free_png_name(folder, stem)
         self._append({"event": "saving", "item": item, "input": self.input_of.get(item, ""), "stage": stage,
                       "repeat": repeat, "path": self._relative(path)})
-        outputs.save_png_as(path, image, info, recipe_json)
+        self.write_png(path, image, info, recipe_json)
         return path
 
     def record(self, output: StageOutput) -> None:

@@ -67,6 +67,15 @@ def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "")
     return Path(fullfn)
 
 
+def write_png(path: Path, image, info: str, recipe_json: str) -> None:
+    """A batch's stage PNG to exactly `path` through images.save_image, so the WebUI's save callbacks and .txt
+    option apply (PNG whatever samples_format says: the batch's resume reads its recipe chunk back)."""
+    if path.exists():
+        raise FileExistsError(f"{path}: already there")
+    images.save_image(image, str(path.parent), "", extension="png", info=info, forced_filename=path.stem,
+                      existing_info={"tlok_recipe": recipe_json}, save_to_dirs=False)
+
+
 def on_main_thread(func, *args, **kwargs):
     """Forge runs generation on its main thread; A1111 runs it where it is called. Forge's run_and_wait_result
     prints an exception and returns None, so the exception is carried back and raised here."""
@@ -99,7 +108,7 @@ class WebUISession(Session):
                                          if d.strip()],
                          batch_roots=[r.strip() for r in str(opt("tlok_workflow_batch_roots")).split(",")
                                       if r.strip()])
-        self.saver = save_stage
+        self.saver, self.write_png = save_stage, write_png
 
     def backend(self):
         return self.backend_factory()
