@@ -12,10 +12,11 @@ import gradio as gr
 from . import api
 from .backends.demo_model import DEMO_MODELS
 from .backends.schedulers import SAMPLERS, SCHEDULE_TYPES
+from .presets import EXTENSION_ROOT
 from .session import Session
 from .ui import TAB, Host, build_panel
 
-STYLE_CSS = Path(__file__).resolve().parent.parent / "style.css"  # the extension's stylesheet, when beside us
+STYLE_CSS = EXTENSION_ROOT / "style.css"  # the extension's stylesheet
 
 
 def list_checkpoints(models: Optional[Path]) -> List[str]:
