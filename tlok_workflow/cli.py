@@ -102,8 +102,15 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SELECTION_FLAGS = ("shot", "subject", "outfit", "hairstyle", "medium")
+
+
 def _add_selection_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("prompt (pack keys or free text; unset = the pack's defaults)")
+    g = p.add_argument_group("prompt (pack keys or free text)",
+                             "With none of --shot, --subject, --outfit, --hairstyle, --medium: the pack's example "
+                             "(4elements: full-shot Korra wearing defa outfit stada hairstyle tlok artstyle). With "
+                             "any of them, those left out add nothing: --subject dog --medium 'tlok artstyle' is "
+                             "'dog tlok artstyle'.")
     g.add_argument("--pack", default=None, help="preset pack (default: 4elements)")
     g.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder (repeatable)")
     g.add_argument("--shot", help="full-shot, half-body, closeup, 'facial closeup', full-body, '' for none")
@@ -148,10 +155,14 @@ def _pack(args) -> Pack:
 
 
 def _selections(args, pack: Pack) -> PromptSpec:
+    """The flags given; the pack's example selections when none of SELECTION_FLAGS is given."""
     d = pack.info.defaults
+    chose = any(getattr(args, flag) is not None for flag in SELECTION_FLAGS)
 
     def pick(value, default):
-        return default if value is None else value
+        if value is not None:
+            return value
+        return "" if chose else default
 
     return PromptSpec(
         shot=pick(args.shot, d.shot), subject=pick(args.subject, d.subject), outfit=pick(args.outfit, d.outfit),
