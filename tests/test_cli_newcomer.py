@@ -1,10 +1,20 @@
-"""What a newcomer trips over in the CLI: prompt fields and typos."""
+"""What a newcomer trips over in the CLI: prompt fields, typos, flag clashes, pipes, busy ports."""
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tlok_workflow.cli import main
 from tlok_workflow.presets import load_pack
 from tlok_workflow.prompts import compose
 from tlok_workflow.recipe import PromptSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 
 
 def prompt_line(argv, capsys):
@@ -40,3 +50,61 @@ def test_free_text_far_from_every_key_is_not_flagged(capsys):
     assert "did you mean" not in capsys.readouterr().err
     assert main(["prompt", "--outfit", "defaa"]) == 0
     assert 'did you mean "defa"?' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--style", "--base"])
+def test_demo_with_a_checkpoint_is_one_line_and_exit_2(flag, capsys):
+    assert main(["run", "--demo", flag, "x.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--demo" in err
+
+
+def test_no_command_prints_usage_and_exits_2(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage:") and "run" in err and "presets" in err
+
+
+def test_a_reader_that_went_away_ends_the_output_quietly():
+    read_end, write_end = os.pipe()
+    os.close(read_end)   # like `| head` that has already exited
+    try:
+        done = subprocess.run([sys.executable, "-m", "tlok_workflow", "presets"], stdout=write_end,
+                              stderr=subprocess.PIPE, cwd=ROOT, env=ENV, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.stderr == b"" and done.returncode == 141
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_a_busy_explicit_port_is_one_line_naming_it(busy_port, capsys):
+    assert main(["ui", "--port", str(busy_port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--port {busy_port}: already in use" in err
+
+
+def test_without_port_the_app_takes_the_next_free_one_and_says_which(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    from fakes import FakeBackend
+
+    from tlok_workflow.app import make_host, serve
+
+    with socket.socket() as holder:
+        try:   # the WebUI's port; when someone else already holds it, so much the better
+            holder.bind(("127.0.0.1", 7860))
+            holder.listen()
+        except OSError:
+            pass
+        demo, _ = serve(make_host(tmp_path, backend_factory=FakeBackend), block=False)
+        try:
+            url = re.search(r"TLOK Workflow: (\S+)", capsys.readouterr().out).group(1)
+            assert url != "http://127.0.0.1:7860/" and re.fullmatch(r"http://127\.0\.0\.1:\d+/", url)
+        finally:
+            demo.close()

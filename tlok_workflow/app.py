@@ -50,8 +50,9 @@ def build_app(host: Host) -> gr.Blocks:
     return demo
 
 
-def serve(host: Host, port: int = 7860, block: bool = True):
-    """Launch on 127.0.0.1 and mount the API; returns the FastAPI app when block is False."""
+def serve(host: Host, port: Optional[int] = None, block: bool = True):
+    """Launch on 127.0.0.1 (port None: the first free one from 7860) and mount the API; returns the FastAPI app
+    when block is False."""
     demo = build_app(host)
     app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     api.mount(app, host.session)
@@ -61,6 +62,6 @@ def serve(host: Host, port: int = 7860, block: bool = True):
     return demo, app
 
 
-def main(out: Path = Path("outputs"), port: int = 7860, models: Optional[Path] = None,
+def main(out: Path = Path("outputs"), port: Optional[int] = None, models: Optional[Path] = None,
          user_dirs: Sequence[str] = (), batch_roots: Sequence[str] = ()) -> None:
     serve(make_host(out, models, user_dirs, batch_roots=batch_roots), port)

@@ -1,6 +1,8 @@
 """python -m tlok_workflow: run / prompt / plan / presets, a thin layer over the engine."""
 import argparse
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -27,7 +29,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-        return args.command(args) or 0
+        if args.name is None:
+            parser.print_help(sys.stderr)
+            return 2
+        code = args.command(args) or 0
+        sys.stdout.flush()   # a reader that went away (… | head) shows up here, inside the try
+        return code
+    except BrokenPipeError:  # stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # the flush at exit must not fail again
+        return 141
     except (CliError, ValueError, FileNotFoundError) as e:  # our errors are ValueErrors naming the value
         print(f"tlok_workflow: error: {e}", file=sys.stderr)
         return 2
@@ -40,7 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m tlok_workflow",
                      description="The 4elements-diffusion recipe as one command: vanilla txt2img → style img2img → "
                                  "upscale ladder → face inpaint.")
-    sub = parser.add_subparsers(dest="name", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="name", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the chain and save every stage")
     _add_selection_args(run)
@@ -77,7 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="serve the panel in the browser on 127.0.0.1 (diffusers backend, demo models)")
     ui.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: ./outputs)")
-    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--port", type=int, help="default: 7860, or the next free port after it (the WebUI's is 7860)")
     ui.add_argument("--models", type=Path, help="folder whose checkpoints the dropdowns list")
     ui.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder")
     ui.add_argument("--batch-root", action="append", default=[], metavar="DIR",
@@ -180,6 +190,8 @@ def _recipe_and_pack(args, from_images: bool = False):
             recipe.seed = args.seed
     else:
         pack = _pack(args)
+        if args.demo and (args.base or args.style):
+            raise CliError("--demo runs the built-in demo models; drop it to use --base/--style")
         demo = args.demo or not (args.base or args.style)
         start_from_image = from_images or args.init_image is not None
         if not demo and not args.style:
@@ -280,10 +292,22 @@ def _cmd_presets(args) -> None:
 
 
 def _cmd_ui(args) -> None:
+    if args.port is not None and _port_in_use(args.port):
+        raise CliError(f"--port {args.port}: already in use (leave --port out to take the next free port)")
     from .app import main as serve  # lazy: gradio loads only for the UI
 
     serve(out=args.out, port=args.port, models=args.models, user_dirs=args.presets,
           batch_roots=args.batch_root or [str(Path.cwd())])
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as gradio binds: TIME_WAIT is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _session(args, **policy):
