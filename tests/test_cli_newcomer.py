@@ -1,4 +1,4 @@
-"""What a newcomer trips over in the CLI: prompt fields, typos, flag clashes, pipes, busy ports."""
+"""What a newcomer trips over in the CLI: prompt fields, typos, flag clashes, pipes, busy ports, batch output."""
 import os
 import re
 import socket
@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tlok_workflow.cli import main
 from tlok_workflow.presets import load_pack
@@ -108,3 +110,22 @@ def test_without_port_the_app_takes_the_next_free_one_and_says_which(tmp_path, c
             assert url != "http://127.0.0.1:7860/" and re.fullmatch(r"http://127\.0\.0\.1:\d+/", url)
         finally:
             demo.close()
+
+
+def bar_renders(stderr: str):
+    return [part for part in re.split(r"[\r\n]", stderr) if "pass" in part]
+
+
+def test_batch_prints_the_plan_one_bar_to_100_percent_and_says_demo(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 32, 3), 60 * i, np.uint8)).save(src / f"photo{i}.png")
+    assert main(["batch", str(src), str(tmp_path / "out"), "--demo", "--seed", "5", "--face-after", "off",
+                 "--ladder", "1024"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 passes per item × 2 item(s) = 4 passes; 1 model load(s): demo-style" in out
+    assert "DEMO OUTPUT" in out
+    bars = bar_renders(err)
+    assert bars and all("/4 [" in bar for bar in bars), bars   # one bar, its total known from the start
+    assert "100%" in bars[-1] and "4/4" in bars[-1]

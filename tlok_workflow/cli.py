@@ -15,6 +15,8 @@ from .recipe import FaceOptions, PromptSpec, Recipe
 from .runner import Progress, resolve_seed
 from .schema import build
 
+DEMO_NOTE = "DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints"
+
 
 class CliError(Exception):
     """A bad flag value; printed as one line, exit code 2."""
@@ -352,11 +354,15 @@ def _cmd_batch(args) -> int:
 
     from tqdm import tqdm
 
-    from .batch import BatchJob
+    from .batch import BatchJob, collect_inputs, for_images
 
     recipe, pack = _recipe_and_pack(args, from_images=True)
-    _check_checkpoints_exist({recipe.checkpoint_of(s) for s in recipe.stages if s.kind != "txt2img"})
-    session = _session(args)
+    session = _session(args, save_intermediates=not args.final_only)
+    images = len(collect_inputs(args.source, args.recursive).files)
+    the_plan = session.plan(for_images(recipe), pack)
+    _check_checkpoints_exist(the_plan.loads)
+    print(compose(pack, recipe.prompt).positive)
+    print(the_plan.text(images))
     job = BatchJob(recipe, args.source, args.out, args.recursive, args.final_only, args.prompt_from_infotext)
 
     def on_sigint(signum, frame):  # first Ctrl+C: finish the current step, keep everything; second: abort
@@ -365,17 +371,20 @@ def _cmd_batch(args) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with tqdm(unit="pass", dynamic_ncols=True) as bar:
+        with tqdm(total=the_plan.passes_per_item * images, unit="pass", dynamic_ncols=True) as bar:
             def show(p: Progress) -> None:
-                bar.total = p.total
                 bar.update(p.done - bar.n)
                 bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
 
             summary = session.run_batch(job, on_progress=show)
+            if not summary.data["interrupted"]:
+                bar.update(bar.total - bar.n)   # progress reports passes as they start; the last one is done too
     finally:
         signal.signal(signal.SIGINT, previous)
     print(summary.text())
     print(f"outputs: {args.out}/")
+    if recipe.demo:
+        print(DEMO_NOTE)
     if summary.data["interrupted"]:
         print("interrupted: finished passes are kept; run the same command again to continue")
         return 130
@@ -392,7 +401,7 @@ def _report(result, recipe: Recipe, out: Path) -> None:
     if result.interrupted:
         print("interrupted: the finished stages above are kept")
     if recipe.demo:
-        print("DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints")
+        print(DEMO_NOTE)
 
 
 if __name__ == "__main__":
