@@ -1,4 +1,5 @@
-"""What a newcomer trips over in the CLI: prompt fields, typos, flag clashes, pipes, busy ports, batch output."""
+"""What a newcomer trips over in the CLI: prompt fields, typos, flag clashes, pipes, busy ports, batch and run
+output."""
 import os
 import re
 import socket
@@ -129,3 +130,13 @@ def test_batch_prints_the_plan_one_bar_to_100_percent_and_says_demo(tmp_path, ca
     bars = bar_renders(err)
     assert bars and all("/4 [" in bar for bar in bars), bars   # one bar, its total known from the start
     assert "100%" in bars[-1] and "4/4" in bars[-1]
+
+
+def test_the_first_readme_command_prints_no_library_log_lines(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tlok_workflow", "run", "--demo", "--seed", "7", "--out", "outputs"],
+                          capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "outputs").glob("00000-7-s[1-4]-*.png"))) == 4
+    for noise in ("[transformers]", "TensorFlow Lite", "absl::InitializeLog"):
+        assert noise not in done.stderr + done.stdout
+    assert "100%" in bar_renders(done.stderr)[-1]
