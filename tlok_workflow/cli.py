@@ -169,12 +169,12 @@ def _pack(args) -> Pack:
 def _selections(args, pack: Pack) -> PromptSpec:
     """The flags given; the pack's example selections when none of SELECTION_FLAGS is given."""
     d = pack.info.defaults
-    chose = any(getattr(args, flag) is not None for flag in SELECTION_FLAGS)
+    any_given = any(getattr(args, flag) is not None for flag in SELECTION_FLAGS)
 
     def pick(value, default):
         if value is not None:
             return value
-        return "" if chose else default
+        return "" if any_given else default
 
     return PromptSpec(
         shot=pick(args.shot, d.shot), subject=pick(args.subject, d.subject), outfit=pick(args.outfit, d.outfit),
