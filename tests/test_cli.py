@@ -61,7 +61,8 @@ def test_prompt_command(capsys):
     assert out.splitlines() == ["Emma Watson (wearing defa outfit:1.3) cosplay photograph",
                                 "Negative prompt: blur, vignette, instagram, photo, tlok artstyle"]
     assert err == ""
-    assert main(["prompt", "--outfit", "tuwa", "--hairstyle", "stada", "--medium", "photo"]) == 0
+    assert main(["prompt", "--shot", "full-shot", "--subject", "Korra", "--outfit", "tuwa", "--hairstyle", "stada",
+                 "--medium", "photo"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[0] == "full-shot Korra wearing tuwa outfit stada hairstyle photo"
     assert err.count("warning:") == 3
@@ -93,7 +94,8 @@ def test_a_missing_checkpoint_is_named(tmp_path, capsys):
 
 
 def test_plan_and_presets(capsys):
-    assert main(["plan", "--shot", "half-body", "--base", "sd15", "--style", "4e", "--count", "3"]) == 0
+    assert main(["plan", "--shot", "half-body", "--subject", "Korra", "--outfit", "defa", "--medium", "tlok artstyle",
+                 "--base", "sd15", "--style", "4e", "--count", "3"]) == 0
     out = capsys.readouterr().out
     assert "half-body Korra wearing defa outfit stada hairstyle tlok artstyle" in out
     assert "12 passes; 2 model load(s): sd15, 4e" in out

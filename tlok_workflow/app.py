@@ -12,10 +12,11 @@ import gradio as gr
 from . import api
 from .backends.demo_model import DEMO_MODELS
 from .backends.schedulers import SAMPLERS, SCHEDULE_TYPES
+from .presets import EXTENSION_ROOT
 from .session import Session
 from .ui import TAB, Host, build_panel
 
-STYLE_CSS = Path(__file__).resolve().parent.parent / "style.css"  # the extension's stylesheet, when beside us
+STYLE_CSS = EXTENSION_ROOT / "style.css"  # the extension's stylesheet
 
 
 def list_checkpoints(models: Optional[Path]) -> List[str]:
@@ -49,8 +50,9 @@ def build_app(host: Host) -> gr.Blocks:
     return demo
 
 
-def serve(host: Host, port: int = 7860, block: bool = True):
-    """Launch on 127.0.0.1 and mount the API; returns the FastAPI app when block is False."""
+def serve(host: Host, port: Optional[int] = None, block: bool = True):
+    """Launch on 127.0.0.1 (port None: the first free one from 7860) and mount the API; returns the FastAPI app
+    when block is False."""
     demo = build_app(host)
     app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     api.mount(app, host.session, allowed_hosts=api.local_hosts(port))   # no DNS rebinding onto the local app
@@ -60,6 +62,6 @@ def serve(host: Host, port: int = 7860, block: bool = True):
     return demo, app
 
 
-def main(out: Path = Path("outputs"), port: int = 7860, models: Optional[Path] = None,
+def main(out: Path = Path("outputs"), port: Optional[int] = None, models: Optional[Path] = None,
          user_dirs: Sequence[str] = (), batch_roots: Sequence[str] = ()) -> None:
     serve(make_host(out, models, user_dirs, batch_roots=batch_roots), port)

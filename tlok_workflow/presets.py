@@ -14,7 +14,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .schema import SchemaError, build, spec
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "tlok_presets"
+# The extension's root files (tlok_presets/, style.css): beside the package in a checkout; a wheel carries copies
+# inside the package (setup.py).
+_PACKAGE_DIR = Path(__file__).resolve().parent
+EXTENSION_ROOT = _PACKAGE_DIR / "extension" if (_PACKAGE_DIR / "extension").is_dir() else _PACKAGE_DIR.parent
+BUNDLED_DIR = EXTENSION_ROOT / "tlok_presets"
 DEFAULT_PACK = "4elements"
 MEDIUM_KINDS = ("style", "photo", "other")
 

@@ -59,6 +59,7 @@ class DiffusersBackend(Backend):
         self._models: OrderedDict[str, _LoadedModel] = OrderedDict()
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()   # its torchvision notices would break the CLI's progress bar
 
     def model_name(self, checkpoint: str) -> str:
         if checkpoint in DEMO_MODELS:

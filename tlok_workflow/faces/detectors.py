@@ -5,6 +5,9 @@ is downloaded: mediapipe uses the model shipped in `assets/`, OpenCV its bundled
 the user already has.
 """
 import math
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
@@ -80,7 +83,8 @@ def mediapipe_faces(image: Image.Image, options: FaceOptions) -> List[Detection]
     pixels = np.asarray(image)
     whole = (0, 0) + image.size
     found = []
-    detector = vision.FaceDetector.create_from_options(settings)
+    with _native_stderr_silenced():
+        detector = vision.FaceDetector.create_from_options(settings)
     try:
         for tile in _tiles(image.size):
             x0, y0, x1, y1 = tile
@@ -95,6 +99,22 @@ def mediapipe_faces(image: Image.Image, options: FaceOptions) -> List[Detection]
     finally:
         detector.close()  # the detector's own finaliser fails at interpreter exit
     return _drop_duplicates(found)
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 to /dev/null: MediaPipe's C++ side writes TFLite and absl log lines there at detector
+    creation, which nobody can act on and which break the terminal's progress bar."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _tiles(size: Tuple[int, int]) -> Iterator[Box]:
