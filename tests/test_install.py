@@ -60,7 +60,8 @@ def test_pins_list_every_installed_package():
         sys.path.remove(str(ROOT))
     pins = install.installed_pins().split()
     assert f"numpy=={importlib.metadata.version('numpy')}" in pins
-    assert len(pins) == len({d.metadata["Name"].lower() for d in importlib.metadata.distributions()})
+    names = {d.metadata["Name"].lower().replace("_", "-") for d in importlib.metadata.distributions()}
+    assert {pin.split("==")[0].lower().replace("_", "-") for pin in pins} == names and len(pins) == len(names)
 
 
 @needs_pip
