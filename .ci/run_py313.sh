@@ -28,14 +28,15 @@ venv() {  # venv NAME "FIRST" "THEN": (re)build .venv-NAME unless it already hol
 
 start=$SECONDS
 jobs=()
-venv p313 "gradio==4.40.0 pydantic==2.10.* fastapi==0.127.* huggingface-hub==0.36.2 httpx audioop-lts" "$NEO mediapipe==0.10.31" & jobs+=($!)
+# audioop-lts: Python 3.13 dropped audioop, which gradio's pydub imports; gradio 4.40 needs huggingface-hub < 1
+venv p313 "gradio==4.40.0 pydantic==2.10.* fastapi==0.127.* huggingface-hub==0.36.2 httpx audioop-lts" \
+    "$NEO mediapipe==0.10.31" & jobs+=($!)
 venv p313mp12 "$NEO" "mediapipe==1.2.*" & jobs+=($!)
 for job in "${jobs[@]}"; do wait "$job"; done   # set -e: a failed install stops here
 echo "run_py313: environments ready in $((SECONDS - start)) s"
 [ "${1:-}" = "--setup" ] && exit 0
 
 # the engine tests that need no torch, the face detectors, and the panel/API/WebUI-tab layer
-# (audioop-lts: Python 3.13 dropped audioop, which gradio's pydub imports)
 ENGINE="tests/test_faces.py tests/test_inpaint_region.py tests/test_recipe.py
         tests/test_presets.py tests/test_prompts.py tests/test_attention.py tests/test_runner.py tests/test_batch.py"
 UI="tests/test_ui_build.py tests/test_webui_tab.py tests/test_api.py"
