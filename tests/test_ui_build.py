@@ -157,3 +157,14 @@ def test_importing_a_saved_recipe_restores_its_exact_prompts(panel):
     assert back["negative"] == "blur, vignette, instagram, extra"
     again = ui.recipe_from_values(panel.pack, panel.host, dict(v, **back))
     assert again.prompt.positive == back["prompt"] and again.prompt.negative == back["negative"]
+
+
+def test_the_panel_says_which_face_detectors_can_run_here(monkeypatch):
+    from tlok_workflow import faces
+
+    monkeypatch.setattr(faces, "available_detectors", lambda: [
+        faces.DetectorStatus("mediapipe", "0.10.31", True, ""),
+        faces.DetectorStatus("yolo", "", False, "ultralytics is not installed")])
+    shown = ui.detectors_html()
+    assert "<td>mediapipe</td><td>0.10.31</td><td>yes</td>" in shown
+    assert "<td>yolo</td><td>-</td><td>no: ultralytics is not installed</td>" in shown

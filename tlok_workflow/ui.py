@@ -554,6 +554,11 @@ def build_panel(host: Host) -> Panel:
                         f"Samplers: {html.escape(', '.join(host.samplers))}."
                         f" Schedule types: {html.escape(', '.join(host.schedulers))}.</p>")
             plan_box = gr.HTML(plan_html(host, recipe0, pack, 1), elem_id=f"{TAB}_plan")
+            with gr.Accordion("Face detectors on this machine", open=False, elem_id=f"{TAB}_detectors_accordion"):
+                detectors_box = gr.HTML("<p class='tlok-note'>The face stage tries the detectors in order; the log "
+                                        "says which one found the faces.</p>", elem_id=f"{TAB}_detectors")
+                detectors_button = gr.Button("Check", elem_id=f"{TAB}_check_detectors")
+            detectors_button.click(fn=detectors_html, outputs=[detectors_box], show_progress="hidden")
             with gr.Accordion("Recipe JSON (export / import)", open=False, elem_id=f"{TAB}_recipe_accordion"):
                 recipe_json = gr.Textbox(label="Recipe", lines=8, elem_id=f"{TAB}_recipe_json")
                 with gr.Row():
@@ -627,6 +632,16 @@ def hints_html(names: Sequence[str]) -> str:
 
 def _initial_values(c: Dict[str, Any]) -> Dict[str, Any]:
     return {name: getattr(component, "value", None) for name, component in c.items()}
+
+
+def detectors_html() -> str:
+    """Which face detectors can run here, on which package version (checked when asked: it imports them)."""
+    from .faces import available_detectors
+
+    rows = "".join(f"<tr><td>{html.escape(d.name)}</td><td>{html.escape(d.version or '-')}</td>"
+                   f"<td>{'yes' if d.usable else 'no: ' + html.escape(d.note)}</td></tr>"
+                   for d in available_detectors())
+    return f"<table class='tlok-detectors'><tr><th>detector</th><th>version</th><th>usable</th></tr>{rows}</table>"
 
 
 def warnings_html(warnings: Sequence[str]) -> str:
