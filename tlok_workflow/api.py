@@ -102,7 +102,7 @@ def decode_image(text: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(base64.b64decode(text, validate=True)))
         image.load()
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise HTTPException(status_code=400, detail=f"init_image: not a base64 image ({e})") from None
     return image.convert("RGB")
 

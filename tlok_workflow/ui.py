@@ -442,7 +442,7 @@ def infotext_fields(panel: Panel) -> List[tuple]:
 
     def from_prompt(entries, none=None):
         def pick(params):
-            key = _token_key(entries, params.get("Prompt", ""))
+            key = _token_key(entries, str(params.get("Prompt") or ""))   # pasted text: any value
             return key if key else none
         return pick
 
@@ -463,7 +463,7 @@ def infotext_fields(panel: Panel) -> List[tuple]:
 def _num(text) -> Optional[float]:
     try:
         return float(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
