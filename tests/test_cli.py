@@ -70,6 +70,7 @@ def test_prompt_command(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["prompt", "--weight", "heavy"], "argument --weight: invalid float value: 'heavy'"),
+    (["prompt", "--weight", "nan"], "prompt.outfit_weight: expected a finite number, got NaN"),
     (["prompt", "--negatives", "card,nope"], "negative preset 'nope'"),
     (["prompt", "--pack", "nope"], "pack 'nope' not found"),
     (["plan", "--ladder", "1000,100"], "--ladder '1000,100': 100 is not a multiple of 8"),

@@ -11,7 +11,7 @@ from . import outputs
 from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
-from .recipe import FaceOptions, PromptSpec, Recipe
+from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
 from .runner import Progress, resolve_seed
 from .schema import build
 
@@ -176,11 +176,11 @@ def _selections(args, pack: Pack) -> PromptSpec:
             return value
         return "" if any_given else default
 
-    return PromptSpec(
+    return build(PromptSpec, dict(   # checked as in a recipe: `--weight nan` must not reach the prompt
         shot=pick(args.shot, d.shot), subject=pick(args.subject, d.subject), outfit=pick(args.outfit, d.outfit),
         outfit_weight=args.weight, hairstyle=args.hairstyle, medium=pick(args.medium, d.medium), extra=args.extra,
         negatives=[k.strip() for k in args.negatives.split(",") if k.strip()] if args.negatives is not None else None,
-        negative_extra=args.negative_extra, positive=args.positive, negative=args.negative)
+        negative_extra=args.negative_extra, positive=args.positive, negative=args.negative), "prompt")
 
 
 def _recipe_and_pack(args, from_images: bool = False):
@@ -215,12 +215,19 @@ def _read_recipe(path: Path) -> Recipe:
     if not path.is_file():
         raise CliError(f"--recipe {path}: file not found")
     if path.suffix.lower() == ".png":
-        text = outputs.recipe_json_from_png(path)
+        text = outputs.recipe_json_from_png(path)   # a broken PNG is an ImageError naming the file
         if not text:
             raise CliError(f"--recipe {path}: this PNG has no '{outputs.RECIPE_CHUNK}' chunk (not written by "
                            "tlok_workflow)")
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"--recipe {path}: cannot be read ({e})") from None
+    try:
         return Recipe.from_json(text)
-    return Recipe.from_json(path.read_text(encoding="utf-8"))
+    except RecipeError as e:
+        raise CliError(f"--recipe {path}: {e}") from None
 
 
 def _sizes(text: str) -> List[int]:

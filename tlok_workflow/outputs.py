@@ -6,7 +6,10 @@ hard-linked to a free name, so a file either appears complete under its name or 
 import json
 import os
 import re
+import struct
 import tempfile
+import warnings
+import zlib
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -15,6 +18,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 INFOTEXT_CHUNK = "parameters"   # the WebUI's PNG text chunk
 RECIPE_CHUNK = "tlok_recipe"    # the whole recipe as JSON, for `run --recipe IMAGE`
 MAX_PIXELS = 64 * 1024 * 1024   # larger inputs are refused rather than risking memory
+MAX_TEXT_CHUNK = 8 * 1024 * 1024   # bytes of one PNG text chunk, read or inflated; a recipe is a few KB
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ImageError(ValueError):
@@ -151,8 +156,63 @@ def _written_temp(folder: Path, write) -> Path:
 
 
 def read_png_text(path: Path) -> Dict[str, str]:
-    with Image.open(path) as im:
-        return {k: v for k, v in im.info.items() if isinstance(v, str)}
+    """A PNG's text chunks (tEXt, zTXt, iTXt), also those after the image data, which PIL's Image.info leaves
+    out. Reads no pixels. A file that is not a PNG, or is truncated or damaged, is an ImageError naming it."""
+    path = Path(path)
+    texts: Dict[str, str] = {}
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                raise ImageError(f"{path}: not a PNG file")
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise ImageError(f"{path}: truncated PNG (it ends before its IEND chunk)")
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"IEND":
+                    return texts
+                if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+                    f.seek(length + 4, os.SEEK_CUR)
+                    continue
+                if length > MAX_TEXT_CHUNK:
+                    raise ImageError(f"{path}: a {kind.decode()} chunk of {length} bytes, over the "
+                                     f"{MAX_TEXT_CHUNK} byte limit")
+                body, crc = f.read(length), f.read(4)
+                if len(crc) < 4:
+                    raise ImageError(f"{path}: truncated PNG (it ends inside a {kind.decode()} chunk)")
+                if zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+                    raise ImageError(f"{path}: damaged PNG (a {kind.decode()} chunk fails its checksum)")
+                key, text = _text_chunk(kind, body)
+                texts[key] = text
+    except (zlib.error, UnicodeDecodeError, _TooLarge) as e:
+        raise ImageError(f"{path}: damaged PNG text chunk ({e})") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot be read ({e})") from None
+
+
+class _TooLarge(ValueError):
+    pass
+
+
+def _text_chunk(kind: bytes, body: bytes) -> Tuple[str, str]:
+    """(key, text) of a tEXt, zTXt or iTXt chunk body (PNG spec, section 11.3.4)."""
+    key, _, rest = body.partition(b"\0")
+    if kind == b"tEXt":
+        return key.decode("latin-1"), rest.decode("latin-1")
+    if kind == b"zTXt":   # compression method byte, then zlib data
+        return key.decode("latin-1"), _inflate(rest[1:]).decode("latin-1")
+    compressed, rest = rest[:1] == b"\1", rest[2:]   # iTXt: compression flag and method,
+    _, _, rest = rest.partition(b"\0")                # language tag,
+    _, _, text = rest.partition(b"\0")                # translated key, text
+    return key.decode("latin-1"), (_inflate(text) if compressed else text).decode("utf-8")
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(data, MAX_TEXT_CHUNK)
+    if inflater.unconsumed_tail:
+        raise _TooLarge(f"over {MAX_TEXT_CHUNK} bytes uncompressed")
+    return text
 
 
 def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -163,13 +223,18 @@ def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
             raise ImageError(f"{path}: not found")
         if path.stat().st_size == 0:
             raise ImageError(f"{path}: empty file")
-        with Image.open(path) as im:
+        with warnings.catch_warnings():   # PIL warns of sizes past its bomb limit: ours is lower, see below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             if im.width * im.height > max_pixels:
                 raise ImageError(f"{path}: {im.width}x{im.height} is over the {max_pixels} pixel limit")
             im.load()
             return _to_rgb(ImageOps.exif_transpose(im))
     except ImageError:
         raise
+    except Image.DecompressionBombError as e:   # PIL refuses sizes past twice its limit before we see them
+        raise ImageError(f"{path}: over the {max_pixels} pixel limit ({e})") from None
     except Exception as e:  # PIL raises many types for broken files; the OS for unreadable ones or long names
         raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from None
 

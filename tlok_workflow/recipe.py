@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from .schema import SchemaError, build, spec
+from .schema import SchemaError, build, loads_json, spec
 
 STAGE_KINDS = ("txt2img", "img2img", "face")
 SEED_POLICIES = ("same", "offset", "fixed")
@@ -133,11 +133,7 @@ class Recipe:
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RecipeError(f"recipe: not valid JSON ({e})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(loads_json(text, "recipe"))
 
 
 @dataclass

@@ -420,12 +420,16 @@ def infotext_fields(panel: Panel) -> List[tuple]:
         left = sorted(k for k in params if k not in PASTED_KEYS and not k.startswith("TLOK "))
         return warnings_html([f"pasted infotext: not restored here: {', '.join(left)}"]) if left else None
 
+    def texts_only(pick):   # infotext_pasted callbacks of other extensions may put anything into params
+        return lambda params: pick({k: v for k, v in params.items() if isinstance(k, str) and isinstance(v, str)})
+
     return [
         (panel.prompt, "Prompt"), (panel.negative, "Negative prompt"), (panel.seed, "Seed"),
-        (panel.outfit, from_prompt(pack.outfits)), (panel.hairstyle, from_prompt(pack.hairstyles, NONE)),
-        (panel.shot, from_prompt(pack.shots)), (panel.medium, from_prompt(pack.media)), (panel.preset, preset),
-        (panel.stages, stage_table), (panel.base, checkpoint("base")), (panel.style, checkpoint("style")),
-        (panel.warnings, not_restored),
+        *[(target, texts_only(pick)) for target, pick in (
+            (panel.outfit, from_prompt(pack.outfits)), (panel.hairstyle, from_prompt(pack.hairstyles, NONE)),
+            (panel.shot, from_prompt(pack.shots)), (panel.medium, from_prompt(pack.media)), (panel.preset, preset),
+            (panel.stages, stage_table), (panel.base, checkpoint("base")), (panel.style, checkpoint("style")),
+            (panel.warnings, not_restored))],
     ]
 
 
@@ -445,14 +449,14 @@ def pasted_stage_rows(panel: Panel, params: dict, label: str) -> Optional[List[l
             if stage.kind == kind and kind != "txt2img" and params.get(KEYS["denoise"]):
                 stage.denoise = float(params[KEYS["denoise"]])
         return stage_rows(Recipe.from_dict(recipe.to_dict()))
-    except ValueError:   # numbers out of the schema's bounds: the table keeps its settings
+    except (ValueError, OverflowError):   # not numbers, or out of the schema's bounds: the table keeps its settings
         return None
 
 
 def _num(text) -> Optional[float]:
     try:
         return float(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

@@ -251,7 +251,7 @@ def mask_faces(image: Image.Image, options: FaceOptions) -> List[Detection]:
     try:
         with Image.open(path) as file:
             mask = file.convert("L").resize(image.size)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"mask image {path}: cannot read it ({e})") from None
     mask = mask.point(lambda v: 255 if v >= 128 else 0)
     box = mask.getbbox()
