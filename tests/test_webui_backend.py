@@ -141,7 +141,8 @@ def test_infotext_round_trips_through_the_webui_parser(webui):
     assert params["Prompt"] == "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
     assert params["Negative prompt"] == "blur, vignette, instagram"
     assert {k: params[k] for k in ("Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size-1", "Size-2",
-                                   "Model", "Denoising strength", "TLOK stage", "TLOK pack")} == {
+                                   "Model", "Denoising strength", "Upscaler", "TLOK stage", "TLOK pack")} == {
         "Steps": "20", "Sampler": "Euler a", "Schedule type": "Automatic", "CFG scale": "7.0", "Seed": "10",
         "Size-1": "512", "Size-2": "512", "Model": "4elements-diffusion", "Denoising strength": "0.5",
+        "Upscaler": "Lanczos",
         "TLOK stage": "2/4 style", "TLOK pack": "4elements"}
