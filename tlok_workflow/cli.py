@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import outputs
+from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
@@ -129,6 +130,10 @@ def _add_recipe_args(p: argparse.ArgumentParser, from_images: bool = False) -> N
     g.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
     g.add_argument("--style", help="style checkpoint (4elements-diffusion)")
     g.add_argument("--demo", action="store_true", help="use the built-in random-weight demo models")
+    g.add_argument("--upscaler", help="enlarge before every img2img pass with: Lanczos (default), Nearest, or the "
+                                      "name of a model file in --upscalers (e.g. 4x-AnimeSharp)")
+    g.add_argument("--upscalers", type=Path, default=UPSCALERS_FOLDER, metavar="DIR",
+                   help=f"folder of ESRGAN-family upscaler files, .pth/.safetensors (default: {UPSCALERS_FOLDER})")
     if from_images:
         p.set_defaults(base=None, init_image=None)
         return
@@ -183,6 +188,10 @@ def _recipe_and_pack(args, from_images: bool = False):
                               seed=-1 if args.seed is None else args.seed)
     if args.init_image:
         recipe.init_image = str(args.init_image)
+    if args.upscaler:
+        for stage in recipe.stages:
+            if stage.kind == "img2img":
+                stage.upscaler = args.upscaler
     return recipe, pack
 
 
@@ -287,7 +296,7 @@ def _cmd_run(args) -> None:
     _check_checkpoints_exist(the_plan.loads)
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(len(items)))
-    backend = DiffusersBackend(vae_tiling=args.vae_tiling)
+    backend = DiffusersBackend(vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers)
     with tqdm(total=the_plan.passes_per_item * len(items), unit="pass", dynamic_ncols=True) as bar:
         def show(p: Progress) -> None:
             bar.update(p.done - bar.n)
@@ -332,7 +341,8 @@ def _cmd_batch(args) -> int:
                 bar.update(p.done - bar.n)
                 bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
 
-            summary = run_batch(DiffusersBackend(vae_tiling=args.vae_tiling), pack, recipe, args.source, args.out,
+            backend = DiffusersBackend(vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers)
+            summary = run_batch(backend, pack, recipe, args.source, args.out,
                                 recursive=args.recursive, final_only=args.final_only,
                                 prompt_from_infotext=args.prompt_from_infotext, on_progress=show,
                                 should_stop=lambda: bool(stop_requested))
