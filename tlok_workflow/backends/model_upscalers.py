@@ -118,7 +118,8 @@ def _import_spandrel():
     stand_ins = {}
     for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
         stand_ins[name] = types.ModuleType(name)
-    stand_ins["torchvision.transforms.functional"].__getattr__ = lambda attribute: _needs_torchvision
+    functional = stand_ins["torchvision.transforms.functional"]
+    functional.InterpolationMode = functional.rotate = functional.normalize = _needs_torchvision  # what they import
     sys.modules.update(stand_ins)
     try:
         return _import_or_explain()
