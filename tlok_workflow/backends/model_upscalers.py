@@ -115,9 +115,8 @@ def _import_spandrel():
     """
     if "spandrel" in sys.modules or importlib.util.find_spec("torchvision") is not None:
         return _import_or_explain()
-    stand_ins = {}
-    for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
-        stand_ins[name] = types.ModuleType(name)
+    stand_ins = {name: types.ModuleType(name)
+                 for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")}
     functional = stand_ins["torchvision.transforms.functional"]
     functional.InterpolationMode = functional.rotate = functional.normalize = _needs_torchvision  # what they import
     sys.modules.update(stand_ins)
