@@ -127,3 +127,18 @@ def test_recipe_png_repeats_exactly_after_the_user_presets_changed(tmp_path, cap
                  "--out", str(changed)]) == 0
     assert "red raincoat" in outputs.read_png_text(stage_images(changed)[-1])["parameters"]
     assert "red raincoat" not in outputs.read_png_text(stage_images(again)[-1])["parameters"]
+
+
+def test_upscaler_flag_sets_every_img2img_pass_and_unknown_names_stop_the_run(tmp_path, capsys):
+    assert main(["plan", "--demo", "--upscaler", "4x-AnimeSharp"]) == 0
+    out = capsys.readouterr().out
+    assert "128×128 via 4x-AnimeSharp" in out and "192×192 via 4x-AnimeSharp" in out
+    assert main(["plan", "--json", "--demo", "--upscaler", "Nearest"]) == 0
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    assert [(s["kind"], s["upscaler"]) for s in stages] == [("txt2img", "Lanczos"), ("img2img", "Nearest"),
+                                                             ("img2img", "Nearest"), ("img2img", "Nearest"),
+                                                             ("face", "Lanczos")]
+    assert main(["run", "--demo", "--seed", "1", "--out", str(tmp_path / "out"), "--upscaler", "4x-AnimeSharp",
+                 "--upscalers", str(tmp_path / "ESRGAN")]) == 2
+    assert "stage style: upscaler '4x-AnimeSharp' not found; available: Lanczos, Nearest" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

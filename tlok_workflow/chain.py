@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 from .presets import Pack, find_key
-from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
+from .recipe import DEFAULT_UPSCALER, FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
 
 DEMO_CHECKPOINTS = {"base": "demo-base", "style": "demo-style"}
 DEMO_SCALE = 8  # the demo chain runs at 1/8 of the real sizes: 512 → 64, 1536 → 192
@@ -110,6 +110,8 @@ def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
             size = f"crop→{stage.face.inpaint_size}"
         else:
             size = f"{stage.width}×{stage.height}"
+            if stage.kind == "img2img" and stage.upscaler != DEFAULT_UPSCALER:
+                size += f" via {stage.upscaler}"
         steps = str(stage.steps)
         if stage.kind != "txt2img":
             steps += f" ({max(1, int(stage.steps * stage.denoise))} run)"

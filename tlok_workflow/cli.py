@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import outputs
+from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
@@ -148,6 +149,10 @@ def _add_recipe_args(p: argparse.ArgumentParser, from_images: bool = False) -> N
     g.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
     g.add_argument("--style", help="style checkpoint (4elements-diffusion)")
     g.add_argument("--demo", action="store_true", help="use the built-in random-weight demo models")
+    g.add_argument("--upscaler", help="enlarge before every img2img pass with: Lanczos (default), Nearest, or the "
+                                      "name of a model file in --upscalers (e.g. 4x-AnimeSharp)")
+    g.add_argument("--upscalers", type=Path, default=UPSCALERS_FOLDER, metavar="DIR",
+                   help=f"folder of ESRGAN-family upscaler files, .pth/.safetensors (default: {UPSCALERS_FOLDER})")
     if from_images:
         p.set_defaults(base=None, init_image=None)
         return
@@ -208,6 +213,10 @@ def _recipe_and_pack(args, from_images: bool = False):
                               seed=-1 if args.seed is None else args.seed)
     if args.init_image:
         recipe.init_image = str(args.init_image)
+    if args.upscaler:
+        for stage in recipe.stages:
+            if stage.kind == "img2img":
+                stage.upscaler = args.upscaler
     return recipe, pack
 
 
@@ -323,8 +332,8 @@ def _session(args, **policy):
     from .backends.diffusers_backend import DiffusersBackend  # lazy: torch and diffusers load only to run
     from .session import Session
 
-    return Session(lambda: DiffusersBackend(vae_tiling=args.vae_tiling), out_dir=args.out, user_dirs=args.presets,
-                   **policy)
+    return Session(lambda: DiffusersBackend(vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers),
+                   out_dir=args.out, user_dirs=args.presets, **policy)
 
 
 def _cmd_run(args) -> None:

@@ -133,6 +133,7 @@ class Runner:
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
             raise ValueError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
+        self._check_upscalers(recipe)
         prompts = compose(self.pack, recipe.prompt)
         result = RunResult()
         latest: Dict[str, Optional[Path]] = {item.name: item.image for item in items}
@@ -206,10 +207,18 @@ class Runner:
                 image = outputs.load_image(source)
                 request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
                                                                   self.backend.size_step)
-                request.image = image.resize((request.width, request.height), Image.LANCZOS)
+                request.image = self.backend.upscale(image, (request.width, request.height), stage.upscaler)
             image, note = self.backend.generate(request, on_step), ""
         path = self._save(recipe, request, stage, at, repeat, item, image, note)
         return StageOutput(item.name, at.stage, repeat, stage.label, DONE, path, seed, note)
+
+    def _check_upscalers(self, recipe: Recipe) -> None:
+        """An unknown upscaler fails before any pass, not after the earlier stages ran."""
+        known = self.backend.upscaler_names()
+        for stage in recipe.stages:
+            if stage.kind == "img2img" and stage.upscaler not in known:
+                raise ValueError(f"stage {stage.label}: upscaler {stage.upscaler!r} not found; available: "
+                                 f"{', '.join(known)}")
 
     def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
@@ -276,6 +285,7 @@ class Runner:
             "Model hash": self.backend.model_hash(request.checkpoint) or None,
             "Model": self.backend.model_name(request.checkpoint),
             KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
+            "Upscaler": stage.upscaler if stage.kind == "img2img" else None,
             "Mask blur": face.mask_blur if face else None,
             "Inpaint area": "Only masked" if face else None,
             "Masked area padding": face.padding if face else None,

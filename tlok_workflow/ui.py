@@ -31,11 +31,12 @@ from .session import Busy, Outcome, Session
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 TAB = "tlok_workflow"   # the WebUI tab id; every elem_id starts with it
 NONE = "(none)"         # the hairstyle/outfit choice that adds nothing to the prompt
-STAGE_HEADERS = ["#", "stage", "kind", "model", "size", "sampler", "schedule type", "steps", "CFG", "denoise",
-                 "repeat"]
-EDITABLE = {"sampler": str, "schedule type": str, "steps": int, "CFG": float, "denoise": float, "repeat": int}
-_STAGE_FIELDS = {"sampler": "sampler", "schedule type": "scheduler", "steps": "steps", "CFG": "cfg_scale",
-                 "denoise": "denoise", "repeat": "repeat"}
+STAGE_HEADERS = ["#", "stage", "kind", "model", "size", "upscaler", "sampler", "schedule type", "steps", "CFG",
+                 "denoise", "repeat"]
+EDITABLE = {"upscaler": str, "sampler": str, "schedule type": str, "steps": int, "CFG": float, "denoise": float,
+            "repeat": int}
+_STAGE_FIELDS = {"upscaler": "upscaler", "sampler": "sampler", "schedule type": "scheduler", "steps": "steps",
+                 "CFG": "cfg_scale", "denoise": "denoise", "repeat": "repeat"}
 
 
 def js(name: str) -> dict:
@@ -237,8 +238,8 @@ def stage_rows(recipe: Recipe) -> List[list]:
     rows = []
     for i, s in enumerate(recipe.stages, 1):
         size = f"crop→{s.face.inpaint_size}" if s.kind == "face" else f"{s.width}×{s.height}"
-        rows.append([i, s.label, s.kind, recipe.checkpoint_of(s) or s.checkpoint, size, s.sampler, s.scheduler,
-                     s.steps, s.cfg_scale, s.denoise, s.repeat])
+        rows.append([i, s.label, s.kind, recipe.checkpoint_of(s) or s.checkpoint, size, s.upscaler, s.sampler,
+                     s.scheduler, s.steps, s.cfg_scale, s.denoise, s.repeat])
     return rows
 
 
@@ -549,11 +550,12 @@ def build_panel(host: Host) -> Panel:
             with gr.Accordion("Stages (sampler, schedule type, steps, CFG, denoise, repeat)", open=False,
                               elem_id=f"{TAB}_stages_accordion"):
                 c["stages"] = gr.Dataframe(value=stage_rows(recipe0), headers=STAGE_HEADERS, type="array",
-                                           datatype=["number", "str", "str", "str", "str", "str", "str", "number",
-                                                     "number", "number", "number"],
+                                           datatype=["number", "str", "str", "str", "str", "str", "str", "str",
+                                                     "number", "number", "number", "number"],
                                            col_count=(len(STAGE_HEADERS), "fixed"), interactive=True,
                                            elem_id=f"{TAB}_stages")
-                gr.HTML("<p class='tlok-note'>Edit sampler, schedule type, steps, CFG, denoise and repeat; the other "
+                gr.HTML("<p class='tlok-note'>Edit upscaler (img2img: Lanczos or an upscaler's name), sampler, "
+                        "schedule type, steps, CFG, denoise and repeat; the other "
                         "columns follow the shot, ladder and face stage. "
                         f"Samplers: {html.escape(', '.join(host.samplers))}."
                         f" Schedule types: {html.escape(', '.join(host.schedulers))}.</p>")

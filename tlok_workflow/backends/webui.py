@@ -7,14 +7,18 @@
   checkpoint back once.
 - shared.state: job_count = the run's passes; an Interrupt (or Skip) during a pass makes the WebUI return a
   half-denoised image, which is raised as Interrupted (Skipped) instead of being saved as finished.
+- Upscalers are the WebUI's own (shared.sd_upscalers), run by its images.resize_image, so model loading and
+  tiling follow the user's settings. Lanczos stays the plain PIL resize every backend does.
 """
 import importlib.util
 from contextlib import closing
+from typing import List, Tuple
 
 from PIL import Image
 
-from modules import processing, sd_models, sd_samplers, shared
+from modules import images, processing, sd_models, sd_samplers, shared
 
+from ..recipe import DEFAULT_UPSCALER
 from ..runner import Interrupted, Skipped
 from .base import Backend, PassRequest, StepCallback
 
@@ -76,6 +80,14 @@ class WebUIBackend(Backend):
 
     def host_version(self) -> str:
         return (processing.program_version() or "") if shared.opts.data.get("add_version_to_infotext", True) else ""
+
+    def upscaler_names(self) -> List[str]:
+        return [upscaler.name for upscaler in shared.sd_upscalers]
+
+    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
+        if name == DEFAULT_UPSCALER:
+            return super().upscale(image, size, name)
+        return images.resize_image(0, image, size[0], size[1], upscaler_name=name)
 
     def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
         on_step(0, request.steps)  # progress text, and an interrupt between passes stops here
