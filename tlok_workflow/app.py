@@ -10,7 +10,10 @@ from typing import List, Optional, Sequence
 import gradio as gr
 
 from . import api
+from .backends.base import BUILTIN_UPSCALERS
 from .backends.demo_model import DEMO_MODELS
+from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
+from .backends.model_upscalers import model_files
 from .backends.schedulers import SAMPLERS, SCHEDULE_TYPES
 from .presets import EXTENSION_ROOT
 from .session import Session
@@ -38,7 +41,8 @@ def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[
                       batch_roots=batch_roots)
     return Host(session, checkpoints=list_checkpoints(models),
                 default_checkpoints={"base": "demo-base", "style": "demo-style"}, samplers=SAMPLERS,
-                schedulers=SCHEDULE_TYPES, demo_checkpoints=DEMO_MODELS, pack=pack)
+                schedulers=SCHEDULE_TYPES, upscalers=list(BUILTIN_UPSCALERS) + list(model_files(UPSCALERS_FOLDER)),
+                demo_checkpoints=DEMO_MODELS, pack=pack)
 
 
 def build_app(host: Host) -> gr.Blocks:

@@ -49,9 +49,10 @@ class Host:
     webui = False
 
     def __init__(self, session: Session, *, checkpoints: Sequence[str], default_checkpoints: Dict[str, str],
-                 samplers: Sequence[str], schedulers: Sequence[str], demo_checkpoints: Sequence[str] = (),
-                 pack: str = "4elements"):
+                 samplers: Sequence[str], schedulers: Sequence[str], upscalers: Sequence[str] = (),
+                 demo_checkpoints: Sequence[str] = (), pack: str = "4elements"):
         self.session = session
+        self.upscalers = list(upscalers)
         self._checkpoints = list(checkpoints)
         self.default_checkpoints = default_checkpoints
         self.samplers, self.schedulers = list(samplers), list(schedulers)
@@ -558,7 +559,8 @@ def build_panel(host: Host) -> Panel:
                         "schedule type, steps, CFG, denoise and repeat; the other "
                         "columns follow the shot, ladder and face stage. "
                         f"Samplers: {html.escape(', '.join(host.samplers))}."
-                        f" Schedule types: {html.escape(', '.join(host.schedulers))}.</p>")
+                        f" Schedule types: {html.escape(', '.join(host.schedulers))}."
+                        f" Upscalers (enlarge before an img2img pass): {html.escape(', '.join(host.upscalers))}.</p>")
             plan_box = gr.HTML(plan_html(host, recipe0, pack, 1), elem_id=f"{TAB}_plan")
             with gr.Accordion("Face detectors on this machine", open=False, elem_id=f"{TAB}_detectors_accordion"):
                 detectors_box = gr.HTML("<p class='tlok-note'>The face stage tries the detectors in order; the log "

@@ -159,7 +159,8 @@ class WebUIHost(Host):
         super().__init__(session, checkpoints=[],
                          default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
                                               "style": opt("tlok_workflow_style_checkpoint") or current},
-                         samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers())
+                         samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers(),
+                         upscalers=[u.name for u in shared.sd_upscalers])
         self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
 
     def checkpoints(self) -> List[str]:
