@@ -45,7 +45,7 @@ def timed_batch(recipe, source, out, backend, executor=None):
     batch.run_batch(backend, PACK, recipe, str(source), out, executor=executor)
     wall = time.perf_counter() - started
     entries = (json.loads(line) for line in (out / batch.MANIFEST).read_text().splitlines())
-    return wall, sum(entry["seconds"] for entry in entries)
+    return wall, sum(entry["seconds"] for entry in entries if entry.get("event") == "done")
 
 
 def load() -> str:

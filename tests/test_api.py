@@ -4,7 +4,9 @@ Needs fastapi (and gradio, which the standalone host imports): runs in the .ci/r
 pydantic 1 (fastapi 0.94, A1111) and pydantic 2 (Forge's generation).
 """
 import base64
+import dataclasses
 import io
+import types
 
 import pytest
 
@@ -18,7 +20,7 @@ from tlok_workflow import api  # noqa: E402
 from tlok_workflow.app import make_host  # noqa: E402
 from tlok_workflow.chain import build_recipe  # noqa: E402
 from tlok_workflow.presets import load_pack  # noqa: E402
-from tlok_workflow.recipe import PromptSpec  # noqa: E402
+from tlok_workflow.recipe import FaceOptions, PromptSpec, Recipe, RunOptions, Stage, StagePrompt  # noqa: E402
 
 PACK = load_pack()
 
@@ -64,8 +66,11 @@ def test_run_from_an_init_image(client):
     ({"recipe": dict(recipe(), colour=1)}, 400, "recipe.colour: unknown field"),
     ({"recipe": recipe(), "init_image": "not base64!"}, 400, "init_image"),
     ({"recipe": recipe(start_from_image=True)}, 400, "needs a start image"),
-    ({"recipe": recipe(), "count": 0}, 422, ""),
-    ({}, 422, ""),
+    ({"recipe": recipe(), "count": 0}, 400, "count: 0 is out of range 1..64"),
+    ({"recipe": recipe(), "count": 2.5}, 400, "count: expected a whole number, got 2.5"),
+    ({"recipe": dict(recipe(), stages=[recipe()["stages"][1], recipe()["stages"][0]])}, 400,
+     "recipe.stages[1].kind: txt2img can only be the first stage"),
+    ({}, 400, "recipe: required"),
 ])
 def test_bad_requests_get_4xx_with_a_message(client, body, status, message):
     response = client.post("/tlok-workflow/v1/run", json=body)
@@ -118,3 +123,52 @@ def test_batch_refuses_traversal_and_bad_requests(client, tmp_path, change, stat
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
     assert not (tmp_path / "escaped").exists()
+
+
+def openapi(client):
+    return client.get("/openapi.json").json()
+
+
+def test_openapi_lists_every_recipe_field_with_type_bounds_default_and_description(client):
+    doc = openapi(client)
+    schemas = doc["components"]["schemas"]
+    for cls in (Recipe, Stage, PromptSpec, FaceOptions, StagePrompt, api.RunRequest, api.PlanRequest, api.BatchRequest):
+        model = schemas["Tlok" + cls.__name__]
+        assert model["description"] == cls.__doc__
+        assert set(model["properties"]) == {f.name for f in dataclasses.fields(cls)}
+        for f in dataclasses.fields(cls):
+            shown, meta = model["properties"][f.name], f.metadata
+            assert shown["description"] == meta["doc"], f.name
+            for key, name in (("ge", "minimum"), ("le", "maximum"), ("multiple_of", "multipleOf"),
+                              ("choices", "enum")):
+                if meta[key] is not None:
+                    assert shown[name] == (list(meta[key]) if key == "choices" else meta[key]), (cls, f.name)
+            if f.default not in (dataclasses.MISSING, None):
+                assert shown["default"] == f.default, (cls, f.name)
+    width = schemas["TlokStage"]["properties"]["width"]
+    assert (width["type"], width["minimum"], width["maximum"], width["multipleOf"]) == ("integer", 8, 8192, 8)
+    assert schemas["TlokStage"]["required"] == ["kind", "label"]
+    assert schemas["TlokRecipe"]["properties"]["prompt"]["default"]["outfit"] == "defa"
+    for route, model in (("run", "TlokRunRequest"), ("plan", "TlokPlanRequest"), ("batch", "TlokBatchRequest")):
+        body = doc["paths"][f"{api.PREFIX}/{route}"]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"] == {"$ref": f"#/components/schemas/{model}"}
+    assert schemas["TlokPlanRequest"]["properties"]["count"]["maximum"] == 64
+
+
+def test_a_schema_bound_changed_in_the_dataclass_shows_in_openapi_and_is_enforced(tmp_path, monkeypatch):
+    for cls, name, bound in ((Stage, "width", 4096), (RunOptions, "count", 16)):
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        monkeypatch.setattr(field, "metadata", types.MappingProxyType(dict(field.metadata, le=bound)))
+    app = FastAPI()
+    api.mount(app, make_host(tmp_path / "out", backend_factory=FakeBackend).session)
+    client = TestClient(app)
+    schemas = openapi(client)["components"]["schemas"]
+    assert schemas["TlokStage"]["properties"]["width"]["maximum"] == 4096
+    assert schemas["TlokRunRequest"]["properties"]["count"]["maximum"] == 16
+    wide = recipe()
+    wide["stages"][0]["width"] = 8192
+    response = client.post(f"{api.PREFIX}/plan", json={"recipe": wide})
+    assert response.status_code == 400 and response.json()["detail"] == \
+        "recipe.stages[0].width: 8192 is out of range 8..4096"
+    response = client.post(f"{api.PREFIX}/plan", json={"recipe": recipe(), "count": 17})
+    assert response.status_code == 400 and response.json()["detail"] == "count: 17 is out of range 1..16"

@@ -33,7 +33,7 @@ def test_kill_9_mid_batch_then_rerun_finishes_each_pass_exactly_once(tmp_path):
     manifest = out / "tlok-manifest.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if manifest.is_file() and len(manifest.read_text().splitlines()) >= 8:
+        if manifest.is_file() and manifest.read_text().count('"event": "done"') >= 8:
             break
         time.sleep(0.02)
     assert process.poll() is None, "the batch finished before it could be killed"
@@ -48,13 +48,14 @@ def test_kill_9_mid_batch_then_rerun_finishes_each_pass_exactly_once(tmp_path):
     assert f"outputs: {out}/" in rerun.stdout
     assert "6 done" in rerun.stdout and "broken.png" in rerun.stdout
 
-    entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in manifest.read_text().splitlines() if '"event": "done"' in line]
     counts = Counter((e["item"], e["stage"]) for e in entries)
     assert set(counts) == {(f"photo{i}", s) for i in range(6) for s in (1, 2, 3)}
     assert max(counts.values()) == 1                 # every pass recorded exactly once
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
     assert len(after) == 18 and not [n for n in after if n.endswith("-1.png")]
     assert {n: after[n] for n in before} == before   # finished files were not rewritten
+    assert not list(out.rglob(".tlok-*.tmp"))
     summary = json.loads((out / "tlok-summary.json").read_text())
     assert summary["done"] == 6 and summary["model_loads"] == ["demo-style"]
     assert summary["failed"][0]["input"].endswith("broken.png")

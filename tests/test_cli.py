@@ -61,7 +61,8 @@ def test_prompt_command(capsys):
     assert out.splitlines() == ["Emma Watson (wearing defa outfit:1.3) cosplay photograph",
                                 "Negative prompt: blur, vignette, instagram, photo, tlok artstyle"]
     assert err == ""
-    assert main(["prompt", "--outfit", "tuwa", "--hairstyle", "stada", "--medium", "photo"]) == 0
+    assert main(["prompt", "--shot", "full-shot", "--subject", "Korra", "--outfit", "tuwa", "--hairstyle", "stada",
+                 "--medium", "photo"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[0] == "full-shot Korra wearing tuwa outfit stada hairstyle photo"
     assert err.count("warning:") == 3
@@ -69,6 +70,7 @@ def test_prompt_command(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["prompt", "--weight", "heavy"], "argument --weight: invalid float value: 'heavy'"),
+    (["prompt", "--weight", "nan"], "prompt.outfit_weight: expected a finite number, got NaN"),
     (["prompt", "--negatives", "card,nope"], "negative preset 'nope'"),
     (["prompt", "--pack", "nope"], "pack 'nope' not found"),
     (["plan", "--ladder", "1000,100"], "--ladder '1000,100': 100 is not a multiple of 8"),
@@ -93,7 +95,8 @@ def test_a_missing_checkpoint_is_named(tmp_path, capsys):
 
 
 def test_plan_and_presets(capsys):
-    assert main(["plan", "--shot", "half-body", "--base", "sd15", "--style", "4e", "--count", "3"]) == 0
+    assert main(["plan", "--shot", "half-body", "--subject", "Korra", "--outfit", "defa", "--medium", "tlok artstyle",
+                 "--base", "sd15", "--style", "4e", "--count", "3"]) == 0
     out = capsys.readouterr().out
     assert "half-body Korra wearing defa outfit stada hairstyle tlok artstyle" in out
     assert "12 passes; 2 model load(s): sd15, 4e" in out
@@ -124,3 +127,18 @@ def test_recipe_png_repeats_exactly_after_the_user_presets_changed(tmp_path, cap
                  "--out", str(changed)]) == 0
     assert "red raincoat" in outputs.read_png_text(stage_images(changed)[-1])["parameters"]
     assert "red raincoat" not in outputs.read_png_text(stage_images(again)[-1])["parameters"]
+
+
+def test_upscaler_flag_sets_every_img2img_pass_and_unknown_names_stop_the_run(tmp_path, capsys):
+    assert main(["plan", "--demo", "--upscaler", "4x-AnimeSharp"]) == 0
+    out = capsys.readouterr().out
+    assert "128×128 via 4x-AnimeSharp" in out and "192×192 via 4x-AnimeSharp" in out
+    assert main(["plan", "--json", "--demo", "--upscaler", "Nearest"]) == 0
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    assert [(s["kind"], s["upscaler"]) for s in stages] == [("txt2img", "Lanczos"), ("img2img", "Nearest"),
+                                                             ("img2img", "Nearest"), ("img2img", "Nearest"),
+                                                             ("face", "Lanczos")]
+    assert main(["run", "--demo", "--seed", "1", "--out", str(tmp_path / "out"), "--upscaler", "4x-AnimeSharp",
+                 "--upscalers", str(tmp_path / "ESRGAN")]) == 2
+    assert "stage style: upscaler '4x-AnimeSharp' not found; available: Lanczos, Nearest" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

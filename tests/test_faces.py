@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tlok_workflow.faces import Detection, FaceSearch, detections_json, face_masks, find_faces, mask_preview
+from tlok_workflow.faces import (Detection, FaceSearch, available_detectors, detections_json, face_masks,
+                                 find_faces, mask_preview)
 from tlok_workflow.faces import detectors
 from tlok_workflow.faces.detectors import DETECTORS, Unavailable
 from tlok_workflow.recipe import FaceOptions
@@ -76,10 +77,10 @@ def test_astronaut_at_128(name, astronaut):
 
 
 @pytest.mark.parametrize("name, size", [("mediapipe", 640), ("mediapipe", 896), ("mediapipe", 1536),
-                                        ("opencv", 640), ("opencv", 896)])
+                                        ("opencv", 640), ("opencv", 896), ("opencv", 1024)])
 def test_upscaled_astronaut_has_exactly_one_face(name, size, astronaut):
-    """What the face stage sees after the ladder. Haar's extra hits here (level weights -0.3 to 1.4) fall
-    under the confidence threshold; from 1024 on it also makes stronger false hits, so it is not tested there."""
+    """What the face stage sees after the ladder. Haar also hits the suit and background here (level weights
+    -0.3 to 3.7, 3.0 at 1024); mirrored, those score under 2, so the second look drops them."""
     require(name)
     search = find_faces(astronaut.resize((size, size), Image.LANCZOS), FaceOptions(detectors=[name]))
     assert len(search.detections) == 1
@@ -99,16 +100,86 @@ def test_small_face_in_1536_image(name, astronaut):
     assert iou(search.detections[0].box, expected) > 0.5, search.detections[0].box
 
 
-@pytest.mark.parametrize("name", REAL_DETECTORS)
-@pytest.mark.parametrize("kind", ["blank", "noise"])
-def test_no_face_in_blank_or_noise(name, kind):
-    require(name)
-    rng = np.random.default_rng(0)
-    image = Image.new("RGB", (512, 512), "white") if kind == "blank" else \
-        Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
+def bricks():
+    """A drawn brick wall: mortar lines in a running bond."""
+    img = Image.new("RGB", (512, 512), (170, 80, 60))
+    draw = ImageDraw.Draw(img)
+    for row, y in enumerate(range(0, 512, 32)):
+        draw.line((0, y, 512, y), fill=(210, 200, 190), width=4)
+        for x in range(-64 + (row % 2) * 32, 512, 64):
+            draw.line((x, y, x, y + 32), fill=(210, 200, 190), width=4)
+    return img
+
+
+def noise(seed, size=512):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+# Non-faces on which the detectors scored highest before the second look: noise seeds 1 and 3 drew 0.69 and 0.66
+# from mediapipe on the whole image (found at the old 0.5 threshold), noise seed 2 at 1536 0.70 on a tile;
+# skimage's coins drew Haar level weights 3.5 that survive mirroring.
+NON_FACES = {
+    "noise0": lambda: noise(0), "noise1": lambda: noise(1), "noise3": lambda: noise(3),
+    "noise1536": lambda: noise(202, 1536),
+    "blank_white": lambda: Image.new("RGB", (512, 512), "white"),
+    "blank_black": lambda: Image.new("RGB", (512, 512), "black"),
+    "blank_skin": lambda: Image.new("RGB", (512, 512), (245, 205, 170)),
+    "bricks": bricks,
+    "checker": lambda: Image.fromarray(((np.indices((512, 512)).sum(0) // 32) % 2 * 255).astype(np.uint8)),
+}
+SKIMAGE_NON_FACES = ["brick", "gravel", "hubble_deep_field", "coins"]
+
+
+def assert_no_face(image, name):
     search = find_faces(image, FaceOptions(detectors=[name]))
-    assert search.detections == [] and search.detector == ""
+    assert search.detections == [] and search.detector == "", [(d.box, d.confidence) for d in search.detections]
     assert search.tried == [name] and search.notes == [f"{name}: no face"]
+
+
+@pytest.mark.parametrize("name, kind", [(name, kind) for name in REAL_DETECTORS for kind in NON_FACES
+                                         if (name, kind) != ("opencv", "noise1536")])  # Haar: 5–10 s, no tiles
+def test_no_face_in_noise_blank_or_texture(name, kind):
+    require(name)
+    assert_no_face(NON_FACES[kind]().convert("RGB"), name)
+
+
+@pytest.mark.parametrize("name", REAL_DETECTORS)
+@pytest.mark.parametrize("kind", SKIMAGE_NON_FACES)
+def test_no_face_in_photographed_textures(name, kind):
+    require(name)
+    data = pytest.importorskip("skimage.data")
+    assert_no_face(Image.fromarray(getattr(data, kind)()).convert("RGB"), name)
+
+
+def test_the_default_chain_finds_the_photo_face_and_nothing_in_noise(astronaut):
+    """What the face stage runs, with whatever detector versions this environment has (CI runs it in several)."""
+    statuses = available_detectors()
+    if not any(s.usable for s in statuses if s.name in REAL_DETECTORS):
+        pytest.skip(f"no face detector here: {statuses}")
+    search = find_faces(astronaut, FaceOptions())
+    assert len(search.detections) == 1 and iou(search.detections[0].box, ASTRONAUT_FACE) > 0.5, statuses
+    for image in (noise(1), noise(3), Image.new("RGB", (512, 512), "white")):
+        assert find_faces(image, FaceOptions()).detections == [], statuses
+
+
+def test_available_detectors_say_what_runs_here(monkeypatch):
+    statuses = {s.name: s for s in available_detectors()}
+    assert set(statuses) == {"mediapipe", "opencv", "yolo"}
+    for name in ("mediapipe", "opencv"):
+        try:
+            DETECTORS[name](Image.new("RGB", (64, 64)), FaceOptions())
+            runs = True
+        except Unavailable:
+            runs = False
+        assert statuses[name].usable == runs and (statuses[name].note == "") == runs
+    if statuses["mediapipe"].usable:
+        import mediapipe
+        assert statuses["mediapipe"].version == mediapipe.__version__
+    for module in ("mediapipe", "cv2"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    statuses = {s.name: s for s in available_detectors()}
+    assert statuses["mediapipe"] == ("mediapipe", "", False, "not installed (or too old to have the Tasks API)")
+    assert statuses["opencv"] == ("opencv", "", False, "not installed")
 
 
 def test_mediapipe_finds_the_drawn_cartoon_face():
@@ -119,14 +190,15 @@ def test_mediapipe_finds_the_drawn_cartoon_face():
 
 
 def test_mediapipe_box_at_the_image_border_is_clipped(astronaut):
-    """The face cut by the right edge is still found (weakly); its box ends at the image edge."""
+    """The face with a fifth cut off by the right edge is still found; its box ends at the image edge.
+    (Cut at 240, a third off, both looks score it under the floor: 0.51 and nothing mirrored.)"""
     require("mediapipe")
-    cut = astronaut.crop((0, 0, 240, 512))
-    search = find_faces(cut, FaceOptions(detectors=["mediapipe"], confidence=0.3))
+    cut = astronaut.crop((0, 0, 250, 512))
+    search = find_faces(cut, FaceOptions(detectors=["mediapipe"]))
     assert len(search.detections) == 1
     x0, y0, x1, y1 = search.detections[0].box
-    assert x1 == 240 and 0 <= x0 < x1 and 0 <= y0 < y1 <= 512
-    assert iou((x0, y0, x1, y1), (177, 67, 240, 160)) > 0.5
+    assert x1 == 250 and 0 <= x0 < x1 and 0 <= y0 < y1 <= 512
+    assert iou((x0, y0, x1, y1), (177, 67, 250, 160)) > 0.5
 
 
 # --- the detector chain -----------------------------------------------------------------------------------

@@ -127,3 +127,23 @@ def test_missing_user_folder_and_unknown_pack(tmp_path):
         load_packs([str(tmp_path / "nope")])
     with pytest.raises(PresetError, match="pack 'nope' not found"):
         load_pack("nope")
+
+
+@pytest.mark.parametrize("file_name, text, expected", [
+    ("recipes.json", '{"quick": {"sampler": "Euler a", "cfg_scale": NaN}}', "quick.cfg_scale: NaN is not allowed"),
+    ("shots.json", '{"wide": {"token": "wide", "ladder": [1e400]}}', "wide.ladder[0]: Infinity is not allowed"),
+    ("recipes.json", '{"quick": {"sampler": "Euler a", "steps": ' + "9" * 5000 + "}}", "quick.steps: Infinity"),
+    ("recipes.json", '{"quick": {"sampler": "Euler a", "steps": ' + "9" * 500 + "}}",
+     "quick.steps: a number of 500 digits is out of range 1..500"),
+    ("outfits.json", "[" * 100000, "nested deeper than 64 levels"),
+    ("pack.json", '{"name": ["4elements"]}', "pack.json: name: expected text, got list"),
+    ("outfits.json", '{"a\\nb": {"token": "x", "hairstyle": "nope"}}', '"a\\nb".hairstyle: \'nope\' is not one of'),
+])
+def test_bad_numbers_and_shapes_in_a_user_pack_name_file_and_key(tmp_path, file_name, text, expected):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / file_name).write_text(text)
+    with pytest.raises(PresetError) as error:
+        load_packs([str(folder)])
+    message = str(error.value)
+    assert message.startswith(str(folder / file_name)) and expected in message and "\n" not in message, message

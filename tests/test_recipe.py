@@ -1,9 +1,11 @@
 import json
+import math
 
 import pytest
 
 from tlok_workflow.chain import build_recipe, ladder_for, plan
 from tlok_workflow.presets import load_pack
+from tlok_workflow.prompts import compose
 from tlok_workflow.recipe import FaceOptions, PromptSpec, Recipe, RecipeError, Stage
 
 PACK = load_pack("4elements")
@@ -64,16 +66,28 @@ def test_recipe_json_round_trip():
     (lambda d: d["stages"][1].update(steps="20"), r'recipe.stages\[1\].steps: expected a whole number, got "20"'),
     (lambda d: d["stages"][4]["face"].update(top_k=-1), r"recipe.stages\[4\].face.top_k: -1 is out of range"),
     (lambda d: d["prompt"].update(outfit_weight=True), r"recipe.prompt.outfit_weight: expected a number"),
+    (lambda d: d["stages"][1].update(denoise=float("nan")), r"recipe.stages\[1\].denoise: expected a finite number"),
+    (lambda d: d["stages"][1].update(steps=float("inf")), r"recipe.stages\[1\].steps: expected a whole number, got Infinity"),
     (lambda d: d.update(colour=1), r"recipe.colour: unknown field"),
     (lambda d: d["stages"][1].pop("kind"), r"recipe.stages\[1\].kind: required"),
     (lambda d: d["stages"].append(dict(d["stages"][0])), r"recipe.stages\[5\].kind: txt2img can only be the first"),
     (lambda d: d["stages"][1].update(face={}), r"recipe.stages\[1\].face: only face stages"),
+    # dicts from the API (FastAPI reads NaN and Infinity) and from Python
+    (lambda d: d["prompt"].update(outfit_weight=math.nan), r"recipe.prompt.outfit_weight: expected a finite number, "
+                                                           r"got NaN"),
+    (lambda d: d["stages"][1].update(denoise=10 ** 5000), r"denoise: expected a finite number, got a number of "
+                                                          r"5001 digits"),
+    (lambda d: d.update(seed=math.inf), r"recipe.seed: expected a whole number, got Infinity"),
+    (lambda d: d.update(seed=10 ** 5000), r"recipe.seed: a number of 5001 digits is out of range"),
+    (lambda d: d["prompt"].update(subject="\ud800"), r'recipe.prompt.subject: "\\ud800" holds a lone surrogate'),
+    (lambda d: d.update({"bad\nkey": 1}), r'recipe."bad\\nkey": unknown field'),
 ])
 def test_bad_recipes_name_the_field(edit, message):
     data = build_recipe(PACK, PromptSpec()).to_dict()
     edit(data)
-    with pytest.raises(RecipeError, match=message):
+    with pytest.raises(RecipeError, match=message) as error:
         Recipe.from_dict(data)
+    assert "\n" not in str(error.value)
     with pytest.raises(RecipeError, match="not valid JSON"):
         Recipe.from_json("{")
 
@@ -88,3 +102,30 @@ def test_plan_counts_model_loads_and_effective_steps():
     mixed = Recipe(stages=[Stage(kind="txt2img", label="a", checkpoint="x"), Stage(kind="img2img", label="b",
                    checkpoint="y"), Stage(kind="face", label="c", checkpoint="x", face=FaceOptions())])
     assert plan(mixed).loads == ["x", "y", "x"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"seed": NaN}', "recipe: seed: NaN is not allowed: JSON numbers must be finite"),
+    ('{"prompt": {"outfit_weight": -Infinity}}', "recipe: prompt.outfit_weight: -Infinity is not allowed"),
+    ('{"stages": [{"denoise": 1e999}]}', "recipe: stages[0].denoise: Infinity is not allowed"),
+    ('{"seed": ' + "1" * 5000 + "}", "recipe: seed: Infinity is not allowed"),   # json.loads: ValueError
+    ("[" * 100000 + "]" * 100000, "recipe: nested deeper than 64 levels"),       # json.loads: RecursionError
+    ("[" * 65 + "]" * 65, "recipe: nested deeper than 64 levels"),
+    (" " * (4 * 1024 * 1024 + 1), "recipe: 4194305 characters, more than the 4194304"),
+    ('{"seed": 1,}', "recipe: not valid JSON (line 1, column 12: Expecting property name"),
+])
+def test_recipe_json_is_strict(text, message):
+    with pytest.raises(RecipeError) as error:
+        Recipe.from_json(text)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_nan_weight_never_reaches_the_prompt():
+    data = build_recipe(PACK, PromptSpec(outfit_weight=1.3)).to_dict()
+    assert "(wearing defa outfit:1.3)" in compose(PACK, Recipe.from_dict(data).prompt).positive
+    for weight in (math.nan, math.inf):
+        data["prompt"]["outfit_weight"] = weight
+        with pytest.raises(RecipeError, match="outfit_weight"):
+            Recipe.from_dict(data)
+        with pytest.raises(RecipeError, match="outfit_weight"):
+            Recipe.from_json(json.dumps(data))

@@ -47,8 +47,8 @@ def test_every_stage_is_saved_with_infotext_and_recipe(tmp_path):
     assert style.splitlines()[0] == "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
     assert style.splitlines()[1] == "Negative prompt: blur, vignette, instagram"
     assert "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7.0, Seed: 10, Size: 64x64, " \
-           "Model: fake-demo-style, Denoising strength: 0.5, TLOK stage: 2/4 style" in style
-    assert "Denoising strength" not in base
+           "Model: fake-demo-style, Denoising strength: 0.5, Upscaler: Lanczos, TLOK stage: 2/4 style" in style
+    assert "Denoising strength" not in base and "Upscaler" not in base
     saved = Recipe.from_json(outputs.recipe_json_from_png(paths[-1]))
     assert [s.prompt.positive for s in saved.stages[:2]] == [base.splitlines()[0], style.splitlines()[0]]
     assert {s.prompt.negative for s in saved.stages} == {"blur, vignette, instagram"}

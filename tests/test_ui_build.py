@@ -55,12 +55,15 @@ def test_stage_table_edits_apply_and_survive_a_rebuild(panel):
     rows = ui._rows(v["stages"])
     rows[2][ui.STAGE_HEADERS.index("steps")] = "7"
     rows[2][ui.STAGE_HEADERS.index("sampler")] = "DPM++ 2M"
+    rows[2][ui.STAGE_HEADERS.index("upscaler")] = "R-ESRGAN 4x+ Anime6B"
     recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
-    assert [(s.label, s.steps, s.sampler) for s in recipe.stages][2] == ("1024", 7, "DPM++ 2M")
+    assert [(s.label, s.steps, s.sampler, s.upscaler) for s in recipe.stages][2] == \
+        ("1024", 7, "DPM++ 2M", "R-ESRGAN 4x+ Anime6B")
     # half-body drops the 1536 pass: the 1024 edit is kept, the table follows the new chain
     fresh = ui.recipe_from_values(panel.pack, panel.host, dict(v, shot="half-body"), table=[])
     merged = ui.merge_rows(ui.stage_rows(fresh), rows)
-    assert [(r[1], r[7]) for r in merged] == [("base", 20), ("style", 20), ("1024", "7"), ("face", 20)]
+    steps = ui.STAGE_HEADERS.index("steps")
+    assert [(r[1], r[steps]) for r in merged] == [("base", 20), ("style", 20), ("1024", "7"), ("face", 20)]
     rows[2][ui.STAGE_HEADERS.index("CFG")] = "lots"
     with pytest.raises(RecipeError, match="stage table, 1024: CFG 'lots' is not a number"):
         ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
@@ -157,3 +160,14 @@ def test_importing_a_saved_recipe_restores_its_exact_prompts(panel):
     assert back["negative"] == "blur, vignette, instagram, extra"
     again = ui.recipe_from_values(panel.pack, panel.host, dict(v, **back))
     assert again.prompt.positive == back["prompt"] and again.prompt.negative == back["negative"]
+
+
+def test_the_panel_says_which_face_detectors_can_run_here(monkeypatch):
+    from tlok_workflow import faces
+
+    monkeypatch.setattr(faces, "available_detectors", lambda: [
+        faces.DetectorStatus("mediapipe", "0.10.31", True, ""),
+        faces.DetectorStatus("yolo", "", False, "ultralytics is not installed")])
+    shown = ui.detectors_html()
+    assert "<td>mediapipe</td><td>0.10.31</td><td>yes</td>" in shown
+    assert "<td>yolo</td><td>-</td><td>no: ultralytics is not installed</td>" in shown

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tlok_workflow import outputs
 from tlok_workflow.backends.base import PassRequest
 from tlok_workflow.chain import build_recipe
 from tlok_workflow.presets import load_pack
@@ -131,15 +132,113 @@ def test_skip_drops_one_pass_and_the_run_goes_on(webui):
 
 
 def test_infotext_round_trips_through_the_webui_parser(webui):
-    from tlok_workflow import outputs
-
     _, result = run(webui, recipe())
     info = outputs.read_png_text(result.outputs[1].path)["parameters"]
     params = webui.infotext_utils.parse_generation_parameters(info)
     assert params["Prompt"] == "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
     assert params["Negative prompt"] == "blur, vignette, instagram"
     assert {k: params[k] for k in ("Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size-1", "Size-2",
-                                   "Model", "Denoising strength", "TLOK stage", "TLOK pack")} == {
+                                   "Model", "Denoising strength", "Upscaler", "TLOK stage", "TLOK pack")} == {
         "Steps": "20", "Sampler": "Euler a", "Schedule type": "Automatic", "CFG scale": "7.0", "Seed": "10",
         "Size-1": "512", "Size-2": "512", "Model": "4elements-diffusion", "Denoising strength": "0.5",
+        "Upscaler": "Lanczos",
         "TLOK stage": "2/4 style", "TLOK pack": "4elements"}
+
+
+# Sampler names of each host, read from its modules/sd_samplers_kdiffusion.py (+ DDIM/PLMS/UniPC of
+# sd_samplers_timesteps.py where it has them): A1111 v1.10.1; Forge main dfdcbab6; Forge Classic 1f95d717 (no
+# schedule types: Karras variants are separate samplers); Forge Neo 2.26 (a1111-api.md §13).
+HOST_SAMPLERS = {
+    "a1111": (True, ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+                     "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+                     "DDIM", "PLMS", "UniPC"]),
+    "forge": (True, ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+                     "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+                     "HeunPP2", "IPNDM", "IPNDM_V", "DEIS"]),
+    "classic": (False, ["DPM++ 2M Karras", "DPM++ SDE Karras", "DPM++ 2M SDE Exponential", "DPM++ 2M SDE Karras",
+                        "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM++ SDE",
+                        "DPM++ 2M SDE", "DPM++ 3M SDE", "LMS Karras", "DPM2 Karras", "Restart"]),
+    "neo": (True, ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE", "Euler a", "Euler", "ER SDE", "LCM",
+                   "LMS", "Heun", "DPM2", "Res Multistep", "Restart", "UniPC"]),
+}
+
+
+@pytest.mark.parametrize("host", sorted(HOST_SAMPLERS))
+def test_every_preset_sampler_runs_on_every_host(webui, monkeypatch, host):
+    from tlok_workflow.backends import webui as backend
+
+    schedule_types, names = HOST_SAMPLERS[host]
+    data = [webui.sd_samplers.SamplerData(name, None, [], {}) for name in names]
+    monkeypatch.setattr(webui.sd_samplers, "all_samplers_map", {d.name: d for d in data})
+    monkeypatch.setattr(webui.sd_samplers, "samplers_map", {d.name.lower(): d.name for d in data})
+    monkeypatch.setattr(webui.sd_samplers, "samplers", data)
+    if not schedule_types:
+        monkeypatch.setattr(backend, "sd_schedulers", None)
+    for key, preset in PACK.recipes.items():
+        name, scheduler = backend.host_sampler(preset.sampler, preset.scheduler)
+        assert name in names, (host, key)
+        assert scheduler == (preset.scheduler if schedule_types else None)
+    expected = "DPM++ 2M" if schedule_types else "DPM++ 2M Karras"
+    assert backend.host_sampler("DPM++ 2M", "Karras")[0] == expected
+    with pytest.raises(ValueError, match=r"sampler 'DPM\+\+ 9M' is not in this WebUI; it has DPM"):
+        backend.host_sampler("DPM++ 9M", "Automatic")
+
+
+def test_an_unknown_sampler_fails_before_any_pass(webui):
+    from tlok_workflow.webui_host import WebUISession
+
+    r = recipe()
+    r.stages[2].sampler = "Euler z"
+    with pytest.raises(ValueError, match=r"stage 1024: sampler 'Euler z' is not in this WebUI; it has DPM\+\+ 2M, "):
+        WebUISession().check(r)
+    assert webui.processing.calls == []
+
+
+def test_aspect_kept_sizes_follow_the_hosts_size_step(webui, tmp_path):
+    from tlok_workflow.backends.webui import WebUIBackend
+
+    webui.shared.opts.data["res_step"] = 64   # Forge Neo's "Resolution Step"
+    start = tmp_path / "start.png"
+    Image.new("RGB", (300, 200), "gray").save(start)
+    r = build_recipe(PACK, PromptSpec(), face_after="off", seed=1, start_from_image=True, ladder=[1024],
+                     checkpoints={"style": STYLE})
+    out = tmp_path / "out"
+    Runner(WebUIBackend(), PACK, out, contact_sheets=False).run(r, make_items(r, 1, out, [start]))
+    assert [(p.width, p.height) for p in webui.processing.calls] == [(512, 320), (1024, 640)]   # step 8 would give 512×344
+
+
+def with_upscaler(r, name):
+    for stage in r.stages:
+        if stage.kind == "img2img":
+            stage.upscaler = name
+    return r
+
+
+def test_a_webui_upscaler_runs_through_the_webuis_resize_image(webui):
+    backend, result = run(webui, with_upscaler(recipe(), "R-ESRGAN 4x+ Anime6B"))
+    assert [o.status for o in result.outputs] == ["done"] * 4
+    assert webui.images.resized == [(0, 512, 512, "R-ESRGAN 4x+ Anime6B"), (0, 1024, 1024, "R-ESRGAN 4x+ Anime6B"),
+                                    (0, 1536, 1536, "R-ESRGAN 4x+ Anime6B")]
+    assert webui.realesrgan_model.runs == ["RealESRGAN_x4plus_anime_6B.pth"] * 2   # 512 → 512 needs no model
+    base = Image.open(result.outputs[0].path)
+    style, ladder_1024 = (p.init_images[0] for p in webui.processing.calls[1:3])
+    assert style.tobytes() == base.tobytes()
+    styled = Image.open(result.outputs[1].path)
+    assert ladder_1024.tobytes() == styled.resize((2048, 2048), Image.NEAREST).resize((1024, 1024), Image.LANCZOS) \
+        .tobytes()
+    info = outputs.read_png_text(result.outputs[2].path)["parameters"]
+    assert webui.infotext_utils.parse_generation_parameters(info)["Upscaler"] == "R-ESRGAN 4x+ Anime6B"
+
+
+def test_lanczos_in_the_webui_is_the_plain_resize(webui):
+    _, result = run(webui, recipe())
+    assert webui.images.resized == [] and webui.realesrgan_model.runs == []
+    styled = Image.open(result.outputs[1].path)
+    assert webui.processing.calls[2].init_images[0].tobytes() == styled.resize((1024, 1024), Image.LANCZOS).tobytes()
+
+
+def test_an_unknown_webui_upscaler_fails_before_any_pass_listing_the_webuis(webui):
+    with pytest.raises(ValueError, match=r"stage style: upscaler '4x-UltraSharp' not found; available: None, "
+                                         r"Lanczos, Nearest, R-ESRGAN 4x\+, R-ESRGAN 4x\+ Anime6B$"):
+        run(webui, with_upscaler(recipe(), "4x-UltraSharp"))
+    assert webui.processing.calls == []

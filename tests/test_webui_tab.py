@@ -144,6 +144,8 @@ def test_batch_section_runs_in_the_queue_with_one_load_per_checkpoint(webui, tmp
     assert webui.sd_models.loads == [title(STYLE)]                 # no txt2img: the base model is never loaded
     assert webui.progress.finished_tasks == ["task(batch)"] and webui.shared.state.job_count == 0
     assert len(list((tmp_path / "out").glob("img*-s2-1024.png"))) == 3 and len(gallery) == 3
+    written = sorted(p.name for p in (tmp_path / "out").glob("img*-s*.png"))
+    assert sorted(Path(p).name for p in webui.images.saved) == written and len(written) == 6   # the WebUI's saver
 
 
 def test_pasting_our_infotext_restores_what_was_pasted(webui):

@@ -4,11 +4,15 @@
                                   → {"images": [base64 PNG per stage], "infotexts": [...], "stages": [...], ...}
   POST /tlok-workflow/v1/plan     {"recipe": {...}, "count": 1} → the plan: rows, model loads, warnings, prompts
   GET  /tlok-workflow/v1/presets  ?pack=4elements → the pack's outfits, hairstyles, shots, media, negatives, recipes
-  POST /tlok-workflow/v1/batch    {"recipe": {...}, "input": "folder", "output": "folder", ...} → the batch summary;
-                                  both folders must lie inside the host's batch roots (else 403)
+  POST /tlok-workflow/v1/batch    {"recipe": {...}, "input": "folder", "output": "folder", ...} → the batch summary
 
-A bad request (unknown field, value out of range, unknown pack, undecodable image) answers 400 with the message
-in `detail`. The models use only what pydantic 1 (A1111's fastapi 0.94) and pydantic 2 (Forge) share.
+Request bodies are schema dataclasses (RunRequest, PlanRequest, BatchRequest, holding a recipe.Recipe): the
+OpenAPI page shows every field with its bounds from pydantic models generated from them (api_schema.py), and the
+body is read as strict JSON and checked by schema.build. Every refusal is a 4xx with a one-line `detail`:
+400 bad JSON (NaN, Infinity), unknown field, value out of range, unknown pack, undecodable image, unusable path;
+403 a path outside the allowed folders (links followed: batch folders, list entries, globs and the files a recipe
+names); 413 an upload over outputs.MAX_PIXELS (checked from its header); 422 a request over WORK_BUDGET or a run
+whose start image failed. A backend crash is a 500 with a one-line detail, never a traceback.
 The routes are a thin adapter over a `Session` (session.py): `session.exclusive(work)` runs a job, the WebUI's
 session in its GPU queue, the standalone's under its own lock. No gradio here.
 """
@@ -16,26 +20,56 @@ import base64
 import binascii
 import dataclasses
 import io
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from fastapi import HTTPException
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocketClose
 
 from . import outputs
-from .batch import BatchJob
+from .api_schema import SchemaRoute
+from .batch import BatchError, BatchJob, collect_inputs
+from .chain import pixel_steps
+from .presets import Pack
 from .prompts import compose
-from .recipe import Recipe
+from .recipe import Recipe, RunOptions, check_recipe
+from .runner import FAILED
+from .schema import spec
 
 PREFIX = "/tlok-workflow/v1"
+# pixels × steps × images over every pass of one request (a batch: of each image). 1e11 is a thousand images of
+# the card's full chain (512 → 1536 and a face, 20 steps), hours on a big GPU; 8192² × 500 steps is 3.4e10.
+WORK_BUDGET = 10**11
 
 
-class RunRequest(BaseModel):
-    recipe: Dict[str, Any] = Field(..., description="a recipe as `python -m tlok_workflow plan --json` prints it")
-    init_image: Optional[str] = Field(None, description="start image, base64 (a data: URI is fine); the recipe "
-                                                        "must then start with an img2img stage")
-    count: int = Field(1, ge=1, le=64, description="images to make (seeds seed, seed+1, …)")
+@dataclass(kw_only=True)
+class RunRequest(RunOptions):
+    """A recipe to run for `count` images, from its txt2img stage or from an uploaded start image."""
+    recipe: Recipe = spec(doc="a recipe as `python -m tlok_workflow plan --json` prints it")
+    init_image: Optional[str] = spec(None, "start image, base64 (a data: URI is fine); the recipe must then start "
+                                           "with an img2img stage")
+
+
+@dataclass(kw_only=True)
+class PlanRequest(RunOptions):
+    """A recipe to plan for `count` images: what would run, nothing is run."""
+    recipe: Recipe = spec(doc="a recipe as `python -m tlok_workflow plan --json` prints it")
+
+
+@dataclass
+class BatchRequest:
+    """A recipe over the images of a folder, glob or list, into an output folder (resumable)."""
+    recipe: Recipe = spec(doc="a recipe; a txt2img first stage is left out")
+    input: str = spec(doc="input folder, glob pattern or .txt list of images (inside a batch root)")
+    output: str = spec(doc="output folder (inside a batch root, not inside the input folder)")
+    recursive: bool = spec(False, "take the images of subfolders too")
+    final_only: bool = spec(False, "keep only each image's last stage in the output folder")
+    prompt_from_infotext: bool = spec(False, "add each PNG's own prompt (its WebUI infotext) to the recipe's")
 
 
 class RunResponse(BaseModel):
@@ -45,20 +79,6 @@ class RunResponse(BaseModel):
     notes: List[str]
     seed: int
     interrupted: bool
-
-
-class BatchRequest(BaseModel):
-    recipe: Dict[str, Any] = Field(..., description="a recipe; a txt2img first stage is left out")
-    input: str = Field(..., description="input folder (inside a batch root)")
-    output: str = Field(..., description="output folder (inside a batch root, not inside the input folder)")
-    recursive: bool = False
-    final_only: bool = False
-    prompt_from_infotext: bool = False
-
-
-class PlanRequest(BaseModel):
-    recipe: Dict[str, Any]
-    count: int = Field(1, ge=1, le=64)
 
 
 class PlanResponse(BaseModel):
@@ -75,40 +95,135 @@ def bad_request(error: Exception) -> HTTPException:
     return HTTPException(status_code=400, detail=str(error))
 
 
-def parse_recipe(data: Dict[str, Any], session) -> tuple:
+def check_request(recipe: Recipe, session, count: int) -> Pack:
+    """The recipe's pack once the recipe is whole (cross-field rules), runs on this host and fits the budget."""
     try:
-        recipe = Recipe.from_dict(data)
+        check_recipe(recipe)
         pack = session.check(recipe)   # unknown pack, negative preset or checkpoint fails here, not mid-run
     except ValueError as e:
         raise bad_request(e) from None
-    return recipe, pack
+    work = pixel_steps(recipe, count)
+    if work > WORK_BUDGET:
+        raise HTTPException(status_code=422, detail=f"work budget: {work:.3g} pixel-steps (width × height × steps of "
+                                                    f"every pass, × images) is over this API's {WORK_BUDGET:.3g} "
+                                                    "per request; use fewer or smaller images or fewer steps")
+    return pack
 
 
-def inside_roots(folder: str, roots, field: str) -> Path:
-    """The folder, resolved, if it lies inside one of the roots (.. and links resolved first); else 403."""
-    path = Path(folder).expanduser().resolve()
+def within(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether `path` (every link followed) lies inside one of the roots (theirs followed too)."""
+    try:
+        real = Path(os.path.realpath(path))
+    except ValueError:   # a null byte: no such file anywhere
+        return False
     for root in roots:
-        root = Path(root).expanduser().resolve()
-        if path == root or root in path.parents:
-            return path
-    raise HTTPException(status_code=403, detail=f"{field}: {folder} is outside the allowed batch folders")
+        root = Path(os.path.realpath(root))
+        if real == root or root in real.parents:
+            return True
+    return False
+
+
+def confine(text: str, roots: Sequence[Path], field: str, allowed: str = "the allowed batch folders") -> Path:
+    """The path, every link followed, if it lies inside one of the roots; else 403, the same answer whether or not
+    it exists, and nothing is read. A path the system cannot take (null byte, too long) is a 400."""
+    try:
+        path = Path(os.path.realpath(os.path.expanduser(text)))
+    except ValueError as e:   # embedded null byte
+        raise HTTPException(status_code=400, detail=f"{field}: not a valid path ({e})") from None
+    if not within(path, roots):
+        raise HTTPException(status_code=403, detail=f"{field}: {text} is outside {allowed}")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as e:   # name too long, a file used as a folder, a link loop
+        raise HTTPException(status_code=400, detail=f"{field}: {text}: {e.strerror}") from None
+    return path
+
+
+def confine_recipe_paths(recipe: Recipe, session) -> None:
+    """The files a recipe names (start image, face mask, face model) must lie in the batch roots or the session's
+    uploads (out_dir/inputs): the API never reads other files of the host, nor tells whether they exist."""
+    roots = [*session.batch_roots, session.out_dir / "inputs"]
+    allowed = f"the batch folders and {session.out_dir / 'inputs'}"
+    named = [(recipe, "init_image", "recipe.init_image")]
+    named += [(stage.face, name, f"recipe.stages[{i}].face.{name}") for i, stage in enumerate(recipe.stages)
+              if stage.face for name in ("mask_image", "yolo_model")]
+    for owner, name, field in named:
+        if getattr(owner, name):
+            setattr(owner, name, str(confine(getattr(owner, name), roots, field, allowed)))
+
+
+def confine_batch(request: BatchRequest, roots: Sequence[Path]) -> BatchJob:
+    """The batch job if every input file and the output folder lie inside the roots, links followed: a folder,
+    glob or .txt list inside a root may still reach elsewhere through a link or a listed path."""
+    source = confine(request.input, roots, "input")
+    try:
+        files = collect_inputs(str(source), request.recursive).files
+    except (BatchError, OSError) as e:
+        raise bad_request(e) from None
+    outside = next((f for f in files if not within(f, roots)), None)
+    if outside:
+        raise HTTPException(status_code=403, detail=f"input: {outside} is outside the allowed batch folders")
+    target = confine(request.output, roots, "output")
+    if target.exists() and not target.is_dir():
+        raise HTTPException(status_code=400, detail=f"output: {request.output} is a file, not a folder")
+    for folder, dirs, names in os.walk(target):   # links already in the output folder: the batch writes there
+        for path in (Path(folder, name) for name in dirs + names):
+            if path.is_symlink() and not within(path, roots):
+                raise HTTPException(status_code=403, detail=f"output: {path} links outside the allowed batch folders")
+    return BatchJob(request.recipe, str(source), target, request.recursive, request.final_only,
+                    request.prompt_from_infotext)
 
 
 def decode_image(text: str) -> Image.Image:
+    """A base64 upload; its size is read from the header and checked before the pixels are decoded."""
     if text.startswith("data:"):
         text = text.split(",", 1)[-1]
     try:
-        image = Image.open(io.BytesIO(base64.b64decode(text, validate=True)))
-        image.load()
+        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as image:
+            if image.width * image.height > outputs.MAX_PIXELS:
+                raise HTTPException(status_code=413, detail=f"init_image: {image.width}x{image.height} is over the "
+                                                            f"{outputs.MAX_PIXELS} pixel limit")
+            image.load()
+            return image.convert("RGB")
+    except Image.DecompressionBombError as e:   # Pillow refuses far larger ones at open
+        raise HTTPException(status_code=413, detail=f"init_image: {e}") from None
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
         raise HTTPException(status_code=400, detail=f"init_image: not a base64 image ({e})") from None
-    return image.convert("RGB")
 
 
-def mount(app, session) -> None:
-    """Add the routes to a FastAPI app (call again with the new app after a WebUI UI reload)."""
-    def run(request: RunRequest) -> RunResponse:
-        recipe, _ = parse_recipe(request.recipe, session)
+def local_hosts(port: int) -> List[str]:
+    """The Host headers of a server bound to the loopback address on `port`."""
+    return [f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")]
+
+
+class HostCheck:
+    """ASGI middleware refusing requests whose Host header is not one of `hosts` (400): a web page whose name is
+    rebound to 127.0.0.1 (DNS rebinding) still sends its own name, so it cannot drive the local app."""
+
+    def __init__(self, app, hosts: Sequence[str]):
+        self.app, self.hosts = app, {host.lower() for host in hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            if host not in self.hosts:
+                refusal = WebSocketClose(code=1008) if scope["type"] == "websocket" else JSONResponse(
+                    {"detail": f"Host {host!r} is not this server's address"}, status_code=400)
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
+    """Add the routes to a FastAPI app (call again with the new app after a WebUI UI reload). `allowed_hosts`
+    (the standalone app: local_hosts(port)) adds a Host header check for the whole app; the WebUI has its own
+    --listen and --api-auth, and is reached by its real host name."""
+    def run(request: RunRequest) -> Dict[str, Any]:
+        recipe = request.recipe
+        check_request(recipe, session, request.count)
+        confine_recipe_paths(recipe, session)
         if request.init_image:
             if recipe.stages and recipe.stages[0].kind == "txt2img":
                 raise HTTPException(status_code=400, detail="init_image: the recipe starts with txt2img; drop its "
@@ -120,6 +235,9 @@ def mount(app, session) -> None:
             raise bad_request(e) from None
         except Exception as e:    # the backend failed: a message, not a traceback
             raise HTTPException(status_code=500, detail=f"run failed: {type(e).__name__}: {e}") from None
+        failed = [f"{o.item} s{o.stage} {o.label}: {o.note}" for o in result.outputs if o.status == FAILED]
+        if failed:   # an unusable start image: nothing to show for that item
+            raise HTTPException(status_code=422, detail=f"run failed: {'; '.join(failed)}")
         saved = [o for o in result.outputs if o.path]
         images, infotexts = [], []
         for o in saved:
@@ -127,19 +245,19 @@ def mount(app, session) -> None:
             images.append(base64.b64encode(data).decode("ascii"))
             with Image.open(io.BytesIO(data)) as im:
                 infotexts.append(im.info.get("parameters", ""))
-        return RunResponse(images=images, infotexts=infotexts, stages=[f"{o.item} s{o.stage} {o.label}" for o in saved],
-                           notes=[f"{o.item} s{o.stage} {o.label}: {o.status} {o.note}".strip() for o in result.outputs
-                                  if o.status != "done" or o.note],
-                           seed=recipe.seed, interrupted=result.interrupted)
+        return dict(images=images, infotexts=infotexts, stages=[f"{o.item} s{o.stage} {o.label}" for o in saved],
+                    notes=[f"{o.item} s{o.stage} {o.label}: {o.status} {o.note}".strip() for o in result.outputs
+                           if o.status != "done" or o.note],
+                    seed=recipe.seed, interrupted=result.interrupted)
 
-    def plan_route(request: PlanRequest) -> PlanResponse:
-        recipe, pack = parse_recipe(request.recipe, session)
+    def plan_route(request: PlanRequest) -> Dict[str, Any]:
+        recipe = request.recipe
+        pack = check_request(recipe, session, request.count)
         the_plan = session.plan(recipe, pack)
         prompts = compose(pack, recipe.prompt)
-        return PlanResponse(text=the_plan.text(request.count), rows=the_plan.rows, loads=the_plan.loads,
-                            passes=the_plan.passes_per_item * request.count,
-                            warnings=the_plan.warnings + prompts.warnings, prompt=prompts.positive,
-                            negative_prompt=prompts.negative)
+        return dict(text=the_plan.text(request.count), rows=the_plan.rows, loads=the_plan.loads,
+                    passes=the_plan.passes_per_item * request.count, warnings=the_plan.warnings + prompts.warnings,
+                    prompt=prompts.positive, negative_prompt=prompts.negative)
 
     def presets(pack: str = "4elements") -> Dict[str, Any]:
         try:
@@ -154,18 +272,24 @@ def mount(app, session) -> None:
         return dict(data, name=found.name, info=dataclasses.asdict(found.info), packs=sorted(packs))
 
     def batch_route(request: BatchRequest) -> Dict[str, Any]:
-        recipe, _ = parse_recipe(request.recipe, session)
-        source = inside_roots(request.input, session.batch_roots, "input")
-        target = inside_roots(request.output, session.batch_roots, "output")
-        job = BatchJob(recipe, str(source), target, request.recursive, request.final_only,
-                       request.prompt_from_infotext)
+        check_request(request.recipe, session, 1)   # the budget holds for each image
+        confine_recipe_paths(request.recipe, session)
+        job = confine_batch(request, session.batch_roots)
         try:
             summary = session.exclusive(lambda: session.run_batch(job))
-        except ValueError as e:   # no images, output inside input, another recipe in the output folder, …
+        except ValueError as e:   # output inside input, another recipe in the output folder, …
             raise bad_request(e) from None
+        except Exception as e:    # the backend or the disk failed: a message, not a traceback
+            raise HTTPException(status_code=500, detail=f"batch failed: {type(e).__name__}: {e}") from None
         return dict(summary.data, summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))
 
-    app.add_api_route(f"{PREFIX}/run", run, methods=["POST"], response_model=RunResponse)
-    app.add_api_route(f"{PREFIX}/batch", batch_route, methods=["POST"])
-    app.add_api_route(f"{PREFIX}/plan", plan_route, methods=["POST"], response_model=PlanResponse)
+    if allowed_hosts:
+        app.middleware_stack = None   # the app may be serving already (gradio launched it): rebuilt with the check
+        app.add_middleware(HostCheck, hosts=allowed_hosts)
+    models = {}   # one pydantic model per dataclass on this app's OpenAPI page
+    for path, answer, body_type, response_model in ((f"{PREFIX}/run", run, RunRequest, RunResponse),
+                                                    (f"{PREFIX}/batch", batch_route, BatchRequest, None),
+                                                    (f"{PREFIX}/plan", plan_route, PlanRequest, PlanResponse)):
+        app.router.routes.append(SchemaRoute(path, answer, body_type=body_type, models=models,
+                                             response_model=response_model))
     app.add_api_route(f"{PREFIX}/presets", presets, methods=["GET"])

@@ -10,12 +10,16 @@ from typing import List, Optional, Sequence
 import gradio as gr
 
 from . import api
+from .backends.base import BUILTIN_UPSCALERS
 from .backends.demo_model import DEMO_MODELS
+from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
+from .backends.model_upscalers import model_files
 from .backends.schedulers import SAMPLERS, SCHEDULE_TYPES
+from .presets import EXTENSION_ROOT
 from .session import Session
 from .ui import TAB, Host, build_panel
 
-STYLE_CSS = Path(__file__).resolve().parent.parent / "style.css"  # the extension's stylesheet, when beside us
+STYLE_CSS = EXTENSION_ROOT / "style.css"  # the extension's stylesheet
 
 
 def list_checkpoints(models: Optional[Path]) -> List[str]:
@@ -37,7 +41,8 @@ def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[
                       batch_roots=batch_roots)
     return Host(session, checkpoints=list_checkpoints(models),
                 default_checkpoints={"base": "demo-base", "style": "demo-style"}, samplers=SAMPLERS,
-                schedulers=SCHEDULE_TYPES, demo_checkpoints=DEMO_MODELS, pack=pack)
+                schedulers=SCHEDULE_TYPES, upscalers=list(BUILTIN_UPSCALERS) + list(model_files(UPSCALERS_FOLDER)),
+                demo_checkpoints=DEMO_MODELS, pack=pack)
 
 
 def build_app(host: Host) -> gr.Blocks:
@@ -49,17 +54,18 @@ def build_app(host: Host) -> gr.Blocks:
     return demo
 
 
-def serve(host: Host, port: int = 7860, block: bool = True):
-    """Launch on 127.0.0.1 and mount the API; returns the FastAPI app when block is False."""
+def serve(host: Host, port: Optional[int] = None, block: bool = True):
+    """Launch on 127.0.0.1 (port None: the first free one from 7860) and mount the API; returns the FastAPI app
+    when block is False."""
     demo = build_app(host)
     app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    api.mount(app, host.session)
+    api.mount(app, host.session, allowed_hosts=api.local_hosts(port))   # no DNS rebinding onto the local app
     print(f"TLOK Workflow: {url}  (outputs in {host.session.out_dir}/)", flush=True)
     if block:
         demo.block_thread()
     return demo, app
 
 
-def main(out: Path = Path("outputs"), port: int = 7860, models: Optional[Path] = None,
+def main(out: Path = Path("outputs"), port: Optional[int] = None, models: Optional[Path] = None,
          user_dirs: Sequence[str] = (), batch_roots: Sequence[str] = ()) -> None:
     serve(make_host(out, models, user_dirs, batch_roots=batch_roots), port)

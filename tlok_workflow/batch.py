@@ -1,36 +1,56 @@
-"""Batch img2img runs over folders: stage-major, resumable, nothing lost or overwritten.
+"""Batch img2img runs over folders: stage-major, resumable, nothing lost, redone or overwritten.
 
-The output folder holds a manifest (JSONL): one line per finished pass, with the recipe's hash. Re-running the
-same batch skips every finished pass and goes on; a different recipe in the same folder is refused. Bad input
-files are recorded as failed with the reason, and the run goes on. A summary is written as JSON and CSV.
+The output folder holds a manifest (JSONL) of the passes, with the recipe's hash. A pass is committed in three
+steps: a "saving" line naming its file, the file (written atomically), a "done" line. Re-running the same batch
+skips every done pass, and adopts the file of a "saving" pass whose run was killed before "done" if it is there and
+whole, so no pass runs twice; a different recipe in the same folder is refused. One batch at a time writes to a
+folder (a lock the OS drops when its process ends). Every input is accounted for in the summary (JSON and CSV):
+done, failed (a bad file, with the reason; the run goes on), skipped (not an image, a dangling link) or incomplete.
 """
 import csv
+import errno
 import glob
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import chain, count
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+if os.name == "nt":
+    import msvcrt
+else:
+    import fcntl
+
+from PIL import Image
 
 from . import outputs
 from .backends.base import Backend
 from .presets import Pack
 from .recipe import Recipe
-from .runner import DONE, FAILED, NO_FACE, Item, Journal, Runner, RunResult, StageOutput, resolve_seed
+from .runner import (DONE, FAILED, NO_FACE, Item, Journal, Runner, RunResult, StageOutput, resolve_seed,
+                     stage_stem)
 
 MANIFEST = "tlok-manifest.jsonl"
 RECIPE_FILE = "tlok-recipe.json"
 SUMMARY_JSON = "tlok-summary.json"
 SUMMARY_CSV = "tlok-summary.csv"
+LOCK_FILE = ".tlok-lock"  # held by the batch writing to the folder; kept afterwards (deleting a lock is racy)
 WORK_DIR = ".tlok-work"   # intermediates of a final-only batch, removed once the batch is complete
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+NAME_MAX = 255            # bytes in a file name on ext4, btrfs, xfs, APFS (NTFS: 255 UTF-16 units, never more)
+FREE_NAME_ROOM = len("-99999.png")   # what outputs.free_png_name may add to a stem
 
 
 class BatchError(ValueError):
-    """The batch cannot start; the message names the folder or file."""
+    """The batch cannot start or go on; the message names the folder or file."""
 
 
 @dataclass
@@ -46,19 +66,31 @@ class BatchJob:
 
 def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir: Path, *,
               recursive: bool = False, final_only: bool = False, prompt_from_infotext: bool = False,
-              on_progress=None, should_stop=None, executor=None) -> "Summary":
-    """Run `recipe` (from its first img2img stage) over the images of `source` into `out_dir`, resuming."""
+              on_progress=None, should_stop=None, write_png=outputs.save_png_as,
+              executor=None) -> "Summary":
+    """Run `recipe` (from its first img2img stage) over the images of `source` into `out_dir`, resuming.
+    A file system error (read-only or full output folder, …) stops the batch as a BatchError naming the file;
+    the passes finished so far are kept. `write_png(path, image, infotext, recipe_json)` writes one stage's PNG
+    to exactly `path` (the WebUI's goes through its saver)."""
     inputs = collect_inputs(source, recursive)
     check_output_folder(inputs, out_dir)
     recipe = for_images(recipe)
-    recipe.seed = _batch_seed(recipe, out_dir)
-    manifest = Manifest(out_dir, recipe)
-    _write_recipe_once(recipe, out_dir)
-    items = make_batch_items(inputs, recipe.seed, prompt_from_infotext)
-    runner = Runner(backend, pack, out_dir / WORK_DIR if final_only else out_dir, on_progress=on_progress,
-                    should_stop=should_stop, contact_sheets=False, journal=manifest, executor=executor)
-    result = runner.run(recipe, items)
-    return finish_batch(result, recipe, items, out_dir, final_only)
+    budget = name_budget(recipe)
+    try:
+        with output_lock(out_dir):
+            remove_stray_temps(out_dir)
+            recipe.seed = _batch_seed(recipe, out_dir)
+            manifest = Manifest(out_dir, recipe, write_png)
+            _write_recipe_once(recipe, out_dir)
+            items = make_batch_items(inputs, recipe.seed, manifest.names, budget, prompt_from_infotext)
+            manifest.input_of = {item.name: input_key(inputs, item.image) for item in items}
+            runner = Runner(backend, pack, out_dir / WORK_DIR if final_only else out_dir, on_progress=on_progress,
+                            should_stop=should_stop, contact_sheets=False, journal=manifest, save=manifest.save,
+                            executor=executor)
+            result = runner.run(recipe, items)
+            return finish_batch(result, recipe, inputs, items, manifest, final_only)
+    except OSError as e:
+        raise BatchError(f"{outputs.printable(str(e.filename or out_dir))}: {e.strerror or e}") from None
 
 
 def for_images(recipe: Recipe) -> Recipe:
@@ -80,37 +112,110 @@ def _batch_seed(recipe: Recipe, out_dir: Path) -> int:
 
 
 def _write_recipe_once(recipe: Recipe, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RECIPE_FILE
     if not path.exists():
         outputs.write_new_text(path, recipe.to_json())
+
+
+@contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the output folder (created if needed) for one batch. The OS drops the lock when the process ends,
+    however it ends, so a killed batch's lock is simply taken over; the file says who holds it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BatchError(f"{out_dir}: not a folder; the output of a batch is a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if not _try_lock(fd):
+            raise BatchError(f"{out_dir}: another batch is writing to this folder ({_lock_holder(path)}); wait for "
+                             "it to finish or choose another output folder")
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(holder).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    """True once this process holds the lock; False when another one does."""
+    try:
+        if os.name == "nt":
+            os.lseek(fd, 1 << 20, os.SEEK_SET)  # a byte past the holder's details, which others must read
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK):
+            return False
+        raise
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        return f"pid {holder['pid']} on {holder['host']}, started {holder['started']}"
+    except (OSError, ValueError, KeyError, TypeError):  # it is just starting and has not written them yet
+        return "its details are not written yet"
+
+
+def remove_stray_temps(out_dir: Path) -> None:
+    """Temporary files of a killed run (we hold the lock, so no live batch writes any)."""
+    for path in out_dir.rglob(f"{outputs.TEMP_PREFIX}*{outputs.TEMP_SUFFIX}"):
+        path.unlink(missing_ok=True)
 
 
 @dataclass
 class BatchInputs:
     files: List[Path]
     root: Optional[Path]   # the input folder (output mirrors its subfolders), None for a glob or a list
+    skipped: List[Tuple[Path, str]] = field(default_factory=list)   # entries that are no input, and why
 
 
 def collect_inputs(source: str, recursive: bool = False) -> BatchInputs:
-    """A folder, a glob pattern, or a .txt file listing image paths (one per line)."""
+    """A folder (its image files), a glob pattern, or a .txt file listing image paths (one per line)."""
     path = Path(source).expanduser()
     if path.is_dir():
         pattern = "**/*" if recursive else "*"
-        files = [p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        entries = [p for p in path.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES]
         root = path
     elif path.suffix.lower() == ".txt" and path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        files = [Path(line.strip()).expanduser() for line in lines if line.strip() and not line.startswith("#")]
+        lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        entries = [Path(line.strip()).expanduser() for line in lines if line.strip() and not line.startswith("#")]
         root = None
     elif glob.has_magic(source):
-        files = [Path(p) for p in glob.glob(source, recursive=recursive) if Path(p).is_file()]
+        entries = [Path(p) for p in glob.glob(source, recursive=recursive)]
         root = None
     else:
         raise BatchError(f"{source}: not a folder, a glob pattern or a .txt list of images")
-    if not files:
+    inputs = BatchInputs([], root)
+    for entry in sorted(set(entries)):
+        problem = _not_an_input(entry)
+        if problem:
+            inputs.skipped.append((entry, problem))
+        else:
+            inputs.files.append(entry)
+    if not inputs.files:
         raise BatchError(f"{source}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-    return BatchInputs(sorted(files), root)
+    return inputs
+
+
+def _not_an_input(path: Path) -> str:
+    """Why an entry is not an input; '' when it is one (or when only reading it tells: then it fails there)."""
+    try:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            return f"not an image file name ({', '.join(IMAGE_SUFFIXES)})"
+        if path.is_symlink() and not path.exists():
+            return "dangling symbolic link (its target is missing)"
+        if path.exists() and not path.is_file():
+            return "not a regular file"
+    except OSError:
+        pass
+    return ""
 
 
 def check_output_folder(inputs: BatchInputs, out_dir: Path) -> None:
@@ -123,19 +228,61 @@ def check_output_folder(inputs: BatchInputs, out_dir: Path) -> None:
                              f"{folder}; choose a folder outside it")
 
 
-def make_batch_items(inputs: BatchInputs, seed: int, prompt_from_infotext: bool = False) -> List[Item]:
-    """One item per file, named by its stem (and subfolder); every item uses the same seed, so adding files
-    to a folder later does not change the seeds of the others."""
-    items, taken = [], set()
+def input_key(inputs: BatchInputs, path: Path) -> str:
+    """What identifies an input across runs: its path in the input folder, or its absolute path."""
+    return path.relative_to(inputs.root).as_posix() if inputs.root else os.path.abspath(path)
+
+
+def plain_name(inputs: BatchInputs, path: Path) -> str:
+    """An input's item name before making it unique: its path in the input folder (or its file name) without
+    the suffix; bytes that are not UTF-8 become '_'."""
+    rel = path.relative_to(inputs.root) if inputs.root else Path(path.name)
+    raw = rel.with_suffix("").as_posix().encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "replace").replace("\ufffd", "_")
+
+
+def name_budget(recipe: Recipe) -> int:
+    """The bytes an item name's last part may take so that every output name fits in NAME_MAX."""
+    longest = max(len(stage_stem("", n, stage, stage.repeat - 1).encode()) for n, stage in
+                  enumerate(recipe.stages, 1))
+    budget = NAME_MAX - longest - FREE_NAME_ROOM
+    if budget < 32:
+        raise BatchError(f"recipe: stage labels are too long for file names ({longest} bytes); shorten them")
+    return budget
+
+
+def make_batch_items(inputs: BatchInputs, seed: int, known: Dict[str, str], budget: int,
+                     prompt_from_infotext: bool = False) -> List[Item]:
+    """One item per input, named for its output files: the input's plain name, made unique (x.png and x.jpg:
+    'x' and 'x-jpg', then a hash of the input's path) and short enough (the name cut, with that hash). A name an
+    earlier run in this folder gave an input (`known`: input key → name) is kept, so resuming and adding files
+    never renames. Every item uses the same seed, so adding files does not change the seeds of the others."""
+    taken = {name.casefold() for name in known.values()}  # casefold: x.png and X.jpg share a file on macOS
+    items = []
     for path in inputs.files:
-        rel = path.relative_to(inputs.root) if inputs.root else Path(path.name)
-        name = rel.with_suffix("").as_posix()
-        if name in taken:  # photo.jpg and photo.png: keep both apart
-            name = f"{name}-{path.suffix.lstrip('.').lower()}"
-        taken.add(name)
+        key = input_key(inputs, path)
+        name = known.get(key)
+        if name is None:
+            name = _unique_name(plain_name(inputs, path), path.suffix, key, taken, budget)
+            taken.add(name.casefold())
         extra = _prompt_of(path) if prompt_from_infotext else ""
         items.append(Item(name=name, seed=seed, image=path, prompt_extra=extra))
     return items
+
+
+def _unique_name(plain: str, suffix: str, key: str, taken: set, budget: int) -> str:
+    digest = hashlib.sha256(os.fsencode(key)).hexdigest()[:8]
+    endings = chain(["", "-" + suffix.lstrip(".").lower(), f"-{digest}"], (f"-{digest}-{n}" for n in count(2)))
+    return next(name for name in (_shortened(plain, budget - len(ending), digest) + ending for ending in endings)
+                if name.casefold() not in taken)
+
+
+def _shortened(name: str, limit: int, digest: str) -> str:
+    """`name` with its last part cut to `limit` bytes, ending in ~digest when it had to be cut."""
+    folder, _, last = name.rpartition("/")
+    if len(last.encode()) > limit:
+        last = last.encode()[:limit - len(digest) - 1].decode("utf-8", "ignore") + "~" + digest
+    return f"{folder}/{last}" if folder else last
 
 
 def _prompt_of(path: Path) -> str:
@@ -149,36 +296,124 @@ def _prompt_of(path: Path) -> str:
 
 
 def recipe_hash(recipe: Recipe) -> str:
+    """The recipe's identity in a batch folder: without what each saved image's recipe adds as it ran (its start
+    image, its stages' exact prompts and the checkpoints' hashes), so a saved image can be matched to its batch."""
     data = recipe.to_dict()
     data.pop("init_image")
+    data.pop("hashes")
+    for stage in data["stages"]:
+        stage["prompt"].pop("positive")
+        stage["prompt"].pop("negative")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class Manifest(Journal):
-    """The output folder's record of finished passes; append-only JSONL, fsynced line by line."""
+PassKey = Tuple[str, int, int]   # item, stage, repeat
 
-    def __init__(self, folder: Path, recipe: Recipe):
+
+class Manifest(Journal):
+    """The output folder's record of passes and placed finals; append-only JSONL, one fsynced line per event:
+    saving → done for a pass, placing → placed for a final-only batch's final. Opening it repairs a torn last
+    line and settles what a killed run left between the two: a file that is there and whole is adopted."""
+
+    def __init__(self, folder: Path, recipe: Recipe, write_png=outputs.save_png_as):
+        self.write_png = write_png
         self.path = folder / MANIFEST
         self.folder = folder
+        self.recipe = recipe
         self.hash = recipe_hash(recipe)
-        self.entries: Dict[Tuple[str, int, int], dict] = {}
+        self.entries: Dict[PassKey, dict] = {}   # done passes
+        self.finals: Dict[str, str] = {}          # item → its placed final (final-only batches)
+        self.names: Dict[str, str] = {}           # input key → item name, as earlier runs named them
+        self.input_of: Dict[str, str] = {}        # item name → input key, for this run's lines
+        self._pass: Optional[PassKey] = None      # the pass being run (see begin)
+        saving, placing = {}, {}
         for entry in self._read():
+            self._check_line(entry)
             if entry.get("recipe") != self.hash:
                 raise BatchError(f"{self.path}: this folder holds a batch of another recipe ({entry.get('recipe')}; "
                                  f"this one is {self.hash}). Use another output folder, or the same recipe to "
                                  "resume.")
-            self.entries[(entry["item"], entry["stage"], entry["repeat"])] = entry
+            if entry.get("input"):
+                self.names[entry["input"]] = entry["item"]
+            event = entry.get("event", "done")   # lines of older versions are all "done"
+            if event == "saving":
+                saving[_pass_key(entry)] = entry
+            elif event == "done":
+                self.entries[_pass_key(entry)] = entry
+                saving.pop(_pass_key(entry), None)
+            elif event == "placing":
+                placing[entry["item"]] = entry
+            elif event == "placed":
+                self.finals[entry["item"]] = entry["path"]
+                placing.pop(entry["item"], None)
+        for entry in saving.values():
+            self._adopt_pass(entry)
+        for entry in placing.values():
+            self._adopt_final(entry)
+
+    def _check_line(self, entry) -> None:
+        """A line we could have written: a manifest edited by hand must not point the run at files elsewhere."""
+        ok = isinstance(entry, dict) and isinstance(entry.get("item"), str) and \
+            isinstance(entry.get("stage", 0), int) and isinstance(entry.get("repeat", 0), int) and \
+            isinstance(entry.get("path", ""), str)
+        if ok and entry.get("path"):
+            target = (self.folder / entry["path"]).resolve()
+            ok = self.folder.resolve() in target.parents
+        if not ok:
+            raise BatchError(f"{self.path}: a line that this tool did not write ({outputs.printable(str(entry))[:120]});"
+                             " use another output folder")
 
     def _read(self) -> List[dict]:
         if not self.path.is_file():
             return []
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):   # the torn last line of a killed run: cut it, so the next line starts on its own
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
         entries = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in data[:end].decode("utf-8", "replace").splitlines():
             try:
                 entries.append(json.loads(line))
-            except json.JSONDecodeError:  # the torn last line of a killed run
+            except json.JSONDecodeError:
                 continue
         return entries
+
+    def _append(self, entry: dict) -> None:
+        line = (json.dumps(dict(entry, recipe=self.hash)) + "\n").encode()
+        with open(self.path, "ab", buffering=0) as f:
+            if f.write(line) != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            os.fsync(f.fileno())
+
+    def _our_image(self, path: Path) -> Optional[str]:
+        """The infotext of a whole PNG this recipe wrote at `path`; None when it is missing, cut or another's."""
+        try:
+            with Image.open(path) as im:
+                im.load()
+                text = dict(im.info)
+            return text.get(outputs.INFOTEXT_CHUNK, "") \
+                if recipe_hash(Recipe.from_json(text[outputs.RECIPE_CHUNK])) == self.hash else None
+        except Exception:
+            return None
+
+    def _adopt_pass(self, entry: dict) -> None:
+        """A pass saved by a run killed before it wrote "done": its image is the pass's result."""
+        info = self._our_image(self.folder / entry["path"])
+        if info is None:
+            return   # not written: the pass runs again
+        seed = re.search(r"\bSeed: (\d+)", info)
+        done = dict(entry, event="done", label=self.recipe.stages[entry["stage"] - 1].label, status=DONE,
+                    seed=int(seed.group(1)) if seed else 0, note=_infotext_value(info, "TLOK faces"), seconds=0.0)
+        self._append(done)
+        self.entries[_pass_key(entry)] = done
+
+    def _adopt_final(self, entry: dict) -> None:
+        """A final placed by a run killed before it wrote "placed"."""
+        if self._our_image(self.folder / entry["path"]) is not None:
+            self._append(dict(entry, event="placed"))
+            self.finals[entry["item"]] = entry["path"]
 
     def finished(self, item: str, stage: int, repeat: int) -> Optional[StageOutput]:
         entry = self.entries.get((item, stage, repeat))
@@ -186,21 +421,62 @@ class Manifest(Journal):
             return None
         path = self.folder / entry["path"] if entry["path"] else None
         if path is not None and not path.is_file():
-            return None   # deleted by the user since: redo it
+            final = self.folder / self.finals.get(item, entry["path"])
+            if not final.is_file():
+                return None   # deleted by the user since: redo it
+            path = final      # a final-only item placed by an earlier run: its intermediates are gone
         return StageOutput(item, stage, repeat, entry["label"], entry["status"], path, entry["seed"],
                            entry.get("note", ""), entry.get("seconds", 0.0), resumed=True)
 
+    def begin(self, item: str, stage: int, repeat: int) -> None:
+        self._pass = (item, stage, repeat)
+
+    def save(self, folder: Path, stem: str, image: Image.Image, info: str, recipe_json: str) -> Path:
+        """The runner's saver: note the file name, then write the file (atomically, never over another)."""
+        item, stage, repeat = self._pass
+        path = outputs.free_png_name(folder, stem)
+        self._append({"event": "saving", "item": item, "input": self.input_of.get(item, ""), "stage": stage,
+                      "repeat": repeat, "path": self._relative(path)})
+        self.write_png(path, image, info, recipe_json)
+        return path
+
     def record(self, output: StageOutput) -> None:
-        entry = {"recipe": self.hash, "item": output.item, "stage": output.stage, "repeat": output.repeat,
-                 "label": output.label, "status": output.status, "seed": output.seed, "note": output.note,
-                 "seconds": round(output.seconds, 3),
-                 "path": output.path.relative_to(self.folder).as_posix() if output.path else ""}
+        entry = {"event": "done", "item": output.item, "input": self.input_of.get(output.item, ""),
+                 "stage": output.stage, "repeat": output.repeat, "label": output.label, "status": output.status,
+                 "seed": output.seed, "note": output.note, "seconds": round(output.seconds, 3),
+                 "path": self._relative(output.path) if output.path else ""}
+        self._append(entry)
         self.entries[(output.item, output.stage, output.repeat)] = entry
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+
+    def place_final(self, item: str, image: Path) -> Path:
+        """A final-only item's last image, linked into the output folder under the item's name (once)."""
+        if item in self.finals and (self.folder / self.finals[item]).is_file():
+            return self.folder / self.finals[item]
+        target = self.folder / item
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target = outputs.free_png_name(target.parent, target.name)
+        entry = {"event": "placing", "item": item, "path": self._relative(target)}
+        self._append(entry)
+        os.link(image, target)
+        self._append(dict(entry, event="placed"))
+        self.finals[item] = entry["path"]
+        return target
+
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.folder).as_posix()
+
+
+def _pass_key(entry: dict) -> PassKey:
+    return entry["item"], entry["stage"], entry["repeat"]
+
+
+def _infotext_value(info: str, key: str) -> str:
+    """One 'Key: value' of WebUI infotext ('' if absent); quoted values are JSON strings (outputs.quote)."""
+    found = re.search(rf'\b{re.escape(key)}: ("(?:[^"\\]|\\.)*"|[^,\n]*)', info)
+    if not found:
+        return ""
+    value = found.group(1)
+    return json.loads(value) if value.startswith('"') else value
 
 
 @dataclass
@@ -212,19 +488,24 @@ class Summary:
 
     def text(self) -> str:
         d = self.data
-        lines = [f"{d['done']} done ({d['resumed_passes']} passes resumed from an earlier run), "
-                 f"{len(d['failed'])} failed, {len(d['incomplete'])} incomplete, "
-                 f"{len(d['no_face'])} without a face found; {len(d['model_loads'])} model load(s)"]
+        lines = [f"{d['inputs']} inputs: {d['done']} done ({d['passes_run']} passes run, {d['resumed_passes']} "
+                 f"resumed from an earlier run), {len(d['failed'])} failed, {len(d['skipped'])} skipped, "
+                 f"{len(d['incomplete'])} incomplete, {len(d['no_face'])} without a face found; "
+                 f"{len(d['model_loads'])} model load(s)"]
         lines += [f"  failed: {f['input']}: {f['reason']}" for f in d["failed"]]
+        lines += [f"  skipped: {f['input']}: {f['reason']}" for f in d["skipped"]]
+        lines += [f"  named {r['item']}: {r['input']}" for r in d["renamed"]]
         lines += [f"  no face found: {name}" for name in d["no_face"]]
         lines += [f"  {label}: {seconds:.2f} s per pass" for label, seconds in d["seconds_per_stage"].items()]
         lines.append(f"summary: {self.json_path} and {self.csv_path}")
         return "\n".join(lines)
 
 
-def finish_batch(result: RunResult, recipe: Recipe, items: Sequence[Item], out_dir: Path,
-                 final_only: bool) -> Summary:
-    """Link finals into place for a final-only batch, then write the summary (JSON and CSV)."""
+def finish_batch(result: RunResult, recipe: Recipe, inputs: BatchInputs, items: Sequence[Item],
+                 manifest: Manifest, final_only: bool) -> Summary:
+    """Link finals into place for a final-only batch, then write the summary (JSON and CSV): a row for every
+    input entry, with its item name, status and reason."""
+    out_dir = manifest.folder
     last_stage = len(recipe.stages)
     by_item: Dict[str, List[StageOutput]] = {}
     for output in result.outputs:
@@ -236,21 +517,27 @@ def finish_batch(result: RunResult, recipe: Recipe, items: Sequence[Item], out_d
         complete = _complete(done, last_stage)
         images = [o.path for o in done if o.path]
         final = images[-1] if complete and images else None
-        if final and final_only:
-            final = _place_final(final, out_dir, item.name)
+        if final and final_only and WORK_DIR in final.relative_to(out_dir).parts:
+            final = manifest.place_final(item.name, final)
         if final:
             finals[item.name] = final
-        rows.append({"item": item.name, "input": str(item.image),
+        rows.append({"item": item.name, "input": outputs.printable(str(item.image)),
                      "status": "failed" if failed else "done" if complete else "incomplete",
-                     "final": str(final or ""), "reason": failed.note if failed else "",
+                     "final": outputs.printable(str(final or "")),
+                     "reason": outputs.printable(failed.note) if failed else "",
                      "faces": next((o.note for o in done if o.label == "face" or o.status == NO_FACE), "")})
+    rows += [{"item": "", "input": outputs.printable(str(path)), "status": "skipped", "final": "", "faces": "",
+              "reason": reason} for path, reason in inputs.skipped]
     if final_only and all(r["status"] != "incomplete" for r in rows):
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
     data = {
-        "output": str(out_dir), "recipe_hash": recipe_hash(recipe), "items": len(items),
+        "output": str(out_dir), "recipe_hash": recipe_hash(recipe), "inputs": len(rows), "items": len(items),
         "done": sum(r["status"] == "done" for r in rows),
         "failed": [{"input": r["input"], "reason": r["reason"]} for r in rows if r["status"] == "failed"],
+        "skipped": [{"input": r["input"], "reason": r["reason"]} for r in rows if r["status"] == "skipped"],
         "incomplete": [r["item"] for r in rows if r["status"] == "incomplete"],
+        "renamed": [{"input": outputs.printable(str(item.image)), "item": item.name} for item in items
+                    if item.name != plain_name(inputs, item.image)],
         "no_face": sorted({o.item for o in result.outputs if o.status == NO_FACE}),
         "interrupted": result.interrupted,
         "model_loads": result.loads,
@@ -267,18 +554,6 @@ def _complete(done: List[StageOutput], last_stage: int) -> bool:
     return bool(finished) and len(finished) == len(done) and max(o.stage for o in finished) == last_stage
 
 
-def _place_final(final: Path, out_dir: Path, name: str) -> Path:
-    """Final-only batches keep intermediates in WORK_DIR; the final gets the input's name in out_dir."""
-    if WORK_DIR not in final.parts:
-        return final
-    target = out_dir / f"{name}.png"
-    if target.is_file():
-        return target   # placed by an earlier run
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.link(final, target)
-    return target
-
-
 def _seconds_per_stage(result: RunResult) -> Dict[str, float]:
     times: Dict[str, List[float]] = {}
     for o in result.outputs:
@@ -288,7 +563,6 @@ def _seconds_per_stage(result: RunResult) -> Dict[str, float]:
 
 
 def _write_summary(data: dict, out_dir: Path, finals: Dict[str, Path]) -> Summary:
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / SUMMARY_JSON, out_dir / SUMMARY_CSV
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["item", "input", "status", "final", "faces", "reason"])

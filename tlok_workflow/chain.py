@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 from .presets import Pack, find_key
-from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
+from .recipe import DEFAULT_UPSCALER, FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
 
 DEMO_CHECKPOINTS = {"base": "demo-base", "style": "demo-style"}
 DEMO_SCALE = 8  # the demo chain runs at 1/8 of the real sizes: 512 → 64, 1536 → 192
@@ -110,6 +110,8 @@ def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
             size = f"crop→{stage.face.inpaint_size}"
         else:
             size = f"{stage.width}×{stage.height}"
+            if stage.kind == "img2img" and stage.upscaler != DEFAULT_UPSCALER:
+                size += f" via {stage.upscaler}"
         steps = str(stage.steps)
         if stage.kind != "txt2img":
             steps += f" ({max(1, int(stage.steps * stage.denoise))} run)"
@@ -121,6 +123,14 @@ def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
     notes = [f"{s.label}: faces found by {', then '.join(s.face.detectors)}; each redrawn at {s.face.inpaint_size}"
              for s in recipe.stages if s.kind == "face"]
     return Plan(rows, loads, passes, _warnings(recipe, pack), notes)
+
+
+def pixel_steps(recipe: Recipe, count: int = 1) -> int:
+    """The work of a run: pixels × sampling steps over every pass of `count` images (a face pass counts one face
+    at its crop size; img2img counts all its steps), so a host can refuse runs that would hold it for days."""
+    per_image = sum((stage.face.inpaint_size ** 2 if stage.kind == "face" else stage.width * stage.height)
+                    * stage.steps * stage.repeat for stage in recipe.stages)
+    return per_image * count
 
 
 def _warnings(recipe: Recipe, pack: Optional[Pack]) -> List[str]:

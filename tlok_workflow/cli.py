@@ -1,17 +1,22 @@
 """python -m tlok_workflow: run / prompt / plan / presets, a thin layer over the engine."""
 import argparse
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from . import outputs
+from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
-from .recipe import FaceOptions, PromptSpec, Recipe
+from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
 from .runner import Progress, resolve_seed
 from .schema import build
+
+DEMO_NOTE = "DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints"
 
 
 class CliError(Exception):
@@ -27,7 +32,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-        return args.command(args) or 0
+        if args.name is None:
+            parser.print_help(sys.stderr)
+            return 2
+        code = args.command(args) or 0
+        sys.stdout.flush()   # a reader that went away (… | head) shows up here, inside the try
+        return code
+    except BrokenPipeError:  # stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # the flush at exit must not fail again
+        return 141
     except (CliError, ValueError, FileNotFoundError) as e:  # our errors are ValueErrors naming the value
         print(f"tlok_workflow: error: {e}", file=sys.stderr)
         return 2
@@ -40,7 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m tlok_workflow",
                      description="The 4elements-diffusion recipe as one command: vanilla txt2img → style img2img → "
                                  "upscale ladder → face inpaint.")
-    sub = parser.add_subparsers(dest="name", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="name", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the chain and save every stage")
     _add_selection_args(run)
@@ -81,7 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="serve the panel in the browser on 127.0.0.1 (diffusers backend, demo models)")
     ui.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: ./outputs)")
-    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--port", type=int, help="default: 7860, or the next free port after it (the WebUI's is 7860)")
     ui.add_argument("--models", type=Path, help="folder whose checkpoints the dropdowns list")
     ui.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder")
     ui.add_argument("--batch-root", action="append", default=[], metavar="DIR",
@@ -106,8 +119,15 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SELECTION_FLAGS = ("shot", "subject", "outfit", "hairstyle", "medium")
+
+
 def _add_selection_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("prompt (pack keys or free text; unset = the pack's defaults)")
+    g = p.add_argument_group("prompt (pack keys or free text)",
+                             "With none of --shot, --subject, --outfit, --hairstyle, --medium: the pack's example "
+                             "(4elements: full-shot Korra wearing defa outfit stada hairstyle tlok artstyle). With "
+                             "any of them, those left out add nothing: --subject dog --medium 'tlok artstyle' is "
+                             "'dog tlok artstyle'.")
     g.add_argument("--pack", default=None, help="preset pack (default: 4elements)")
     g.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder (repeatable)")
     g.add_argument("--shot", help="full-shot, half-body, closeup, 'facial closeup', full-body, '' for none")
@@ -133,6 +153,10 @@ def _add_recipe_args(p: argparse.ArgumentParser, from_images: bool = False) -> N
     g.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
     g.add_argument("--style", help="style checkpoint (4elements-diffusion)")
     g.add_argument("--demo", action="store_true", help="use the built-in random-weight demo models")
+    g.add_argument("--upscaler", help="enlarge before every img2img pass with: Lanczos (default), Nearest, or the "
+                                      "name of a model file in --upscalers (e.g. 4x-AnimeSharp)")
+    g.add_argument("--upscalers", type=Path, default=UPSCALERS_FOLDER, metavar="DIR",
+                   help=f"folder of ESRGAN-family upscaler files, .pth/.safetensors (default: {UPSCALERS_FOLDER})")
     if from_images:
         p.set_defaults(base=None, init_image=None)
         return
@@ -152,16 +176,20 @@ def _pack(args) -> Pack:
 
 
 def _selections(args, pack: Pack) -> PromptSpec:
+    """The flags given; the pack's example selections when none of SELECTION_FLAGS is given."""
     d = pack.info.defaults
+    any_given = any(getattr(args, flag) is not None for flag in SELECTION_FLAGS)
 
     def pick(value, default):
-        return default if value is None else value
+        if value is not None:
+            return value
+        return "" if any_given else default
 
-    return PromptSpec(
+    return build(PromptSpec, dict(   # checked as in a recipe: `--weight nan` must not reach the prompt
         shot=pick(args.shot, d.shot), subject=pick(args.subject, d.subject), outfit=pick(args.outfit, d.outfit),
         outfit_weight=args.weight, hairstyle=args.hairstyle, medium=pick(args.medium, d.medium), extra=args.extra,
         negatives=[k.strip() for k in args.negatives.split(",") if k.strip()] if args.negatives is not None else None,
-        negative_extra=args.negative_extra, positive=args.positive, negative=args.negative)
+        negative_extra=args.negative_extra, positive=args.positive, negative=args.negative), "prompt")
 
 
 def _recipe_and_pack(args, from_images: bool = False):
@@ -173,6 +201,8 @@ def _recipe_and_pack(args, from_images: bool = False):
             recipe.seed = args.seed
     else:
         pack = _pack(args)
+        if args.demo and (args.base or args.style):
+            raise CliError("--demo runs the built-in demo models; drop it to use --base/--style")
         demo = args.demo or not (args.base or args.style)
         start_from_image = from_images or args.init_image is not None
         if not demo and not args.style:
@@ -187,6 +217,10 @@ def _recipe_and_pack(args, from_images: bool = False):
                               seed=-1 if args.seed is None else args.seed)
     if args.init_image:
         recipe.init_image = str(args.init_image)
+    if args.upscaler:
+        for stage in recipe.stages:
+            if stage.kind == "img2img":
+                stage.upscaler = args.upscaler
     return recipe, pack
 
 
@@ -194,12 +228,19 @@ def _read_recipe(path: Path) -> Recipe:
     if not path.is_file():
         raise CliError(f"--recipe {path}: file not found")
     if path.suffix.lower() == ".png":
-        text = outputs.recipe_json_from_png(path)
+        text = outputs.recipe_json_from_png(path)   # a broken PNG is an ImageError naming the file
         if not text:
             raise CliError(f"--recipe {path}: this PNG has no '{outputs.RECIPE_CHUNK}' chunk (not written by "
                            "tlok_workflow)")
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"--recipe {path}: cannot be read ({e})") from None
+    try:
         return Recipe.from_json(text)
-    return Recipe.from_json(path.read_text(encoding="utf-8"))
+    except RecipeError as e:
+        raise CliError(f"--recipe {path}: {e}") from None
 
 
 def _sizes(text: str) -> List[int]:
@@ -273,18 +314,30 @@ def _cmd_presets(args) -> None:
 
 
 def _cmd_ui(args) -> None:
+    if args.port is not None and _port_in_use(args.port):
+        raise CliError(f"--port {args.port}: already in use (leave --port out to take the next free port)")
     from .app import main as serve  # lazy: gradio loads only for the UI
 
     serve(out=args.out, port=args.port, models=args.models, user_dirs=args.presets,
           batch_roots=args.batch_root or [str(Path.cwd())])
 
 
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as gradio binds: TIME_WAIT is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _session(args, **policy):
     from .backends.diffusers_backend import DiffusersBackend  # lazy: torch and diffusers load only to run
     from .session import Session
 
-    return Session(lambda: DiffusersBackend(vae_tiling=args.vae_tiling), out_dir=args.out, user_dirs=args.presets,
-                   **policy)
+    return Session(lambda: DiffusersBackend(vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers),
+                   out_dir=args.out, user_dirs=args.presets, **policy)
 
 
 def _cmd_run(args) -> None:
@@ -321,13 +374,17 @@ def _cmd_batch(args) -> int:
 
     from tqdm import tqdm
 
-    from .batch import BatchJob
+    from .batch import BatchJob, collect_inputs, for_images
 
     recipe, pack = _recipe_and_pack(args, from_images=True)
-    _check_checkpoints_exist({recipe.checkpoint_of(s) for s in recipe.stages if s.kind != "txt2img"})
     if args.workers and not args.ray:
         raise CliError("--workers needs --ray")
-    session = _session(args)
+    session = _session(args, save_intermediates=not args.final_only)
+    images = len(collect_inputs(args.source, args.recursive).files)
+    the_plan = session.plan(for_images(recipe), pack)
+    _check_checkpoints_exist(the_plan.loads)
+    print(compose(pack, recipe.prompt).positive)
+    print(the_plan.text(images))
     job = BatchJob(recipe, args.source, args.out, args.recursive, args.final_only, args.prompt_from_infotext)
     executor = _ray_executor(args) if args.ray else None
 
@@ -337,21 +394,25 @@ def _cmd_batch(args) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with tqdm(unit="pass", dynamic_ncols=True) as bar:
+        # delay: no bar above an error that stops the batch at once
+        with tqdm(total=the_plan.passes_per_item * images, unit="pass", dynamic_ncols=True, delay=0.5) as bar:
             def show(p: Progress) -> None:
-                bar.total = p.total
                 bar.update(p.done - bar.n)
                 bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
                 if executor:
                     bar.set_postfix_str(executor.rates())
 
             summary = session.run_batch(job, on_progress=show, executor=executor)
+            if not summary.data["interrupted"]:
+                bar.update(bar.total - bar.n)   # progress reports passes as they start; the last one is done too
     finally:
         signal.signal(signal.SIGINT, previous)
         if executor:
             executor.close()
     print(summary.text())
     print(f"outputs: {args.out}/")
+    if recipe.demo:
+        print(DEMO_NOTE)
     if summary.data["interrupted"]:
         print("interrupted: finished passes are kept; run the same command again to continue")
         return 130
@@ -364,7 +425,8 @@ def _ray_executor(args):
     from .backends.diffusers_backend import DiffusersBackend
     from .cluster import RayExecutor
 
-    return RayExecutor(partial(DiffusersBackend, vae_tiling=args.vae_tiling), args.ray, args.workers)
+    return RayExecutor(partial(DiffusersBackend, vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers),
+                       args.ray, args.workers)
 
 
 def _report(result, recipe: Recipe, out: Path) -> None:
@@ -377,7 +439,7 @@ def _report(result, recipe: Recipe, out: Path) -> None:
     if result.interrupted:
         print("interrupted: the finished stages above are kept")
     if recipe.demo:
-        print("DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints")
+        print(DEMO_NOTE)
 
 
 if __name__ == "__main__":

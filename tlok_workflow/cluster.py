@@ -1,15 +1,15 @@
 """Folder batches on a Ray cluster: one worker per GPU (or CPU core), on one machine or several.
 
 The runner's stage loop stays in this process (the driver), and with it everything that needs one writer: the
-journal (the batch manifest), progress and the summary. `RayExecutor` hands a stage's passes out one at a time
-to whichever worker is free; each worker is a Ray actor with its own backend (its models loaded once, its own
-device) that runs whole passes: it reads the source image, computes, and saves the PNG atomically into the
-output folder. So the inputs, the output folder and the checkpoints must be at the same path on every node.
+journal (the batch manifest), the PNG files, progress and the summary. `RayExecutor` hands a stage's passes out one
+at a time to whichever worker is free. Each worker is a Ray actor with its own backend (its models loaded once, its
+own device): it reads the pass's source image, computes the pass, and sends the image back; the driver saves it
+through the runner's saver, so a batch on Ray commits its passes exactly as one without Ray. Workers read the
+inputs, the checkpoints and the earlier stages' images at the driver's paths, so those must be at the same path on
+every node.
 
 A worker lost mid-pass (killed, out of memory, its machine gone) is restarted by Ray, and its pass goes back to
-the front of the queue for the next free worker. A pass's PNG may already be on disk from the lost attempt (or
-from a run whose driver was killed): the file is taken as the pass's output when its infotext and recipe equal
-what the pass would write, so no pass leaves two files.
+the front of the queue for the next free worker; it had saved nothing, so nothing is saved twice.
 """
 import functools
 import os
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-from . import outputs
 from .backends.base import Backend
 from .runner import FAILED, Executor, Interrupted, PassJob, Runner, StageOutput
 
@@ -43,19 +42,6 @@ def import_ray():
     return ray
 
 
-def save_or_keep(folder: Path, stem: str, image, info: str = "", recipe_json: str = "") -> Path:
-    """outputs.save_png, except that the same pass's file left by a lost attempt is kept instead of saved twice."""
-    earlier = folder / f"{stem}.png"
-    if earlier.is_file():
-        try:
-            text = outputs.read_png_text(earlier)
-        except Exception:  # noqa: BLE001 - unreadable: not ours, save_png picks a free name
-            text = {}
-        if text.get(outputs.INFOTEXT_CHUNK, "") == info and text.get(outputs.RECIPE_CHUNK, "") == recipe_json:
-            return earlier
-    return outputs.save_png(folder, stem, image, info, recipe_json)
-
-
 class _Worker:
     """A Ray actor: one backend on one device; runs passes and reports the model loads they made."""
 
@@ -72,13 +58,10 @@ class _Worker:
         return f"{socket.gethostname()}:{os.getpid()}"
 
     def probe(self, probe_file: str, token: str, paths: Sequence[str]) -> str:
-        """'' when this node sees the driver's output folder (and writes to it) and `paths`; else why not."""
+        """'' when this node sees the driver's output folder and `paths`; else why not."""
         probe = Path(probe_file)
         try:
             same = probe.read_text(encoding="utf-8") == token
-            mine = probe.with_name(f"{probe.name}-{os.getpid()}")
-            mine.write_text(token, encoding="utf-8")
-            mine.unlink()
             reason = "" if same else " (another folder has that path there)"
         except OSError as e:
             same, reason = False, f" ({e.strerror})"
@@ -88,16 +71,23 @@ class _Worker:
         return f"worker on {self.where()} does not see {missing[0]}" if missing else ""
 
     def run_pass(self, run: str, out_dir: Path, pack, recipe, prompts, stage, job: PassJob):
-        """(the pass's StageOutput, or None when stopped mid-pass; the model loads made since the last call)."""
+        """(the pass's StageOutput or None when stopped mid-pass, the saver's arguments for the driver or None,
+        the model loads made since the last call)."""
+        save = []
+
+        def hand_back(folder: Path, stem: str, *image_info_recipe) -> Path:
+            save.append((folder, stem) + image_info_recipe)
+            return folder / f"{stem}.png"   # the driver's saver picks the real name
+
         runner = Runner(self.backend, pack, out_dir, should_stop=lambda: self.stopped_run == run,
-                        contact_sheets=False, save=save_or_keep)
+                        contact_sheets=False, save=hand_back)
         try:
             output = runner.compute_pass(recipe, prompts, stage, job)
         except Interrupted:
             output = None
         loads = self.backend.loads[self.loads_reported:]
         self.loads_reported = len(self.backend.loads)
-        return output, loads
+        return output, (save[0] if save and output else None), loads
 
     def stop(self, run: str) -> None:
         """Runs beside run_pass (the actor has two threads): the pass in flight stops after its current step."""
@@ -220,10 +210,13 @@ class RayExecutor(Executor):
                 idle.append(worker)
                 if job is None:
                     continue
-                output, loads = result
+                output, save, loads = result
                 worker.loads += loads
-                if output is None:   # stopped mid-pass: nothing saved
+                if output is None:   # stopped mid-pass
                     continue
+                if save:
+                    runner.journal.begin(job.item.name, job.at.stage, job.repeat)
+                    output.path = runner.save(*save)
                 worker.finished += 1
                 runner.on_progress(replace(job.at, step=job.at.steps, done=done + 1))
                 done += 1

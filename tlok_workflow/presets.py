@@ -7,14 +7,17 @@ key and the value.
 """
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .schema import SchemaError, build, spec
+from .schema import SchemaError, build, loads_json, show_key, spec
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "tlok_presets"
+# The extension's root files (tlok_presets/, style.css): beside the package in a checkout; a wheel carries copies
+# inside the package (setup.py).
+_PACKAGE_DIR = Path(__file__).resolve().parent
+EXTENSION_ROOT = _PACKAGE_DIR / "extension" if (_PACKAGE_DIR / "extension").is_dir() else _PACKAGE_DIR.parent
+BUNDLED_DIR = EXTENSION_ROOT / "tlok_presets"
 DEFAULT_PACK = "4elements"
 MEDIUM_KINDS = ("style", "photo", "other")
 
@@ -159,7 +162,7 @@ def load_packs(user_dirs: Sequence[str] = ()) -> Dict[str, Pack]:
             raise PresetError(f"{folder}: user presets folder not found")
         raw = _read_json(folder / "pack.json") if (folder / "pack.json").is_file() else {}
         name = raw.get("name", DEFAULT_PACK) if isinstance(raw, dict) else DEFAULT_PACK
-        pack = _merge_folder(packs.get(name), folder)
+        pack = _merge_folder(packs.get(name) if isinstance(name, str) else None, folder)  # else: an error there
         packs[pack.name] = pack
     return packs
 
@@ -201,7 +204,7 @@ def _merge_folder(base: Optional[Pack], folder: Path) -> Pack:
             raise PresetError(f"{path}: expected an object of entries keyed by name")
         entries = getattr(pack, attr)
         for key, value in raw.items():
-            entries[key] = _build_or_fail(entry_cls, value, path, key)
+            entries[key] = _build_or_fail(entry_cls, value, path, show_key(key))
             pack.origin[f"{attr}.{key}"] = str(path)
     pack.sources.append(str(folder))
     _check_references(pack)
@@ -230,15 +233,19 @@ def _check_references(pack: Pack) -> None:
 def _check_ladder(pack: Pack, where: str, ladder: List[int], field_name: str = "ladder") -> None:
     for size in ladder:
         if not 64 <= size <= 8192 or size % 8:
-            origin = pack.origin.get(where, pack.origin["pack"])
-            key = "" if where == "pack" else where.split(".", 1)[1] + "."
-            raise PresetError(f"{origin}: {key}{field_name}: {size} must be a multiple of 8 in 64..8192")
+            raise PresetError(f"{_origin_and_key(pack, where)}{field_name}: {size} must be a multiple of 8 in "
+                              "64..8192")
 
 
 def _fail(pack: Pack, where: str, field_name: str, value, known) -> None:
+    raise PresetError(f"{_origin_and_key(pack, where)}{field_name}: {value!r} is not one of: "
+                      f"{', '.join(map(show_key, known))}")
+
+
+def _origin_and_key(pack: Pack, where: str) -> str:
+    """'file: key.' for an entry ("outfits.defa"), 'file: ' for "pack"."""
     origin = pack.origin.get(where, pack.origin["pack"])
-    key = "" if where == "pack" else where.split(".", 1)[1] + "."
-    raise PresetError(f"{origin}: {key}{field_name}: {value!r} is not one of: {', '.join(known)}")
+    return f"{origin}: " if where == "pack" else f"{origin}: {show_key(where.split('.', 1)[1])}."
 
 
 def _build_or_fail(cls, data, path: Path, key: str):
@@ -253,9 +260,9 @@ def _build_or_fail(cls, data, path: Path, key: str):
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise PresetError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        return loads_json(path.read_text(encoding="utf-8"), str(path))
+    except SchemaError as e:
+        raise PresetError(str(e)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise PresetError(f"{path}: cannot be read ({e})") from None
 

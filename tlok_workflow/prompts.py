@@ -4,6 +4,7 @@ The order follows the model card's examples: shot, subject, outfit, hairstyle, m
 ("full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"). Stage variants and lint rules work
 on the prompt text, so they apply the same way to a prompt the user edited by hand.
 """
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import List
@@ -23,7 +24,8 @@ def compose(pack: Pack, selections: PromptSpec) -> Prompts:
     """The run's prompts: the edited text where the user edited it, else composed from the selections."""
     positive = selections.positive.strip() or compose_positive(pack, selections)
     negative = selections.negative.strip() or compose_negative(pack, selections)
-    return Prompts(positive, negative, lint(pack, positive, negative))
+    typos = [] if selections.positive.strip() else near_misses(pack, selections)
+    return Prompts(positive, negative, typos + lint(pack, positive, negative))
 
 
 def compose_positive(pack: Pack, s: PromptSpec) -> str:
@@ -70,6 +72,21 @@ def for_stage(pack: Pack, positive: str, variant: StagePrompt) -> str:
     if variant.shot or variant.extra:
         text = _set_shot(pack, text, _join([variant.shot or _find_shot(pack, text), variant.extra], " "))
     return text
+
+
+def near_misses(pack: Pack, s: PromptSpec) -> List[str]:
+    """Free text one typo away from a key ('defaa', 'fullshot'): most likely meant as that key."""
+    warnings = []
+    for field_name, value, entries in (("shot", s.shot, pack.shots), ("outfit", s.outfit, pack.outfits),
+                                       ("hairstyle", s.hairstyle, pack.hairstyles), ("medium", s.medium, pack.media)):
+        if not value or find_key(entries, value):
+            continue
+        keys = {key.lower(): key for key in entries}
+        close = difflib.get_close_matches(value.strip().lower(), keys, n=1, cutoff=0.75)
+        if close:
+            warnings.append(f'{field_name} "{value.strip()}" is not a key of pack {pack.name!r}, so it goes in as '
+                            f'free text; did you mean "{keys[close[0]]}"?')
+    return warnings
 
 
 def lint(pack: Pack, positive: str, negative: str) -> List[str]:

@@ -8,11 +8,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from .schema import SchemaError, build, spec
+from .schema import SchemaError, build, loads_json, spec
 
 STAGE_KINDS = ("txt2img", "img2img", "face")
 SEED_POLICIES = ("same", "offset", "fixed")
 RECIPE_VERSION = 1
+DEFAULT_UPSCALER = "Lanczos"
 
 
 RecipeError = SchemaError
@@ -78,6 +79,9 @@ class Stage:
     width: int = spec(512, "output width; for face stages unused (see face.inpaint_size)", ge=8, le=8192,
                       multiple_of=8)
     height: int = spec(512, "output height", ge=8, le=8192, multiple_of=8)
+    upscaler: str = spec(DEFAULT_UPSCALER, "img2img: how the image is enlarged before the pass: Lanczos (the "
+                                           "img2img resize), Nearest, or a model upscaler: in the WebUI one of its "
+                                           "upscalers, standalone a model file's name in the upscalers folder")
     denoise: float = spec(0.5, "img2img/face denoising strength (card: 0.4–0.6, up to 0.8 for hard cases)",
                           ge=0.0, le=1.0, infotext="Denoising strength")
     sampler: str = spec("Euler a", "WebUI sampler name", infotext="Sampler")
@@ -128,19 +132,21 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: Any) -> "Recipe":
         recipe = build(cls, data, "recipe")
-        _check_recipe(recipe)
+        check_recipe(recipe)
         return recipe
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RecipeError(f"recipe: not valid JSON ({e})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(loads_json(text, "recipe"))
 
 
-def _check_recipe(recipe: Recipe) -> None:
+@dataclass
+class RunOptions:
+    """How many images one run makes: the panel's slider, the API and the CLI share this bound."""
+    count: int = spec(1, "images to make (seeds seed, seed+1, …)", ge=1, le=64)
+
+
+def check_recipe(recipe: Recipe) -> None:
     """Cross-field rules that single fields cannot express."""
     labels: Dict[str, int] = {}
     for i, stage in enumerate(recipe.stages):
@@ -149,6 +155,8 @@ def _check_recipe(recipe: Recipe) -> None:
             raise RecipeError(f"{where}.kind: txt2img can only be the first stage")
         if stage.kind != "face" and stage.face is not None:
             raise RecipeError(f"{where}.face: only face stages take face options")
+        if stage.kind != "img2img" and stage.upscaler != DEFAULT_UPSCALER:
+            raise RecipeError(f"{where}.upscaler: only img2img stages take an upscaler")
         if not stage.label.strip():
             raise RecipeError(f"{where}.label: empty")
         if stage.label in labels:

@@ -76,6 +76,9 @@ class Journal:
     def finished(self, item: str, stage: int, repeat: int) -> Optional[StageOutput]:
         return None
 
+    def begin(self, item: str, stage: int, repeat: int) -> None:
+        """Called before a pass that is not finished runs (a journal that saves can note which pass it is)."""
+
     def record(self, output: StageOutput) -> None:
         """Called after each finished pass (DONE or NO_FACE), once its image is on disk."""
 
@@ -131,6 +134,11 @@ def make_items(recipe: Recipe, count: int, out_dir: Path, images: Sequence[Path]
                  image=starts[i] if starts else None) for i in range(count)]
 
 
+def stage_stem(item: str, number: int, stage: Stage, repeat: int) -> str:
+    """The file stem of one pass's image: item, stage number and label, and the repeat when there are several."""
+    return f"{item}-s{number}-{stage.label}" + (f"-r{repeat + 1}" if stage.repeat > 1 else "")
+
+
 class Runner:
     def __init__(self, backend: Backend, pack: Pack, out_dir: Path, *,
                  on_progress: Optional[Callable[[Progress], None]] = None,
@@ -152,6 +160,7 @@ class Runner:
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
             raise ValueError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
+        self._check_upscalers(recipe)
         prompts = compose(self.pack, recipe.prompt)
         result = RunResult()
         latest: Dict[str, Optional[Path]] = {item.name: item.image for item in items}
@@ -206,6 +215,7 @@ class Runner:
         """Run one pass and save its image; the journal is the caller's (see Executor)."""
         item, at, repeat = job.item, job.at, job.repeat
         started = time.perf_counter()
+        self.journal.begin(item.name, at.stage, repeat)
         try:
             output = self._run_pass(recipe, prompts, stage, repeat, item, job.source, at)
             output.seconds = time.perf_counter() - started
@@ -238,11 +248,20 @@ class Runner:
         else:
             if stage.kind == "img2img":
                 image = outputs.load_image(source)
-                request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height)
-                request.image = image.resize((request.width, request.height), Image.LANCZOS)
+                request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
+                                                                  self.backend.size_step)
+                request.image = self.backend.upscale(image, (request.width, request.height), stage.upscaler)
             image, note = self.backend.generate(request, on_step), ""
         path = self._save(recipe, request, stage, at, repeat, item, image, note)
         return StageOutput(item.name, at.stage, repeat, stage.label, DONE, path, seed, note)
+
+    def _check_upscalers(self, recipe: Recipe) -> None:
+        """An unknown upscaler fails before any pass, not after the earlier stages ran."""
+        known = self.backend.upscaler_names()
+        for stage in recipe.stages:
+            if stage.kind == "img2img" and stage.upscaler not in known:
+                raise ValueError(f"stage {stage.label}: upscaler {stage.upscaler!r} not found; available: "
+                                 f"{', '.join(known)}")
 
     def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
@@ -279,7 +298,7 @@ class Runner:
 
     def _save(self, recipe: Recipe, request: PassRequest, stage: Stage, at: Progress, repeat: int, item: Item,
               image: Image.Image, note: str) -> Path:
-        stem = f"{item.name}-s{at.stage}-{stage.label}" + (f"-r{repeat + 1}" if stage.repeat > 1 else "")
+        stem = stage_stem(item.name, at.stage, stage, repeat)
         info = outputs.infotext(request.prompt, request.negative_prompt, self._infotext_params(
             recipe, request, stage, at, image, note))
         target = self.out_dir / stem  # item names may hold a subfolder
@@ -309,6 +328,7 @@ class Runner:
             "Model hash": self.backend.model_hash(request.checkpoint) or None,
             "Model": self.backend.model_name(request.checkpoint),
             KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
+            "Upscaler": stage.upscaler if stage.kind == "img2img" else None,
             "Mask blur": face.mask_blur if face else None,
             "Inpaint area": "Only masked" if face else None,
             "Masked area padding": face.padding if face else None,

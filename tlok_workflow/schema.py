@@ -2,17 +2,62 @@
 
 Fields declare their bounds and a description with `spec`; `build` turns a dict into the dataclass and
 raises `SchemaError` naming the field path ("recipe.stages[2].denoise: 1.7 is out of range 0.0..1.0").
-Recipes and preset packs both use it, so the UI, the API and saved files share one schema.
+Recipes and preset packs both use it, so the UI, the API and saved files share one schema. `loads_json` is the
+one strict JSON reader for recipe and preset text.
 """
 import dataclasses
 import json
+import math
+import re
 import typing
 from dataclasses import field
 from typing import Any, Optional
 
 
+MAX_JSON_CHARS = 4 * 1024 * 1024   # a recipe or preset file is a few KB
+MAX_JSON_DEPTH = 64                # a recipe is 4 levels deep
+_LONGEST_INT = 1000                # digits; Python refuses str <-> int past 4300 digits
+
+
 class SchemaError(ValueError):
     """A value is missing, of the wrong type or out of bounds; the message names the field path."""
+
+
+def loads_json(text: str, where: str, max_chars: int = MAX_JSON_CHARS) -> Any:
+    """Strict JSON: finite numbers only (no NaN, Infinity or 1e999), at most MAX_JSON_DEPTH levels deep and
+    max_chars long. Errors are SchemaErrors starting with `where` (the file or source) and naming the key."""
+    if len(text) > max_chars:
+        raise SchemaError(f"{where}: {len(text)} characters, more than the {max_chars} a JSON file here may have")
+    try:
+        # overlong integers are read as floats, which are infinite, so the check below rejects them too
+        data = json.loads(text, parse_int=lambda s: int(s) if len(s) <= _LONGEST_INT else float(s))
+    except json.JSONDecodeError as e:
+        raise SchemaError(f"{where}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise SchemaError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_json_value(data, where)
+    return data
+
+
+def _check_json_value(data: Any, where: str) -> None:
+    """Depth and finite numbers, checked without recursion."""
+    pending = [(data, "", 0)]
+    while pending:
+        value, path, depth = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SchemaError(f"{where}: {path or 'value'}: {_show(value)} is not allowed: JSON numbers must be "
+                              "finite, at most ±1.7e308")
+        if isinstance(value, (dict, list)) and depth == MAX_JSON_DEPTH:
+            raise SchemaError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            pending += [(v, f"{path}.{show_key(k)}" if path else show_key(k), depth + 1) for k, v in value.items()]
+        elif isinstance(value, list):
+            pending += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+
+
+def show_key(key: Any) -> str:
+    """A key as a path element: as it is when plain, else quoted and shortened (it may hold newlines)."""
+    return key if isinstance(key, str) and re.fullmatch(r"[\w .+-]{1,40}", key) else _show(key)
 
 
 def spec(default: Any = dataclasses.MISSING, doc: str = "", ge: Any = None, le: Any = None,
@@ -38,23 +83,28 @@ def infotext_keys(cls) -> dict:
 
 
 def build(cls, data: Any, where: str):
-    """Build dataclass `cls` from a dict, checking names, types and bounds; errors name the field path."""
+    """Build dataclass `cls` from a dict, checking names, types and bounds; errors name the field path
+    (`where` is the path of `data`; "" for a request body, whose fields are named alone)."""
     if not isinstance(data, dict):
-        raise SchemaError(f"{where}: expected an object, got {_show(data)}")
+        raise SchemaError(f"{where or 'body'}: expected an object, got {_show(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((key for key in data if key not in fields), key=str)
     if unknown:
-        raise SchemaError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(fields)})")
+        raise SchemaError(f"{_join(where, show_key(unknown[0]))}: unknown field (known: {', '.join(fields)})")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
-        path = f"{where}.{name}"
+        path = _join(where, name)
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise SchemaError(f"{path}: required")
             continue
         values[name] = _check_bounds(_convert(data[name], hints[name], path), f.metadata, path)
     return cls(**values)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
@@ -70,7 +120,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise SchemaError(f"{where}: expected an object, got {_show(value)}")
-        return {_convert(k, args[0], where): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+        return {_convert(k, args[0], where): _convert(v, args[1], f"{where}.{show_key(k)}")
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     if tp is bool:
@@ -78,16 +129,25 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise SchemaError(f"{where}: expected true or false, got {_show(value)}")
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                isinstance(value, float) and not value.is_integer():   # also NaN and ±inf
             raise SchemaError(f"{where}: expected a whole number, got {_show(value)}")
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SchemaError(f"{where}: expected a number, got {_show(value)}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:   # an int too large for a float
+            number = math.inf
+        if not math.isfinite(number):
+            raise SchemaError(f"{where}: expected a finite number, got {_show(value)}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise SchemaError(f"{where}: expected text, got {_show(value)}")
+        if _SURROGATE.search(value):   # from a "\ud800" JSON escape; it cannot be written to a PNG or UTF-8 file
+            raise SchemaError(f"{where}: {_show(value)} holds a lone surrogate character (\\ud800-\\udfff)")
         return value
     raise TypeError(f"{where}: unsupported field type {tp}")
 
@@ -104,7 +164,14 @@ def _check_bounds(value: Any, meta: Any, where: str) -> Any:
     return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, (str, int, float, bool, type(None))) \
-        else type(value).__name__
+    """A value for an error message: JSON, on one line, at most 60 characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 50:   # str() may refuse it
+        digits = int(abs(value).bit_length() * math.log10(2))
+        return f"a number of {digits + (abs(value) >= 10 ** digits)} digits"
+    text = json.dumps(value, ensure_ascii=isinstance(value, str) and bool(_SURROGATE.search(value))) \
+        if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
     return text if len(text) <= 60 else text[:57] + "…"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 
-from . import batch
+from . import batch, outputs
 from .batch import BatchJob, Summary
 from .chain import Plan, plan
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
@@ -49,6 +49,7 @@ class Session:
         self.face_detectors = list(face_detectors)   # the default for new recipes; a loaded recipe keeps its own
         self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
         self.saver = None   # the runner's default, outputs.save_png
+        self.write_png = outputs.save_png_as   # a batch's writer of one PNG to an exact path
         self._lock = threading.Lock()   # one run at a time: the panel and the API share the session
         self._stop, self._skip = threading.Event(), threading.Event()
         self._backend = None
@@ -131,7 +132,7 @@ class Session:
         return batch.run_batch(self.backend(), pack, job.recipe, job.source, job.out_dir, recursive=job.recursive,
                                final_only=job.final_only, prompt_from_infotext=job.prompt_from_infotext,
                                on_progress=on_progress or self.show_progress, should_stop=self.should_stop,
-                               executor=executor)
+                               write_png=self.write_png, executor=executor)
 
     def show_progress(self, progress: Progress) -> None:
         """Where progress goes when the caller gives no callback (the WebUI: its progress text)."""

@@ -23,7 +23,7 @@ from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF, build_recipe
 from .presets import Pack, find_key
 from .prompts import compose, compose_negative, compose_positive, medium_kind
-from .recipe import PromptSpec, Recipe, RecipeError, Stage
+from .recipe import PromptSpec, Recipe, RecipeError, RunOptions, Stage
 from .runner import Progress, RunResult
 from .schema import field_info, infotext_keys
 from .session import Busy, Outcome, Session
@@ -31,11 +31,12 @@ from .session import Busy, Outcome, Session
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 TAB = "tlok_workflow"   # the WebUI tab id; every elem_id starts with it
 NONE = "(none)"         # the hairstyle/outfit choice that adds nothing to the prompt
-STAGE_HEADERS = ["#", "stage", "kind", "model", "size", "sampler", "schedule type", "steps", "CFG", "denoise",
-                 "repeat"]
-EDITABLE = {"sampler": str, "schedule type": str, "steps": int, "CFG": float, "denoise": float, "repeat": int}
-_STAGE_FIELDS = {"sampler": "sampler", "schedule type": "scheduler", "steps": "steps", "CFG": "cfg_scale",
-                 "denoise": "denoise", "repeat": "repeat"}
+STAGE_HEADERS = ["#", "stage", "kind", "model", "size", "upscaler", "sampler", "schedule type", "steps", "CFG",
+                 "denoise", "repeat"]
+EDITABLE = {"upscaler": str, "sampler": str, "schedule type": str, "steps": int, "CFG": float, "denoise": float,
+            "repeat": int}
+_STAGE_FIELDS = {"upscaler": "upscaler", "sampler": "sampler", "schedule type": "scheduler", "steps": "steps",
+                 "CFG": "cfg_scale", "denoise": "denoise", "repeat": "repeat"}
 
 
 def js(name: str) -> dict:
@@ -48,9 +49,10 @@ class Host:
     webui = False
 
     def __init__(self, session: Session, *, checkpoints: Sequence[str], default_checkpoints: Dict[str, str],
-                 samplers: Sequence[str], schedulers: Sequence[str], demo_checkpoints: Sequence[str] = (),
-                 pack: str = "4elements"):
+                 samplers: Sequence[str], schedulers: Sequence[str], upscalers: Sequence[str] = (),
+                 demo_checkpoints: Sequence[str] = (), pack: str = "4elements"):
         self.session = session
+        self.upscalers = list(upscalers)
         self._checkpoints = list(checkpoints)
         self.default_checkpoints = default_checkpoints
         self.samplers, self.schedulers = list(samplers), list(schedulers)
@@ -237,8 +239,8 @@ def stage_rows(recipe: Recipe) -> List[list]:
     rows = []
     for i, s in enumerate(recipe.stages, 1):
         size = f"crop→{s.face.inpaint_size}" if s.kind == "face" else f"{s.width}×{s.height}"
-        rows.append([i, s.label, s.kind, recipe.checkpoint_of(s) or s.checkpoint, size, s.sampler, s.scheduler,
-                     s.steps, s.cfg_scale, s.denoise, s.repeat])
+        rows.append([i, s.label, s.kind, recipe.checkpoint_of(s) or s.checkpoint, size, s.upscaler, s.sampler,
+                     s.scheduler, s.steps, s.cfg_scale, s.denoise, s.repeat])
     return rows
 
 
@@ -420,12 +422,16 @@ def infotext_fields(panel: Panel) -> List[tuple]:
         left = sorted(k for k in params if k not in PASTED_KEYS and not k.startswith("TLOK "))
         return warnings_html([f"pasted infotext: not restored here: {', '.join(left)}"]) if left else None
 
+    def texts_only(pick):   # infotext_pasted callbacks of other extensions may put anything into params
+        return lambda params: pick({k: v for k, v in params.items() if isinstance(k, str) and isinstance(v, str)})
+
     return [
         (panel.prompt, "Prompt"), (panel.negative, "Negative prompt"), (panel.seed, "Seed"),
-        (panel.outfit, from_prompt(pack.outfits)), (panel.hairstyle, from_prompt(pack.hairstyles, NONE)),
-        (panel.shot, from_prompt(pack.shots)), (panel.medium, from_prompt(pack.media)), (panel.preset, preset),
-        (panel.stages, stage_table), (panel.base, checkpoint("base")), (panel.style, checkpoint("style")),
-        (panel.warnings, not_restored),
+        *[(target, texts_only(pick)) for target, pick in (
+            (panel.outfit, from_prompt(pack.outfits)), (panel.hairstyle, from_prompt(pack.hairstyles, NONE)),
+            (panel.shot, from_prompt(pack.shots)), (panel.medium, from_prompt(pack.media)), (panel.preset, preset),
+            (panel.stages, stage_table), (panel.base, checkpoint("base")), (panel.style, checkpoint("style")),
+            (panel.warnings, not_restored))],
     ]
 
 
@@ -445,14 +451,14 @@ def pasted_stage_rows(panel: Panel, params: dict, label: str) -> Optional[List[l
             if stage.kind == kind and kind != "txt2img" and params.get(KEYS["denoise"]):
                 stage.denoise = float(params[KEYS["denoise"]])
         return stage_rows(Recipe.from_dict(recipe.to_dict()))
-    except ValueError:   # numbers out of the schema's bounds: the table keeps its settings
+    except (ValueError, OverflowError):   # not numbers, or out of the schema's bounds: the table keeps its settings
         return None
 
 
 def _num(text) -> Optional[float]:
     try:
         return float(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -518,7 +524,9 @@ def build_panel(host: Host) -> Panel:
                 host.refresh_button([c["base"], c["style"]])
             with gr.Row():
                 c["seed"] = gr.Number(label="Seed (-1 random)", value=-1, precision=0, elem_id=f"{TAB}_seed")
-                c["count"] = gr.Slider(label="Images", minimum=1, maximum=16, step=1, value=1, elem_id=f"{TAB}_count")
+                count = field_info(RunOptions, "count")
+                c["count"] = gr.Slider(label="Images", minimum=count["ge"], maximum=count["le"], step=1,
+                                       value=count["default"], elem_id=f"{TAB}_count")
             c["init_image"] = gr.Image(label="Start from image (optional: skips txt2img)", type="pil",
                                        elem_id=f"{TAB}_init_image", height=200)
             b: Dict[str, Any] = {}
@@ -543,15 +551,22 @@ def build_panel(host: Host) -> Panel:
             with gr.Accordion("Stages (sampler, schedule type, steps, CFG, denoise, repeat)", open=False,
                               elem_id=f"{TAB}_stages_accordion"):
                 c["stages"] = gr.Dataframe(value=stage_rows(recipe0), headers=STAGE_HEADERS, type="array",
-                                           datatype=["number", "str", "str", "str", "str", "str", "str", "number",
-                                                     "number", "number", "number"],
+                                           datatype=["number", "str", "str", "str", "str", "str", "str", "str",
+                                                     "number", "number", "number", "number"],
                                            col_count=(len(STAGE_HEADERS), "fixed"), interactive=True,
                                            elem_id=f"{TAB}_stages")
-                gr.HTML("<p class='tlok-note'>Edit sampler, schedule type, steps, CFG, denoise and repeat; the other "
+                gr.HTML("<p class='tlok-note'>Edit upscaler (img2img: Lanczos or an upscaler's name), sampler, "
+                        "schedule type, steps, CFG, denoise and repeat; the other "
                         "columns follow the shot, ladder and face stage. "
                         f"Samplers: {html.escape(', '.join(host.samplers))}."
-                        f" Schedule types: {html.escape(', '.join(host.schedulers))}.</p>")
+                        f" Schedule types: {html.escape(', '.join(host.schedulers))}."
+                        f" Upscalers (enlarge before an img2img pass): {html.escape(', '.join(host.upscalers))}.</p>")
             plan_box = gr.HTML(plan_html(host, recipe0, pack, 1), elem_id=f"{TAB}_plan")
+            with gr.Accordion("Face detectors on this machine", open=False, elem_id=f"{TAB}_detectors_accordion"):
+                detectors_box = gr.HTML("<p class='tlok-note'>The face stage tries the detectors in order; the log "
+                                        "says which one found the faces.</p>", elem_id=f"{TAB}_detectors")
+                detectors_button = gr.Button("Check", elem_id=f"{TAB}_check_detectors")
+            detectors_button.click(fn=detectors_html, outputs=[detectors_box], show_progress="hidden")
             with gr.Accordion("Recipe JSON (export / import)", open=False, elem_id=f"{TAB}_recipe_accordion"):
                 recipe_json = gr.Textbox(label="Recipe", lines=8, elem_id=f"{TAB}_recipe_json")
                 with gr.Row():
@@ -590,7 +605,7 @@ SCHEMA_FIELDS = {"subject": (PromptSpec, "subject"), "outfit": (PromptSpec, "out
                  "hairstyle": (PromptSpec, "hairstyle"), "shot": (PromptSpec, "shot"), "medium": (PromptSpec, "medium"),
                  "outfit_weight": (PromptSpec, "outfit_weight"), "extra": (PromptSpec, "extra"),
                  "negatives": (PromptSpec, "negatives"), "negative_extra": (PromptSpec, "negative_extra"),
-                 "seed": (Recipe, "seed")}
+                 "seed": (Recipe, "seed"), "count": (RunOptions, "count")}
 PANEL_HINTS = {
     "prompt": "Composed from the choices above. Your edits are used as they are until you change a choice.",
     "negative": "Composed from the negative presets; your edits are used as they are until you change a choice.",
@@ -600,7 +615,6 @@ PANEL_HINTS = {
     "face_after": "Redraw the face after this stage: last, off, or a stage label such as 1024.",
     "base": "The vanilla SD 1.x model for the first picture (the card: generate in vanilla SD, then restyle).",
     "style": "The 4elements-diffusion model used for the style pass, the upscale ladder and the face.",
-    "count": "How many images to make (seeds seed, seed+1, …); each runs the whole chain, stage by stage.",
     "init_image": "Restyle this image instead of generating one: the chain starts at the style pass.",
     "stages": "Per stage: sampler, schedule type, steps, CFG, denoise and repeat are yours to edit.",
     "batch_input": "Images to restyle and upscale: png, jpg, webp, tif. A glob such as /data/*.png, or a .txt "
@@ -626,6 +640,16 @@ def hints_html(names: Sequence[str]) -> str:
 
 def _initial_values(c: Dict[str, Any]) -> Dict[str, Any]:
     return {name: getattr(component, "value", None) for name, component in c.items()}
+
+
+def detectors_html() -> str:
+    """Which face detectors can run here, on which package version (checked when asked: it imports them)."""
+    from .faces import available_detectors
+
+    rows = "".join(f"<tr><td>{html.escape(d.name)}</td><td>{html.escape(d.version or '-')}</td>"
+                   f"<td>{'yes' if d.usable else 'no: ' + html.escape(d.note)}</td></tr>"
+                   for d in available_detectors())
+    return f"<table class='tlok-detectors'><tr><th>detector</th><th>version</th><th>usable</th></tr>{rows}</table>"
 
 
 def warnings_html(warnings: Sequence[str]) -> str:

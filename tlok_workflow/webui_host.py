@@ -18,7 +18,7 @@ from modules import (call_queue, images, infotext_utils, paths_internal, progres
 from modules.ui_components import ToolButton
 
 from . import api
-from .backends.webui import WebUIBackend, find_checkpoint
+from .backends.webui import WebUIBackend, find_checkpoint, host_sampler
 from .faces import detectors
 from .recipe import Recipe
 from .session import Session
@@ -67,6 +67,15 @@ def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "")
     return Path(fullfn)
 
 
+def write_png(path: Path, image, info: str, recipe_json: str) -> None:
+    """A batch's stage PNG to exactly `path` through images.save_image, so the WebUI's save callbacks and .txt
+    option apply (PNG whatever samples_format says: the batch's resume reads its recipe chunk back)."""
+    if path.exists():
+        raise FileExistsError(f"{path}: already there")
+    images.save_image(image, str(path.parent), "", extension="png", info=info, forced_filename=path.stem,
+                      existing_info={"tlok_recipe": recipe_json}, save_to_dirs=False)
+
+
 def on_main_thread(func, *args, **kwargs):
     """Forge runs generation on its main thread; A1111 runs it where it is called. Forge's run_and_wait_result
     prints an exception and returns None, so the exception is carried back and raised here."""
@@ -99,7 +108,7 @@ class WebUISession(Session):
                                          if d.strip()],
                          batch_roots=[r.strip() for r in str(opt("tlok_workflow_batch_roots")).split(",")
                                       if r.strip()])
-        self.saver = save_stage
+        self.saver, self.write_png = save_stage, write_png
 
     def backend(self):
         return self.backend_factory()
@@ -109,8 +118,14 @@ class WebUISession(Session):
         return bool(opt("tlok_workflow_save_intermediates"))
 
     def check_host(self, recipe: Recipe) -> None:
-        for stage in recipe.stages:   # an unknown checkpoint fails now, not after the first passes
+        """Unknown checkpoints, samplers and schedule types fail now, not after the first passes (the WebUI would
+        silently run another sampler)."""
+        for stage in recipe.stages:
             find_checkpoint(recipe.checkpoint_of(stage))
+            try:
+                host_sampler(stage.sampler, stage.scheduler)
+            except ValueError as e:
+                raise ValueError(f"stage {stage.label}: {e}") from None
 
     def should_stop(self) -> bool:
         return shared.state.interrupted or shared.state.stopping_generation
@@ -144,7 +159,8 @@ class WebUIHost(Host):
         super().__init__(session, checkpoints=[],
                          default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
                                               "style": opt("tlok_workflow_style_checkpoint") or current},
-                         samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers())
+                         samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers(),
+                         upscalers=[u.name for u in shared.sd_upscalers])
         self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
 
     def checkpoints(self) -> List[str]:

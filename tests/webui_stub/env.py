@@ -16,8 +16,8 @@ STYLE = "4elements-diffusion.ckpt"
 def webui(tmp_path, monkeypatch):
     monkeypatch.setenv("TLOK_STUB_DATA", str(tmp_path / "webui"))
     monkeypatch.syspath_prepend(str(STUB))
-    from modules import (images, infotext_utils, paths_internal, processing, progress, script_callbacks, sd_models,
-                         shared)
+    from modules import (images, infotext_utils, modelloader, paths_internal, processing, progress,
+                         realesrgan_model, script_callbacks, sd_models, shared)
     try:  # the UI stand-ins need gradio
         from modules import call_queue, ui_common  # noqa: F401
     except ImportError:
@@ -35,6 +35,9 @@ def webui(tmp_path, monkeypatch):
     shared.state.__dict__.clear()   # back to the class defaults (processing holds this very object)
     processing.calls.clear()
     images.saved.clear()
+    images.resized.clear()
+    modelloader.load_upscalers()
+    realesrgan_model.runs.clear()
     processing.on_sampling_step.clear()
     infotext_utils.reset()
     script_callbacks.clear_callbacks()

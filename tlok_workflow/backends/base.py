@@ -1,11 +1,12 @@
 """The backend protocol: the runner asks a backend for one pass at a time.
 
 A backend turns a `PassRequest` into an image. It knows nothing of recipes, items or saving; the runner
-does the ordering, resizing, prompt building and saving. Two backends implement this: diffusers
-(standalone) and the WebUI (modules.processing).
+does the ordering, prompt building and saving. Two backends implement this: diffusers
+(standalone) and the WebUI (modules.processing). Before an img2img pass the runner has the backend enlarge
+the image with the stage's upscaler.
 """
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from PIL import Image
 
@@ -13,6 +14,9 @@ from PIL import Image
 StepCallback = Callable[[int, int], None]
 
 MODES = ("txt2img", "img2img", "inpaint")
+
+# Upscalers every backend has, as plain PIL resizes. Lanczos is the card's img2img resize (and the WebUI's).
+BUILTIN_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Backend:
     `loads` lists every checkpoint load in order, so callers can count them.
     """
 
+    size_step = 8   # image sides the host accepts are multiples of this (Forge Neo's WebUI: its res_step setting)
+
     def __init__(self) -> None:
         self.loads: List[str] = []
 
@@ -65,3 +71,11 @@ class Backend:
     def host_version(self) -> str:
         """The host program's version for infotext ("Version: …"); '' standalone."""
         return ""
+
+    def upscaler_names(self) -> List[str]:
+        """The upscalers `upscale` takes."""
+        return list(BUILTIN_UPSCALERS)
+
+    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
+        """`image` resized to `size` (width, height) with the upscaler `name`, one of `upscaler_names()`."""
+        return image.resize(size, BUILTIN_UPSCALERS[name])

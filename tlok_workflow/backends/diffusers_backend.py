@@ -2,20 +2,23 @@
 
 Checkpoints are demo model names, diffusers folders (model_index.json) or SD1.x single files (.safetensors/.ckpt,
 loaded with the bundled sd1_config). Loaded models sit in a small LRU cache; txt2img, img2img and inpaint of one
-model share its components. torch/diffusers are imported lazily: this module is importable without them.
+model share its components. Model upscalers are ESRGAN-family files in `upscalers_dir` (see model_upscalers).
+torch/diffusers are imported lazily: this module is importable without them.
 """
 import gc
 import os
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
+from typing import List, Tuple
 
 from PIL import Image
 
 from .. import attention, inpaint_region, model_hash
-from .base import MODES, Backend, PassRequest, StepCallback
+from .base import BUILTIN_UPSCALERS, MODES, Backend, PassRequest, StepCallback
 from .checkpoint_files import CheckpointError, check_folder, loadable_single_file
 from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
+from .model_upscalers import DEFAULT_FOLDER, ModelUpscalers
 from .schedulers import build_scheduler
 
 CLIP_VOCAB_SIZE = 49408
@@ -41,7 +44,8 @@ class _LoadedModel:
 
 
 class DiffusersBackend(Backend):
-    def __init__(self, cache_size: int = 2, device=None, dtype=None, vae_tiling: str = "auto", config_dir=None):
+    def __init__(self, cache_size: int = 2, device=None, dtype=None, vae_tiling: str = "auto", config_dir=None,
+                 upscalers_dir=DEFAULT_FOLDER):
         super().__init__()
         import torch
         from diffusers.utils import logging as diffusers_logging
@@ -56,9 +60,11 @@ class DiffusersBackend(Backend):
         self.dtype = dtype if dtype is not None else (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.vae_tiling = vae_tiling
         self.config_dir = str(config_dir or SD1_CONFIG_DIR)
+        self.model_upscalers = ModelUpscalers(upscalers_dir, self.device, half=self.dtype == torch.float16)
         self._models: OrderedDict[str, _LoadedModel] = OrderedDict()
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()   # its torchvision notices would break the CLI's progress bar
 
     def model_name(self, checkpoint: str) -> str:
         if checkpoint in DEMO_MODELS:
@@ -68,6 +74,14 @@ class DiffusersBackend(Backend):
 
     def model_hash(self, checkpoint: str) -> str:
         return "" if checkpoint in DEMO_MODELS else model_hash.autov2(checkpoint)
+
+    def upscaler_names(self) -> List[str]:
+        return super().upscaler_names() + self.model_upscalers.names()
+
+    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
+        if name in BUILTIN_UPSCALERS:
+            return super().upscale(image, size, name)
+        return self.model_upscalers.upscale(image, size, name)
 
     def pipeline(self, checkpoint: str, mode: str):
         """The pipeline for checkpoint and mode (loading the checkpoint if it is not cached)."""

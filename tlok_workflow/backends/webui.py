@@ -7,14 +7,18 @@
   checkpoint back once.
 - shared.state: job_count = the run's passes; an Interrupt (or Skip) during a pass makes the WebUI return a
   half-denoised image, which is raised as Interrupted (Skipped) instead of being saved as finished.
+- Upscalers are the WebUI's own (shared.sd_upscalers), run by its images.resize_image, so model loading and
+  tiling follow the user's settings. Lanczos stays the plain PIL resize every backend does.
 """
 import importlib.util
 from contextlib import closing
+from typing import List, Tuple
 
 from PIL import Image
 
-from modules import processing, sd_models, shared
+from modules import images, processing, sd_models, sd_samplers, shared
 
+from ..recipe import DEFAULT_UPSCALER
 from ..runner import Interrupted, Skipped
 from .base import Backend, PassRequest, StepCallback
 
@@ -47,6 +51,10 @@ class WebUIBackend(Backend):
         self.user_checkpoint = None
         self.current = None
 
+    @property
+    def size_step(self) -> int:
+        return int(shared.opts.data.get("res_step", 8))   # Forge Neo: "Resolution Step", 64 by default
+
     def begin_run(self, total_passes: int) -> None:
         self.user_checkpoint = shared.opts.data.get("sd_model_checkpoint")
         self.current = None
@@ -73,6 +81,14 @@ class WebUIBackend(Backend):
     def host_version(self) -> str:
         return (processing.program_version() or "") if shared.opts.data.get("add_version_to_infotext", True) else ""
 
+    def upscaler_names(self) -> List[str]:
+        return [upscaler.name for upscaler in shared.sd_upscalers]
+
+    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
+        if name == DEFAULT_UPSCALER:
+            return super().upscale(image, size, name)
+        return images.resize_image(0, image, size[0], size[1], upscaler_name=name)
+
     def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
         on_step(0, request.steps)  # progress text, and an interrupt between passes stops here
         info = find_checkpoint(request.checkpoint)
@@ -92,18 +108,37 @@ class WebUIBackend(Backend):
         return processed.images[processed.index_of_first_image].convert("RGB")
 
 
+def host_sampler(sampler: str, scheduler: str):
+    """(sampler name, schedule type or None) as this WebUI takes them; ValueError naming what it has instead.
+    WebUIs before 1.9 (and Forge Classic) have no schedule types: "DPM++ 2M" + "Karras" is their "DPM++ 2M Karras"."""
+    def known(name):
+        return name in sd_samplers.all_samplers_map or name.lower() in sd_samplers.samplers_map
+
+    name = sampler if sd_schedulers is not None or scheduler in ("", "Automatic") else f"{sampler} {scheduler}"
+    if not known(name):
+        raise ValueError(f"sampler {name!r} is not in this WebUI; it has "
+                         f"{', '.join(s.name for s in sd_samplers.visible_samplers())}")
+    if sd_schedulers is None:
+        return name, None
+    if scheduler not in sd_schedulers.schedulers_map:
+        raise ValueError(f"schedule type {scheduler!r} is not in this WebUI; it has "
+                         f"{', '.join(s.label for s in sd_schedulers.schedulers)}")
+    return name, scheduler
+
+
 def make_processing(request: PassRequest, checkpoint_title: str, outpath: str = ""):
     """The processing object for one pass, every field explicit."""
+    sampler, scheduler = host_sampler(request.sampler, request.scheduler)
     common = dict(
         outpath_samples=outpath, outpath_grids=outpath, prompt=request.prompt,
         negative_prompt=request.negative_prompt, styles=[], seed=request.seed, subseed=-1, subseed_strength=0,
-        seed_resize_from_h=-1, seed_resize_from_w=-1, sampler_name=request.sampler, batch_size=1, n_iter=1,
+        seed_resize_from_h=-1, seed_resize_from_w=-1, sampler_name=sampler, batch_size=1, n_iter=1,
         steps=request.steps, cfg_scale=request.cfg_scale, width=request.width, height=request.height,
         restore_faces=False, tiling=False, do_not_save_samples=True, do_not_save_grid=True,
         override_settings={"sd_model_checkpoint": checkpoint_title}, override_settings_restore_afterwards=False,
     )
-    if sd_schedulers is not None:
-        common["scheduler"] = request.scheduler
+    if scheduler is not None:
+        common["scheduler"] = scheduler
     if request.mode == "txt2img":
         p = processing.StableDiffusionProcessingTxt2Img(enable_hr=False, **common)
     elif request.mode == "img2img":

@@ -12,10 +12,11 @@ from PIL import Image
 
 from ..recipe import FaceOptions
 from . import detectors
-from .detectors import DETECTORS, Detection, FaceSearch, Unavailable, box_area
+from .detectors import DETECTORS, Detection, DetectorStatus, FaceSearch, Unavailable, available_detectors, box_area
 from .masks import face_masks, mask_preview
 
-__all__ = ["Detection", "FaceSearch", "find_faces", "face_masks", "mask_preview", "detections_json", "detectors"]
+__all__ = ["Detection", "DetectorStatus", "FaceSearch", "find_faces", "face_masks", "mask_preview",
+           "detections_json", "available_detectors", "detectors"]
 
 
 def find_faces(image: Image.Image, options: FaceOptions) -> FaceSearch:

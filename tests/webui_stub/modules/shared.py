@@ -1,4 +1,5 @@
-"""Stand-in for modules/shared.py (A1111 v1.10.1): opts, state, OptionInfo, total_tqdm, cmd_opts, demo.
+"""Stand-in for modules/shared.py (A1111 v1.10.1): opts, state, OptionInfo, total_tqdm, cmd_opts, demo,
+sd_upscalers (filled by modelloader.load_upscalers, as at the WebUI's start).
 
 `opts` holds the core options the extension reads (modules/shared_options.py registers them in the real one).
 """
@@ -22,9 +23,11 @@ opts = options.Options({
     "infotext_styles": OptionInfo("Apply if any", "Infer styles from prompts of pasted infotext"),
     "memmon_poll_rate": OptionInfo(0, "VRAM usage polls per second during generation"),
     "hide_samplers": OptionInfo([], "Hide samplers in user interface"),
+    "upscaler_for_img2img": OptionInfo(None, "Upscaler for img2img"),
 })
 state = shared_state.State()
 demo = None
+sd_upscalers = []
 
 
 class TotalTQDM:
