@@ -367,7 +367,7 @@ def cli_on_fake_backend(monkeypatch):
     from tlok_workflow.cli import main
 
     fake = ModuleType("diffusers_backend")
-    fake.DiffusersBackend = lambda vae_tiling: FakeBackend()
+    fake.DiffusersBackend = lambda **options: FakeBackend()
     monkeypatch.setitem(sys.modules, "tlok_workflow.backends.diffusers_backend", fake)
     return main
 
