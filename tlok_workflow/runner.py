@@ -212,7 +212,7 @@ class Runner:
         return None
 
     def compute_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, job: PassJob) -> StageOutput:
-        """Run one pass and save its image; the journal is the caller's (see Executor)."""
+        """Run one pass and save its image (Journal.begin first); recording it is the caller's (see Executor)."""
         item, at, repeat = job.item, job.at, job.repeat
         started = time.perf_counter()
         self.journal.begin(item.name, at.stage, repeat)
