@@ -123,6 +123,12 @@ class Host:
         except Busy as e:
             yield [], "", "", error_html(e)
 
+    def connect_stage_select(self, panel: "Panel") -> None:
+        """Selecting a gallery image shows that stage's infotext."""
+        o = panel.output
+        o.gallery.select(fn=selected_stage, inputs=[o.generation_info], outputs=[o.infotext, panel.stage_infotext],
+                         show_progress="hidden")
+
     def paste_button(self):
         """The WebUI's ↙️ button that reads infotext from the prompt box; none standalone."""
         return None
@@ -348,6 +354,16 @@ def selected_stage(info_json: str, event: gr.SelectData):
     return text_html(infotexts[event.index]), infotexts[event.index]
 
 
+def stage_at(info_json: str, html_info: str, index) -> tuple:
+    """The infotext of gallery image `index` (the WebUI's selected_gallery_index()), as HTML and as text."""
+    infotexts = _infotexts(info_json)
+    try:
+        text = infotexts[int(index)] if int(index) >= 0 else None
+    except (TypeError, ValueError, IndexError):
+        text = None
+    return (html_info, gr.update()) if text is None else (text_html(text), text)
+
+
 def last_stage_infotext(info_json: str) -> str:
     infotexts = _infotexts(info_json)
     return infotexts[-1] if infotexts else ""
@@ -377,6 +393,16 @@ def _token_key(entries: dict, text: str) -> Optional[str]:
     return max(found)[1] if found else None
 
 
+def selections_in_prompt(pack: Pack, prompt: str) -> Dict[str, Optional[str]]:
+    """The outfit, hairstyle, shot and medium keys whose tokens a prompt holds (None: no token of that kind; the
+    hairstyle NONE), for text pasted or sent into the tab."""
+    found = {name: _token_key(getattr(pack, entries), prompt)
+             for name, entries in (("outfit", "outfits"), ("hairstyle", "hairstyles"), ("shot", "shots"),
+                                   ("medium", "media"))}
+    found["hairstyle"] = found["hairstyle"] or NONE
+    return found
+
+
 KEYS = infotext_keys(Stage)   # stage field → infotext key, as the runner writes them
 # Infotext keys a paste restores (the rest are named as not restored); TLOK keys are ours and say nothing new.
 PASTED_KEYS = {"Prompt", "Negative prompt", "Seed", "Size-1", "Size-2", "Model", "Model hash", "Version",
@@ -390,11 +416,8 @@ def infotext_fields(panel: Panel) -> List[tuple]:
     gets the checkpoint with the pasted Model hash; the warnings box says what could not be restored."""
     pack, host = panel.pack, panel.host
 
-    def from_prompt(entries, none=None):
-        def pick(params):
-            key = _token_key(entries, params.get("Prompt", ""))
-            return key if key else none
-        return pick
+    def from_prompt(name):
+        return lambda params: selections_in_prompt(pack, params.get("Prompt", ""))[name]
 
     def preset(params):
         for key, r in pack.recipes.items():
@@ -428,8 +451,8 @@ def infotext_fields(panel: Panel) -> List[tuple]:
     return [
         (panel.prompt, "Prompt"), (panel.negative, "Negative prompt"), (panel.seed, "Seed"),
         *[(target, texts_only(pick)) for target, pick in (
-            (panel.outfit, from_prompt(pack.outfits)), (panel.hairstyle, from_prompt(pack.hairstyles, NONE)),
-            (panel.shot, from_prompt(pack.shots)), (panel.medium, from_prompt(pack.media)), (panel.preset, preset),
+            (panel.outfit, from_prompt("outfit")), (panel.hairstyle, from_prompt("hairstyle")),
+            (panel.shot, from_prompt("shot")), (panel.medium, from_prompt("medium")), (panel.preset, preset),
             (panel.stages, stage_table), (panel.base, checkpoint("base")), (panel.style, checkpoint("style")),
             (panel.warnings, not_restored))],
     ]
@@ -588,8 +611,7 @@ def build_panel(host: Host) -> Panel:
 
     _wire(panel, warnings, plan_box, recipe_json, export_button, import_button)
     o = panel.output
-    o.gallery.select(fn=selected_stage, inputs=[o.generation_info], outputs=[o.infotext, panel.stage_infotext],
-                     show_progress="hidden")
+    host.connect_stage_select(panel)
     o.generation_info.change(fn=last_stage_infotext, inputs=[o.generation_info], outputs=[panel.stage_infotext],
                              show_progress="hidden")
     host.connect_generate(panel, list(c.values()), [o.gallery, o.generation_info, o.infotext, o.html_log])
