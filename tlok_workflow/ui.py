@@ -31,6 +31,7 @@ from .session import Busy, Outcome, Session
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 TAB = "tlok_workflow"   # the WebUI tab id; every elem_id starts with it
 NONE = "(none)"         # the hairstyle/outfit choice that adds nothing to the prompt
+NO_LADDER = "none"      # the upscale ladder with no passes: the chain stops at the style pass
 STAGE_HEADERS = ["#", "stage", "kind", "model", "size", "upscaler", "sampler", "schedule type", "steps", "CFG",
                  "denoise", "repeat"]
 EDITABLE = {"upscaler": str, "sampler": str, "schedule type": str, "steps": int, "CFG": float, "denoise": float,
@@ -235,10 +236,12 @@ def parse_ladder(text: str) -> Optional[List[int]]:
     text = (text or "").strip().lower()
     if text in ("", "auto"):
         return None
+    if text == NO_LADDER:
+        return []
     try:
         return [int(s) for s in re.split(r"[,\s→>]+", text) if s]
     except ValueError:
-        raise RecipeError(f"ladder {text!r}: write 'auto' or sizes such as 1024,1536") from None
+        raise RecipeError(f"ladder {text!r}: write 'auto', '{NO_LADDER}' or sizes such as 1024,1536") from None
 
 
 def stage_rows(recipe: Recipe) -> List[list]:
@@ -533,7 +536,7 @@ def build_panel(host: Host) -> Panel:
                 c["preset"] = gr.Dropdown(label="Recipe", choices=list(pack.recipes), value=d.recipe,
                                           elem_id=f"{TAB}_preset")
                 c["ladder"] = gr.Textbox(label="Upscale ladder", value="auto", elem_id=f"{TAB}_ladder",
-                                         placeholder="auto (by shot) or sizes: 1024,1536")
+                                         placeholder="auto (by shot), none, or sizes: 1024,1536")
                 c["face_after"] = gr.Dropdown(label="Face stage", value=FACE_LAST, allow_custom_value=True,
                                               choices=[FACE_LAST, FACE_OFF, "style", "1024", "1536"],
                                               elem_id=f"{TAB}_face_after")
@@ -633,7 +636,8 @@ PANEL_HINTS = {
     "negative": "Composed from the negative presets; your edits are used as they are until you change a choice.",
     "preset": "Sampler recipe of the model card: quick (Euler a 20), alternative (DPM++ 2M Karras), quality (LMS "
               "120), CFG 4, hard case (denoise 0.8). Choosing one resets the stage table's settings.",
-    "ladder": "auto follows the shot (full-shot: 1024 then 1536); or write sizes such as 1024,1536.",
+    "ladder": "auto follows the shot (full-shot: 1024 then 1536); none stops at the style pass; or write sizes such "
+              "as 1024,1536.",
     "face_after": "Redraw the face after this stage: last, off, or a stage label such as 1024.",
     "base": "The vanilla SD 1.x model for the first picture (the card: generate in vanilla SD, then restyle).",
     "style": "The 4elements-diffusion model used for the style pass, the upscale ladder and the face.",
@@ -795,7 +799,7 @@ def values_from_recipe(pack: Pack, recipe: Recipe) -> Dict[str, Any]:
         "subject": p.subject, "outfit": outfit, "hairstyle": hairstyle or NONE, "shot": p.shot, "medium": p.medium,
         "outfit_weight": p.outfit_weight, "extra": p.extra,
         "negatives": p.negatives if p.negatives is not None else pack.default_negatives(medium_kind(pack, p.medium)),
-        "negative_extra": p.negative_extra, "ladder": ",".join(str(s * scale) for s in sizes) or "auto",
+        "negative_extra": p.negative_extra, "ladder": ",".join(str(s * scale) for s in sizes) or NO_LADDER,
         "face_after": face_after, "base": recipe.checkpoints.get("base", ""),
         "style": recipe.checkpoints.get("style", ""), "seed": recipe.seed, "stages": stage_rows(recipe),
     }
