@@ -38,8 +38,12 @@ function recalculate_prompts_tlok_workflow() {
 }
 
 // Hover hints: the panel writes them (from the recipe schema's descriptions) into #tlok_workflow_hints.
+// A click on a gallery image shows that stage's infotext, through the WebUI's own mechanism for txt2img.
 onUiLoaded(function() {
     var app = gradioApp();
+    if (typeof attachGalleryListeners === "function") {
+        attachGalleryListeners("tlok_workflow");
+    }
     var holder = app.getElementById('tlok_workflow_hints');
     if (!holder) {
         return;

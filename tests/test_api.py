@@ -172,3 +172,16 @@ def test_a_schema_bound_changed_in_the_dataclass_shows_in_openapi_and_is_enforce
         "recipe.stages[0].width: 8192 is out of range 8..4096"
     response = client.post(f"{api.PREFIX}/plan", json={"recipe": recipe(), "count": 17})
     assert response.status_code == 400 and response.json()["detail"] == "count: 17 is out of range 1..16"
+
+
+def test_a_broken_user_pack_is_reported_by_presets_and_plan(tmp_path):
+    bad = tmp_path / "bad-pack"
+    bad.mkdir()
+    (bad / "outfits.json").write_text('{"defa": {"token": 5}}')
+    app = FastAPI()
+    api.mount(app, make_host(tmp_path / "out", backend_factory=FakeBackend, user_dirs=[str(bad)]).session)
+    client = TestClient(app)
+    presets = client.get("/tlok-workflow/v1/presets").json()
+    assert "defa.token: expected text, got 5" in presets["pack_error"] and "defa" in presets["outfits"]
+    plan = client.post("/tlok-workflow/v1/plan", json={"recipe": recipe()}).json()
+    assert any("defa.token: expected text, got 5" in w for w in plan["warnings"])

@@ -171,3 +171,12 @@ def test_the_panel_says_which_face_detectors_can_run_here(monkeypatch):
     shown = ui.detectors_html()
     assert "<td>mediapipe</td><td>0.10.31</td><td>yes</td>" in shown
     assert "<td>yolo</td><td>-</td><td>no: ultralytics is not installed</td>" in shown
+
+
+def test_a_recipe_without_upscale_passes_imports_as_no_ladder(panel):
+    v = values(panel, ladder="none", face_after="off", seed=4)
+    recipe = ui.recipe_from_values(panel.pack, panel.host, v)
+    assert [s.label for s in recipe.stages] == ["base", "style"]
+    back = ui.values_from_recipe(panel.pack, recipe)
+    assert back["ladder"] == "none"
+    assert ui.recipe_from_values(panel.pack, panel.host, dict(v, **back)) == recipe

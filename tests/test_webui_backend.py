@@ -1,4 +1,5 @@
 """The WebUI backend against the stand-in of the WebUI's modules (signatures of A1111 v1.10.1)."""
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,43 @@ def test_an_unknown_webui_upscaler_fails_before_any_pass_listing_the_webuis(webu
                                          r"Lanczos, Nearest, R-ESRGAN 4x\+, R-ESRGAN 4x\+ Anime6B$"):
         run(webui, with_upscaler(recipe(), "4x-UltraSharp"))
     assert webui.processing.calls == []
+
+
+def test_forge_classic_gives_the_users_checkpoint_back_the_a1111_way(webui, monkeypatch):
+    """Classic has modules_forge but no sysinfo.set_config (it failed every run at the end, live)."""
+    import types
+
+    from tlok_workflow.backends import webui as backend
+
+    monkeypatch.setattr(backend, "IS_FORGE", True)
+    monkeypatch.setitem(sys.modules, "modules.sysinfo", types.ModuleType("modules.sysinfo"))
+    monkeypatch.setattr(webui, "sysinfo", sys.modules["modules.sysinfo"], raising=False)
+    user = webui.shared.opts.data["sd_model_checkpoint"]
+    _, result = run(webui, recipe())
+    assert webui.shared.opts.data["sd_model_checkpoint"] == user and not result.interrupted
+
+
+def test_forge_main_sets_the_checkpoint_through_set_config(webui, monkeypatch):
+    import types
+
+    from tlok_workflow.backends import webui as backend
+
+    calls = []
+    sysinfo = types.ModuleType("modules.sysinfo")
+    sysinfo.set_config = lambda data, save_config: calls.append((data, save_config))
+    monkeypatch.setattr(backend, "IS_FORGE", True)
+    monkeypatch.setitem(sys.modules, "modules.sysinfo", sysinfo)
+    monkeypatch.setattr(webui, "sysinfo", sysinfo, raising=False)
+    user = webui.shared.opts.data["sd_model_checkpoint"]
+    run(webui, recipe())
+    assert calls == [({"sd_model_checkpoint": user}, False)]
+
+
+def test_a_skip_pressed_between_passes_skips_the_next_pass(webui):
+    """The WebUI clears state.skipped when a pass starts: a Skip pressed before that (live: during the checkpoint
+    swap) must not be lost."""
+    webui.shared.state.skipped = True   # pressed before the first pass started
+    _, result = run(webui, recipe())
+    assert [(o.label, o.status) for o in result.outputs][0] == ("base", "skipped")
+    assert not webui.shared.state.skipped and all(type(p).__name__.endswith("Img2Img") for p in
+                                                  webui.processing.calls)

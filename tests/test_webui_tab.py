@@ -330,3 +330,24 @@ def test_on_a_fresh_install_the_checkpoint_boxes_hold_a_checkpoint(webui):
     _, host, _ = build_webui(webui)
     assert host.panel.base.value == host.panel.style.value == webui.sd_models.checkpoint_tiles()[0]
     assert all(getattr(c, "do_not_save_to_config", False) for c in host.panel.controls.values())
+
+
+def test_send_to_tlok_sets_the_dropdowns_the_prompt_names(webui):
+    _, host, _ = build_webui(webui)
+    prompt, negative, outfit, hairstyle, shot, medium = host.sent(
+        "closeup Korra wearing runa outfit shoa hairstyle cosplay photo, smiling", "blur")
+    assert (prompt, negative, outfit, hairstyle, shot, medium) == (
+        "closeup Korra wearing runa outfit shoa hairstyle cosplay photo, smiling", "blur", "runa", "shoa", "closeup",
+        "cosplay photo")
+    *_, outfit, hairstyle, shot, medium = host.sent("a dog in a park", "")
+    assert hairstyle == "(none)" and all(u == gr.update() for u in (outfit, shot, medium))
+
+
+def test_a_gallery_click_shows_the_clicked_stages_infotext(webui):
+    from tlok_workflow.ui import stage_at
+
+    info = json.dumps({"infotexts": ["first\nSteps: 20", "second\nSteps: 10"]})
+    assert stage_at(info, "<p>old</p>", 1) == ("<p>second<br>\nSteps: 10</p>", "second\nSteps: 10")
+    assert stage_at(info, "<p>old</p>", -1)[0] == "<p>old</p>" and stage_at("", "<p>old</p>", 0)[0] == "<p>old</p>"
+    tabs, _, _ = build_webui(webui)
+    assert "tlok_workflow_generation_info_button" in elem_ids(tabs[0][0])   # what the WebUI's gallery click presses

@@ -21,6 +21,8 @@ import binascii
 import dataclasses
 import io
 import os
+import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -216,6 +218,14 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
+def backend_failure(what: str, error: Exception) -> HTTPException:
+    """A 500 whose detail is the error's first line (the WebUI's own can be pages long); the whole traceback is
+    printed to the server's log, where it can be read."""
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    first = (str(error).strip().splitlines() or [""])[0]
+    return HTTPException(status_code=500, detail=f"{what} failed: {type(error).__name__}: {first[:300]}")
+
+
 def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
     """Add the routes to a FastAPI app (call again with the new app after a WebUI UI reload). `allowed_hosts`
     (the standalone app: local_hosts(port)) adds a Host header check for the whole app; the WebUI has its own
@@ -233,8 +243,8 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             result = session.exclusive(lambda: session.run(recipe, request.count))
         except ValueError as e:   # unknown checkpoint or sampler, missing start image, …
             raise bad_request(e) from None
-        except Exception as e:    # the backend failed: a message, not a traceback
-            raise HTTPException(status_code=500, detail=f"run failed: {type(e).__name__}: {e}") from None
+        except Exception as e:    # the backend failed: a one-line message; the traceback goes to the server's log
+            raise backend_failure("run", e) from None
         failed = [f"{o.item} s{o.stage} {o.label}: {o.note}" for o in result.outputs if o.status == FAILED]
         if failed:   # an unusable start image: nothing to show for that item
             raise HTTPException(status_code=422, detail=f"run failed: {'; '.join(failed)}")
@@ -269,7 +279,8 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         found = packs[pack]
         data = {name: {k: dataclasses.asdict(v) for k, v in getattr(found, name).items()}
                 for name in ("outfits", "hairstyles", "shots", "media", "negatives", "recipes")}
-        return dict(data, name=found.name, info=dataclasses.asdict(found.info), packs=sorted(packs))
+        return dict(data, name=found.name, info=dataclasses.asdict(found.info), packs=sorted(packs),
+                    pack_error=session.pack_error)   # a broken user pack: why the bundled one answers
 
     def batch_route(request: BatchRequest) -> Dict[str, Any]:
         check_request(request.recipe, session, 1)   # the budget holds for each image
@@ -279,8 +290,8 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             summary = session.exclusive(lambda: session.run_batch(job))
         except ValueError as e:   # output inside input, another recipe in the output folder, …
             raise bad_request(e) from None
-        except Exception as e:    # the backend or the disk failed: a message, not a traceback
-            raise HTTPException(status_code=500, detail=f"batch failed: {type(e).__name__}: {e}") from None
+        except Exception as e:    # the backend or the disk failed: a one-line message; the traceback to the log
+            raise backend_failure("batch", e) from None
         return dict(summary.data, summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))
 
     if allowed_hosts:

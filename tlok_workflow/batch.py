@@ -492,13 +492,17 @@ class Summary:
                  f"resumed from an earlier run), {len(d['failed'])} failed, {len(d['skipped'])} skipped, "
                  f"{len(d['incomplete'])} incomplete, {len(d['no_face'])} without a face found; "
                  f"{len(d['model_loads'])} model load(s)"]
-        lines += [f"  failed: {f['input']}: {f['reason']}" for f in d["failed"]]
+        lines += [f"  failed: {f['input']}: {_without_prefix(f['reason'], f['input'] + ': ')}" for f in d["failed"]]
         lines += [f"  skipped: {f['input']}: {f['reason']}" for f in d["skipped"]]
         lines += [f"  named {r['item']}: {r['input']}" for r in d["renamed"]]
         lines += [f"  no face found: {name}" for name in d["no_face"]]
         lines += [f"  {label}: {seconds:.2f} s per pass" for label, seconds in d["seconds_per_stage"].items()]
         lines.append(f"summary: {self.json_path} and {self.csv_path}")
         return "\n".join(lines)
+
+
+def _without_prefix(text: str, prefix: str) -> str:
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def finish_batch(result: RunResult, recipe: Recipe, inputs: BatchInputs, items: Sequence[Item],

@@ -55,7 +55,7 @@ def build_recipe(pack: Pack, selections: PromptSpec, *, sampler_recipe: str = ""
                                  _pick(sampling.denoise, chain.ladder_denoise)))
     if face_after != FACE_OFF:
         face = make_stage("face", "face", chain.base_size, chain.face_denoise, prompt=StagePrompt(shot=chain.face_shot),
-                          face=FaceOptions(inpaint_size=chain.face_size // scale,
+                          face=FaceOptions(inpaint_size=max(64, chain.face_size // scale),   # the schema's floor
                                            **({"detectors": list(face_detectors)} if face_detectors else {})))
         stages.insert(_face_position(stages, face_after), face)
     recipe = Recipe(pack=pack.name, prompt=selections, seed=seed, stages=stages, init_image=init_image, demo=demo,

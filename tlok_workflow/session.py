@@ -78,7 +78,7 @@ class Session:
     def plan(self, recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
         """The plan, with this host's policy in it: what is kept and where."""
         the_plan = plan(recipe, pack or self.pack(recipe.pack))
-        the_plan.warnings += self.hash_warnings(recipe)
+        the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe)
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))

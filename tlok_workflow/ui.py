@@ -31,6 +31,7 @@ from .session import Busy, Outcome, Session
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 TAB = "tlok_workflow"   # the WebUI tab id; every elem_id starts with it
 NONE = "(none)"         # the hairstyle/outfit choice that adds nothing to the prompt
+NO_LADDER = "none"      # the upscale ladder with no passes: the chain stops at the style pass
 STAGE_HEADERS = ["#", "stage", "kind", "model", "size", "upscaler", "sampler", "schedule type", "steps", "CFG",
                  "denoise", "repeat"]
 EDITABLE = {"upscaler": str, "sampler": str, "schedule type": str, "steps": int, "CFG": float, "denoise": float,
@@ -122,6 +123,12 @@ class Host:
                     yield gr.update(), gr.update(), gr.update(), progress_html(event)
         except Busy as e:
             yield [], "", "", error_html(e)
+
+    def connect_stage_select(self, panel: "Panel") -> None:
+        """Selecting a gallery image shows that stage's infotext."""
+        o = panel.output
+        o.gallery.select(fn=selected_stage, inputs=[o.generation_info], outputs=[o.infotext, panel.stage_infotext],
+                         show_progress="hidden")
 
     def paste_button(self):
         """The WebUI's ↙️ button that reads infotext from the prompt box; none standalone."""
@@ -229,10 +236,12 @@ def parse_ladder(text: str) -> Optional[List[int]]:
     text = (text or "").strip().lower()
     if text in ("", "auto"):
         return None
+    if text == NO_LADDER:
+        return []
     try:
         return [int(s) for s in re.split(r"[,\s→>]+", text) if s]
     except ValueError:
-        raise RecipeError(f"ladder {text!r}: write 'auto' or sizes such as 1024,1536") from None
+        raise RecipeError(f"ladder {text!r}: write 'auto', '{NO_LADDER}' or sizes such as 1024,1536") from None
 
 
 def stage_rows(recipe: Recipe) -> List[list]:
@@ -348,6 +357,16 @@ def selected_stage(info_json: str, event: gr.SelectData):
     return text_html(infotexts[event.index]), infotexts[event.index]
 
 
+def stage_at(info_json: str, html_info: str, index) -> tuple:
+    """The infotext of gallery image `index` (the WebUI's selected_gallery_index()), as HTML and as text."""
+    infotexts = _infotexts(info_json)
+    try:
+        text = infotexts[int(index)] if int(index) >= 0 else None
+    except (TypeError, ValueError, IndexError):
+        text = None
+    return (html_info, gr.update()) if text is None else (text_html(text), text)
+
+
 def last_stage_infotext(info_json: str) -> str:
     infotexts = _infotexts(info_json)
     return infotexts[-1] if infotexts else ""
@@ -377,6 +396,16 @@ def _token_key(entries: dict, text: str) -> Optional[str]:
     return max(found)[1] if found else None
 
 
+def selections_in_prompt(pack: Pack, prompt: str) -> Dict[str, Optional[str]]:
+    """The outfit, hairstyle, shot and medium keys whose tokens a prompt holds (None: no token of that kind; the
+    hairstyle NONE), for text pasted or sent into the tab."""
+    found = {name: _token_key(getattr(pack, entries), prompt)
+             for name, entries in (("outfit", "outfits"), ("hairstyle", "hairstyles"), ("shot", "shots"),
+                                   ("medium", "media"))}
+    found["hairstyle"] = found["hairstyle"] or NONE
+    return found
+
+
 KEYS = infotext_keys(Stage)   # stage field → infotext key, as the runner writes them
 # Infotext keys a paste restores (the rest are named as not restored); TLOK keys are ours and say nothing new.
 PASTED_KEYS = {"Prompt", "Negative prompt", "Seed", "Size-1", "Size-2", "Model", "Model hash", "Version",
@@ -390,11 +419,8 @@ def infotext_fields(panel: Panel) -> List[tuple]:
     gets the checkpoint with the pasted Model hash; the warnings box says what could not be restored."""
     pack, host = panel.pack, panel.host
 
-    def from_prompt(entries, none=None):
-        def pick(params):
-            key = _token_key(entries, params.get("Prompt", ""))
-            return key if key else none
-        return pick
+    def from_prompt(name):
+        return lambda params: selections_in_prompt(pack, params.get("Prompt", ""))[name]
 
     def preset(params):
         for key, r in pack.recipes.items():
@@ -428,8 +454,8 @@ def infotext_fields(panel: Panel) -> List[tuple]:
     return [
         (panel.prompt, "Prompt"), (panel.negative, "Negative prompt"), (panel.seed, "Seed"),
         *[(target, texts_only(pick)) for target, pick in (
-            (panel.outfit, from_prompt(pack.outfits)), (panel.hairstyle, from_prompt(pack.hairstyles, NONE)),
-            (panel.shot, from_prompt(pack.shots)), (panel.medium, from_prompt(pack.media)), (panel.preset, preset),
+            (panel.outfit, from_prompt("outfit")), (panel.hairstyle, from_prompt("hairstyle")),
+            (panel.shot, from_prompt("shot")), (panel.medium, from_prompt("medium")), (panel.preset, preset),
             (panel.stages, stage_table), (panel.base, checkpoint("base")), (panel.style, checkpoint("style")),
             (panel.warnings, not_restored))],
     ]
@@ -510,7 +536,7 @@ def build_panel(host: Host) -> Panel:
                 c["preset"] = gr.Dropdown(label="Recipe", choices=list(pack.recipes), value=d.recipe,
                                           elem_id=f"{TAB}_preset")
                 c["ladder"] = gr.Textbox(label="Upscale ladder", value="auto", elem_id=f"{TAB}_ladder",
-                                         placeholder="auto (by shot) or sizes: 1024,1536")
+                                         placeholder="auto (by shot), none, or sizes: 1024,1536")
                 c["face_after"] = gr.Dropdown(label="Face stage", value=FACE_LAST, allow_custom_value=True,
                                               choices=[FACE_LAST, FACE_OFF, "style", "1024", "1536"],
                                               elem_id=f"{TAB}_face_after")
@@ -588,8 +614,7 @@ def build_panel(host: Host) -> Panel:
 
     _wire(panel, warnings, plan_box, recipe_json, export_button, import_button)
     o = panel.output
-    o.gallery.select(fn=selected_stage, inputs=[o.generation_info], outputs=[o.infotext, panel.stage_infotext],
-                     show_progress="hidden")
+    host.connect_stage_select(panel)
     o.generation_info.change(fn=last_stage_infotext, inputs=[o.generation_info], outputs=[panel.stage_infotext],
                              show_progress="hidden")
     host.connect_generate(panel, list(c.values()), [o.gallery, o.generation_info, o.infotext, o.html_log])
@@ -611,7 +636,8 @@ PANEL_HINTS = {
     "negative": "Composed from the negative presets; your edits are used as they are until you change a choice.",
     "preset": "Sampler recipe of the model card: quick (Euler a 20), alternative (DPM++ 2M Karras), quality (LMS "
               "120), CFG 4, hard case (denoise 0.8). Choosing one resets the stage table's settings.",
-    "ladder": "auto follows the shot (full-shot: 1024 then 1536); or write sizes such as 1024,1536.",
+    "ladder": "auto follows the shot (full-shot: 1024 then 1536); none stops at the style pass; or write sizes such "
+              "as 1024,1536.",
     "face_after": "Redraw the face after this stage: last, off, or a stage label such as 1024.",
     "base": "The vanilla SD 1.x model for the first picture (the card: generate in vanilla SD, then restyle).",
     "style": "The 4elements-diffusion model used for the style pass, the upscale ladder and the face.",
@@ -773,7 +799,7 @@ def values_from_recipe(pack: Pack, recipe: Recipe) -> Dict[str, Any]:
         "subject": p.subject, "outfit": outfit, "hairstyle": hairstyle or NONE, "shot": p.shot, "medium": p.medium,
         "outfit_weight": p.outfit_weight, "extra": p.extra,
         "negatives": p.negatives if p.negatives is not None else pack.default_negatives(medium_kind(pack, p.medium)),
-        "negative_extra": p.negative_extra, "ladder": ",".join(str(s * scale) for s in sizes) or "auto",
+        "negative_extra": p.negative_extra, "ladder": ",".join(str(s * scale) for s in sizes) or NO_LADDER,
         "face_after": face_after, "base": recipe.checkpoints.get("base", ""),
         "style": recipe.checkpoints.get("style", ""), "seed": recipe.seed, "stages": stage_rows(recipe),
     }

@@ -23,7 +23,7 @@ from .faces import detectors
 from .recipe import Recipe
 from .session import Session
 from .ui import (TAB, Host, OutputPanel, Panel, batch_results, build_panel, error_html, infotext_fields, js,
-                 results)
+                 results, selections_in_prompt, stage_at)
 
 TITLE = "TLOK Workflow"
 SECTION = (TAB, TITLE)
@@ -151,6 +151,9 @@ class WebUISession(Session):
                 shared.total_tqdm.clear()
 
 
+SENT_SELECTIONS = ("outfit", "hairstyle", "shot", "medium")
+
+
 class WebUIHost(Host):
     webui = True
 
@@ -159,7 +162,7 @@ class WebUIHost(Host):
         super().__init__(session, checkpoints=[],
                          default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
                                               "style": opt("tlok_workflow_style_checkpoint") or current},
-                         samplers=[s.name for s in sd_samplers.visible_samplers()], schedulers=schedulers(),
+                         samplers=sd_samplers.visible_sampler_names(), schedulers=schedulers(),
                          upscalers=[u.name for u in shared.sd_upscalers])
         self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
 
@@ -173,6 +176,15 @@ class WebUIHost(Host):
 
     def paste_button(self):
         return ToolButton("↙️", elem_id=f"{TAB}_paste")
+
+    def connect_stage_select(self, panel: Panel) -> None:
+        """As txt2img's output panel: a gallery click presses a hidden button that sends selected_gallery_index()
+        (gradio 4's select event would hand the server our output file, which it refuses as outside its cache)."""
+        o = panel.output
+        button = gr.Button(visible=False, elem_id=f"{TAB}_generation_info_button")
+        button.click(fn=stage_at, inputs=[o.generation_info, o.infotext, o.infotext],
+                     outputs=[o.infotext, panel.stage_infotext], show_progress="hidden",
+                     **js("function(x, y, z){ return [x, y, selected_gallery_index()] }"))
 
     def output_panel(self) -> OutputPanel:
         out = ui_common.create_output_panel(TAB, str(self.session.out_dir))
@@ -220,8 +232,13 @@ class WebUIHost(Host):
             infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
                 paste_button=panel.paste, tabname=TAB, source_text_component=panel.prompt))
         for button, prompt, negative in self.send_buttons:   # the image comes through the ParamBinding
-            button.click(fn=lambda a, b: (a, b), inputs=[prompt, negative], outputs=[panel.prompt, panel.negative],
-                         show_progress="hidden")
+            button.click(fn=self.sent, inputs=[prompt, negative], show_progress="hidden",
+                         outputs=[panel.prompt, panel.negative] + [panel.controls[n] for n in SENT_SELECTIONS])
+
+    def sent(self, prompt: str, negative: str) -> tuple:
+        """What 🌀 Send to TLOK Workflow sets: the prompts, and the dropdowns their tokens name."""
+        found = selections_in_prompt(self.panel.pack, prompt or "")
+        return (prompt, negative, *[gr.update() if found[n] is None else found[n] for n in SENT_SELECTIONS])
 
     def connect_batch(self, panel: Panel, inputs: list, targets: list) -> None:
         def run_batch(id_task, *values):

@@ -30,6 +30,15 @@ except ImportError:  # pragma: no cover - older WebUIs
 IS_FORGE = importlib.util.find_spec("modules_forge") is not None
 
 
+def forge_set_config():
+    """Forge main's (and Neo's) sysinfo.set_config, or None: A1111 has no modules_forge, and Forge Classic has
+    modules_forge but keeps the A1111 way of setting the checkpoint."""
+    if not IS_FORGE:
+        return None
+    from modules import sysinfo
+    return getattr(sysinfo, "set_config", None)
+
+
 class CheckpointNotFound(ValueError):
     pass
 
@@ -65,10 +74,10 @@ class WebUIBackend(Backend):
         user = self.user_checkpoint
         if user is None or shared.opts.data.get("sd_model_checkpoint") == user:
             return
-        if IS_FORGE:   # Forge keeps the model choice in its loading parameters, changed through set_config
-            from modules import sysinfo
-            sysinfo.set_config({"sd_model_checkpoint": user}, save_config=False)
-        else:          # no onchange: it would take the queue lock we already hold
+        set_config = forge_set_config()
+        if set_config:   # Forge keeps the model choice in its loading parameters, changed through set_config
+            set_config({"sd_model_checkpoint": user}, save_config=False)
+        else:            # A1111 and Forge Classic; no onchange: it would take the queue lock we already hold
             shared.opts.set("sd_model_checkpoint", user, run_callbacks=False)
 
     def model_name(self, checkpoint: str) -> str:
@@ -91,6 +100,9 @@ class WebUIBackend(Backend):
 
     def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
         on_step(0, request.steps)  # progress text, and an interrupt between passes stops here
+        if shared.state.skipped:   # Skip pressed between passes: the WebUI would forget it when the pass starts
+            shared.state.skipped = False
+            raise Skipped()
         info = find_checkpoint(request.checkpoint)
         if info.title != self.current:
             self.loads.append(info.title)
@@ -117,7 +129,7 @@ def host_sampler(sampler: str, scheduler: str):
     name = sampler if sd_schedulers is not None or scheduler in ("", "Automatic") else f"{sampler} {scheduler}"
     if not known(name):
         raise ValueError(f"sampler {name!r} is not in this WebUI; it has "
-                         f"{', '.join(s.name for s in sd_samplers.visible_samplers())}")
+                         f"{', '.join(sd_samplers.visible_sampler_names())}")
     if sd_schedulers is None:
         return name, None
     if scheduler not in sd_schedulers.schedulers_map:
