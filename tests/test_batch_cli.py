@@ -1,15 +1,15 @@
 """`python -m tlok_workflow batch` on the demo model: killed with SIGKILL mid-batch, then re-run."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from killing import kill_after_done_passes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,18 +28,7 @@ def test_kill_9_mid_batch_then_rerun_finishes_each_pass_exactly_once(tmp_path):
     (src / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    process = subprocess.Popen(batch_command(src, out), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    manifest = out / "tlok-manifest.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if manifest.is_file() and manifest.read_text().count('"event": "done"') >= 8:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the batch finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    before = kill_after_done_passes(batch_command(src, out), ROOT, env, out, 8, timeout=120)
     assert 8 <= len(before) < 18
 
     rerun = subprocess.run(batch_command(src, out), cwd=ROOT, env=env, capture_output=True, text=True,
@@ -48,7 +37,8 @@ def test_kill_9_mid_batch_then_rerun_finishes_each_pass_exactly_once(tmp_path):
     assert f"outputs: {out}/" in rerun.stdout
     assert "6 done" in rerun.stdout and "broken.png" in rerun.stdout
 
-    entries = [json.loads(line) for line in manifest.read_text().splitlines() if '"event": "done"' in line]
+    lines = (out / "tlok-manifest.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if '"event": "done"' in line]
     counts = Counter((e["item"], e["stage"]) for e in entries)
     assert set(counts) == {(f"photo{i}", s) for i in range(6) for s in (1, 2, 3)}
     assert max(counts.values()) == 1                 # every pass recorded exactly once

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from killing import kill_after_done_passes
 from tlok_workflow import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,17 +177,7 @@ def test_driver_killed_then_rerun_resumes_each_pass_exactly_once(photos, referen
     command = [sys.executable, "-m", "tlok_workflow", "batch", str(photos), str(out), "--ray", address,
                "--workers", "2"] + DEMO_CHAIN
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = out / "tlok-manifest.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and driver.poll() is None:
-        if manifest.is_file() and len(done_entries(out)) >= 3:
-            break
-        time.sleep(0.02)
-    assert driver.poll() is None, "the batch finished before it could be killed"
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    before = kill_after_done_passes(command, ROOT, env, out, 3, timeout=240)
     assert 3 <= len(before) < len(PASSES)
 
     rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
