@@ -35,17 +35,14 @@ class Outcome:
 
 
 class Session:
-    contact_sheets = False   # the CLI's session writes them; the panel and the API show stages instead
-
     def __init__(self, backend_factory: Callable[[], Any], *, out_dir: Path, user_dirs: Sequence[str] = (),
-                 save_intermediates: bool = True, contact_sheets: Optional[bool] = None,
+                 save_intermediates: bool = True, contact_sheets: bool = False,
                  face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = ()):
         self.out_dir = Path(out_dir)
         self.backend_factory = backend_factory
         self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # a broken user pack falls back, visibly
         self._save_intermediates = save_intermediates
-        if contact_sheets is not None:
-            self.contact_sheets = contact_sheets
+        self.contact_sheets = contact_sheets   # the CLI writes them; the panel and the API show the stages instead
         self.face_detectors = list(face_detectors)   # the default for new recipes; a loaded recipe keeps its own
         self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
         self.saver = None   # the runner's default, outputs.save_png
