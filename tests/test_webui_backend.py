@@ -239,10 +239,18 @@ def test_lanczos_in_the_webui_is_the_plain_resize(webui):
 
 
 def test_an_unknown_webui_upscaler_fails_before_any_pass_listing_the_webuis(webui):
-    with pytest.raises(ValueError, match=r"stage style: upscaler '4x-UltraSharp' not found; available: None, "
-                                         r"Lanczos, Nearest, R-ESRGAN 4x\+, R-ESRGAN 4x\+ Anime6B$"):
+    with pytest.raises(ValueError, match=r"stage style: upscaler '4x-UltraSharp' not found; available: Lanczos, "
+                                         r"Nearest, None, R-ESRGAN 4x\+, R-ESRGAN 4x\+ Anime6B$"):
         run(webui, with_upscaler(recipe(), "4x-UltraSharp"))
     assert webui.processing.calls == []
+
+
+def test_on_forge_neo_lanczos_runs_though_the_webui_does_not_list_it(webui, monkeypatch):
+    """Neo registers only None and ESRGAN (live: every default recipe was refused before this)."""
+    monkeypatch.setattr(webui.shared, "sd_upscalers",
+                        [u for u in webui.shared.sd_upscalers if u.name not in ("Lanczos", "Nearest")])
+    _, result = run(webui, with_upscaler(recipe(), "Nearest"))
+    assert [o.status for o in result.outputs] == ["done"] * 4 and webui.images.resized == []
 
 
 def test_forge_classic_gives_the_users_checkpoint_back_the_a1111_way(webui, monkeypatch):

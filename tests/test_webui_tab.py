@@ -351,3 +351,16 @@ def test_a_gallery_click_shows_the_clicked_stages_infotext(webui):
     assert stage_at(info, "<p>old</p>", -1)[0] == "<p>old</p>" and stage_at("", "<p>old</p>", 0)[0] == "<p>old</p>"
     tabs, _, _ = build_webui(webui)
     assert "tlok_workflow_generation_info_button" in elem_ids(tabs[0][0])   # what the WebUI's gallery click presses
+
+
+def test_paste_finds_the_checkpoint_by_name_where_titles_have_no_hash(webui, monkeypatch):
+    """Forge Neo's checkpoint titles are bare file names ("style.safetensors")."""
+    from tlok_workflow.ui import infotext_fields
+
+    _, host, _ = build_webui(webui)
+    monkeypatch.setattr(host, "checkpoints", lambda: ["base.safetensors", "sub/style.safetensors"])
+    params = webui.infotext_utils.parse_generation_parameters(
+        "x\nSteps: 2, Seed: 1, Model hash: 0123456789, Model: style, TLOK stage: 3/4 128")
+    fields = infotext_fields(host.panel)
+    pasted = {c.elem_id: u.get("value") for (c, _), u in zip(fields, webui.infotext_utils.paste_values(fields, params))}
+    assert pasted["tlok_workflow_style"] == "sub/style.safetensors" and pasted["tlok_workflow_base"] is None

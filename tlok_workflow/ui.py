@@ -432,12 +432,13 @@ def infotext_fields(panel: Panel) -> List[tuple]:
     def pasted_label(params) -> str:   # "TLOK stage: 4/5 1536" → "1536"; a core txt2img infotext is a base pass
         return str(params.get("TLOK stage", "base")).split(" ", 1)[-1]
 
-    def checkpoint(role):
+    def checkpoint(role):   # by the pasted Model hash, else by the Model name (Forge Neo's titles have no hash)
         def pick(params):
-            wanted = params.get("Model hash")
-            if not wanted or (pasted_label(params) == "base") != (role == "base"):
+            if (pasted_label(params) == "base") != (role == "base"):
                 return None
-            return next((title for title in host.checkpoints() if f"[{wanted}]" in title), None)
+            wanted, name, titles = params.get("Model hash"), params.get("Model"), host.checkpoints()
+            return next((t for t in titles if wanted and f"[{wanted}]" in t), None) or \
+                next((t for t in titles if name and Path(re.sub(r"\s*\[[^]]*\]$", "", t)).stem == name), None)
         return pick
 
     def stage_table(params):   # an update, not a value: the paste would convert a value to the table's type

@@ -18,9 +18,8 @@ from PIL import Image
 
 from modules import images, processing, sd_models, sd_samplers, shared
 
-from ..recipe import DEFAULT_UPSCALER
 from ..runner import Interrupted, Skipped
-from .base import Backend, PassRequest, StepCallback
+from .base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
 
 try:  # schedule types exist from 1.9 on
     from modules import sd_schedulers
@@ -91,10 +90,12 @@ class WebUIBackend(Backend):
         return (processing.program_version() or "") if shared.opts.data.get("add_version_to_infotext", True) else ""
 
     def upscaler_names(self) -> List[str]:
-        return [upscaler.name for upscaler in shared.sd_upscalers]
+        """Ours (Lanczos, Nearest: Forge Neo lists neither) and the WebUI's."""
+        webui_names = [upscaler.name for upscaler in shared.sd_upscalers]
+        return list(BUILTIN_UPSCALERS) + [name for name in webui_names if name not in BUILTIN_UPSCALERS]
 
     def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
-        if name == DEFAULT_UPSCALER:
+        if name in BUILTIN_UPSCALERS:   # the card's resize, pixel for pixel the same on every host
             return super().upscale(image, size, name)
         return images.resize_image(0, image, size[0], size[1], upscaler_name=name)
 
