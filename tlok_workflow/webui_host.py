@@ -53,27 +53,26 @@ def schedulers() -> List[str]:
 
 
 def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "") -> Path:
-    """The runner's saver in the WebUI: images.save_image, so the WebUI's image format, its save callbacks (other
-    extensions) and .txt option apply; our file names, never overwriting; the recipe as a PNG text chunk."""
+    """The runner's saver in the WebUI: the WebUI's image format, our file names, never overwriting."""
     extension = shared.opts.data.get("samples_format") or "png"
     name = stem
     for n in range(1, 100000):
         if not (Path(folder) / f"{name}.{extension}").exists():
             break
         name = f"{stem}-{n}"
-    fullfn, _ = images.save_image(image, str(folder), "", extension=extension, info=info, forced_filename=name,
-                                  existing_info={"tlok_recipe": recipe_json} if recipe_json else None,
-                                  save_to_dirs=False)
-    return Path(fullfn)
+    return write_png(Path(folder) / f"{name}.{extension}", image, info, recipe_json)
 
 
-def write_png(path: Path, image, info: str, recipe_json: str) -> None:
-    """A batch's stage PNG to exactly `path` through images.save_image, so the WebUI's save callbacks and .txt
-    option apply (PNG whatever samples_format says: the batch's resume reads its recipe chunk back)."""
+def write_png(path: Path, image, info: str, recipe_json: str) -> Path:
+    """An image to exactly `path` (its suffix is the format; a batch's are PNG, since its resume reads the recipe
+    chunk back) through images.save_image, so the WebUI's save callbacks (other extensions) and .txt option apply;
+    the recipe as a PNG text chunk. Returns where the WebUI saved it (a save callback may rename it)."""
     if path.exists():
         raise FileExistsError(f"{path}: already there")
-    images.save_image(image, str(path.parent), "", extension="png", info=info, forced_filename=path.stem,
-                      existing_info={"tlok_recipe": recipe_json}, save_to_dirs=False)
+    fullfn, _ = images.save_image(image, str(path.parent), "", extension=path.suffix[1:], info=info,
+                                  forced_filename=path.stem, save_to_dirs=False,
+                                  existing_info={"tlok_recipe": recipe_json} if recipe_json else None)
+    return Path(fullfn)
 
 
 def on_main_thread(func, *args, **kwargs):
