@@ -351,10 +351,7 @@ def _infotexts(info_json: str) -> List[str]:
 
 def selected_stage(info_json: str, event: gr.SelectData):
     """The infotext of the gallery image the user selected (HTML for the panel, text for the send-to buttons)."""
-    infotexts = _infotexts(info_json)
-    if not 0 <= event.index < len(infotexts):
-        return gr.update(), gr.update()
-    return text_html(infotexts[event.index]), infotexts[event.index]
+    return stage_at(info_json, gr.update(), event.index)
 
 
 def stage_at(info_json: str, html_info: str, index) -> tuple:
