@@ -14,9 +14,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(app):
-    """The base URL (http://127.0.0.1:PORT) of `app` served until the block ends."""
-    port = free_port()
+def served(app, port=None):
+    """The base URL (http://127.0.0.1:PORT) of `app` served until the block ends (on a free port by default)."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
