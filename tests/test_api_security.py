@@ -193,7 +193,7 @@ def test_plan_hashes_only_listed_checkpoints(host, tmp_path):
 def test_an_unreadable_hash_cache_is_ignored_with_a_note(host, tmp_path, capfd):
     cache = tmp_path / "cache" / "hashes.json"
     cache.parent.mkdir()
-    listed = recipe() | {"checkpoints": {"base": "demo-base", "style": "tiny.safetensors"},
+    listed = recipe() | {"checkpoints": {"base": "demo-base", "style": str(tmp_path / "models" / "tiny.safetensors")},
                          "hashes": {"style": "0" * 10}}
     with served(standalone(host)) as url:
         for broken in ("[" * 100000 + "]" * 100000, "{not json", "\udcff"):
