@@ -156,3 +156,28 @@ def test_a_demo_chain_enlarges_with_the_model_upscaler(model_dir, tmp_path):
     expected = backend.model_upscalers.upscale(style, (128, 128), "tiny-4x")
     assert given[1].tobytes() == expected.tobytes() != style.resize((128, 128), Image.LANCZOS).tobytes()
     assert "Upscaler: tiny-4x" in outputs.read_png_text(result.outputs[1].path)["parameters"]
+
+
+@pytest.mark.parametrize("keys, what", [
+    (["model.diffusion_model.input_blocks.0.0.weight", "first_stage_model.encoder.conv_in.weight"],
+     "its keys look like a Stable Diffusion checkpoint (model.diffusion_model.input_blocks.0.0.weight, …)"),
+    (["control_model.input_hint_block.0.weight", "control_model.zero_convs.0.0.weight"],
+     "its keys look like a ControlNet (control_model.input_hint_block.0.weight, …)"),
+    (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "its keys look like a LoRA"),
+    (["alpha", "beta", "delta", "gamma"], "unknown weights: 4 tensor(s) (alpha, beta, delta, …)"),
+])
+def test_a_safetensors_that_is_not_an_upscaler_says_what_it_is(spandrel, tmp_path, capsys, keys, what):
+    import torch
+    from safetensors.torch import save_file
+
+    from tlok_workflow import cli
+
+    save_file({key: torch.zeros(2, 2) for key in keys}, str(tmp_path / "other.safetensors"))
+    start = tmp_path / "start.png"
+    noise(64, 64).save(start)
+    code = cli.main(["run", "--demo", "--init-image", str(start), "--face-after", "off", "--no-sheet", "--seed", "1",
+                     "--upscalers", str(tmp_path), "--upscaler", "other", "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert error.startswith(f"tlok_workflow: error: upscaler {tmp_path / 'other.safetensors'}: not an image upscaler")
+    assert what in error

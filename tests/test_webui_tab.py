@@ -217,6 +217,52 @@ def test_api_runs_in_the_webui_queue(webui):
     assert len(webui.processing.calls) == passes   # refused before the base pass ran
 
 
+def test_an_api_run_whose_client_went_away_stops_after_its_pass(webui, monkeypatch):
+    """Over real HTTP: the client hangs up during the first pass; the WebUI session's should_stop sees it, so the
+    run ends there, and the queue is free again."""
+    import socket
+    import threading
+    import time
+
+    from fastapi import FastAPI
+
+    from serving import served
+    from tlok_workflow.chain import build_recipe
+    from tlok_workflow.presets import load_pack
+    from tlok_workflow.recipe import PromptSpec
+
+    build_webui(webui)
+    app = FastAPI()
+    webui.script_callbacks.app_started_callback(None, app)
+    session = sys.modules["tlok_workflow.webui_host"]._state["host"].session
+    started, seen = threading.Event(), []
+
+    def hold(p, step):   # the first pass waits (at most 60 s) for the stop
+        if len(webui.processing.calls) == 1 and step == 0:
+            started.set()
+            deadline = time.monotonic() + 60
+            while not session.should_stop() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen.append(session.should_stop())
+
+    monkeypatch.setattr(webui.processing, "on_sampling_step", [hold])
+    recipe = build_recipe(load_pack(), PromptSpec(), face_after="off", seed=3, ladder=[],
+                          checkpoints={"base": BASE, "style": STYLE})
+    with served(app) as url:
+        host_port = url.split("//")[1]
+        data = json.dumps({"recipe": recipe.to_dict()}).encode()
+        client = socket.create_connection(tuple([host_port.split(":")[0], int(host_port.split(":")[1])]))
+        client.sendall(f"POST /tlok-workflow/v1/run HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: "
+                       f"application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+        assert started.wait(30)
+        client.close()
+        deadline = time.monotonic() + 30
+        while (not seen or webui.call_queue.queue_lock.locked()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert seen == [True] and len(webui.processing.calls) == 1   # base pass only: the style pass never ran
+    assert not webui.call_queue.queue_lock.locked()
+
+
 def test_on_forge_the_run_goes_to_the_main_thread_and_errors_come_back(webui, monkeypatch):
     import threading
 

@@ -9,10 +9,14 @@
 Request bodies are schema dataclasses (RunRequest, PlanRequest, BatchRequest, holding a recipe.Recipe): the
 OpenAPI page shows every field with its bounds from pydantic models generated from them (api_schema.py), and the
 body is read as strict JSON and checked by schema.build. Every refusal is a 4xx with a one-line `detail`:
-400 bad JSON (NaN, Infinity), unknown field, value out of range, unknown pack, undecodable image, unusable path;
-403 a path outside the allowed folders (links followed: batch folders, list entries, globs and the files a recipe
-names); 413 an upload over outputs.MAX_PIXELS (checked from its header); 422 a request over WORK_BUDGET or a run
-whose start image failed. A backend crash is a 500 with a one-line detail, never a traceback.
+400 bad JSON (NaN, Infinity), unknown field, value out of range or too long, unknown pack, undecodable image,
+unusable path, a checkpoint, upscaler or face model this host does not list (session.confine: a request names
+them, it never gives a path to them); 403 a path outside the allowed folders (links followed: batch folders,
+list entries, globs, the start image and mask a recipe names), or (standalone) a web page of another origin;
+409 a run while another one runs (answered at once); 413 a body over MAX_BODY or an upload over
+outputs.MAX_PIXELS (checked from its header); 415 a body that is not application/json; 422 a request over the
+work budget (chain.work) or a run whose start image failed. A backend crash is a 500 with a one-line detail,
+never a traceback. A run whose client goes away is stopped after its current step.
 The routes are a thin adapter over a `Session` (session.py): `session.exclusive(work)` runs a job, the WebUI's
 session in its GPU queue, the standalone's under its own lock. No gradio here.
 """
@@ -34,19 +38,17 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketClose
 
 from . import outputs
-from .api_schema import SchemaRoute
+from .api_schema import MAX_BODY, SchemaRoute
 from .batch import BatchError, BatchJob, collect_inputs
-from .chain import pixel_steps
+from .chain import STEP_BUDGET, WORK_BUDGET, largest_step, work
 from .presets import Pack
 from .prompts import compose
-from .recipe import Recipe, RunOptions, check_recipe
+from .recipe import PATH, Recipe, RunOptions, check_recipe
 from .runner import FAILED
 from .schema import spec
+from .session import Busy
 
 PREFIX = "/tlok-workflow/v1"
-# pixels × steps × images over every pass of one request (a batch: of each image). 1e11 is a thousand images of
-# the card's full chain (512 → 1536 and a face, 20 steps), hours on a big GPU; 8192² × 500 steps is 3.4e10.
-WORK_BUDGET = 10**11
 
 
 @dataclass(kw_only=True)
@@ -54,7 +56,7 @@ class RunRequest(RunOptions):
     """A recipe to run for `count` images, from its txt2img stage or from an uploaded start image."""
     recipe: Recipe = spec(doc="a recipe as `python -m tlok_workflow plan --json` prints it")
     init_image: Optional[str] = spec(None, "start image, base64 (a data: URI is fine); the recipe must then start "
-                                           "with an img2img stage")
+                                           "with an img2img stage", max_length=MAX_BODY)
 
 
 @dataclass(kw_only=True)
@@ -67,8 +69,9 @@ class PlanRequest(RunOptions):
 class BatchRequest:
     """A recipe over the images of a folder, glob or list, into an output folder (resumable)."""
     recipe: Recipe = spec(doc="a recipe; a txt2img first stage is left out")
-    input: str = spec(doc="input folder, glob pattern or .txt list of images (inside a batch root)")
-    output: str = spec(doc="output folder (inside a batch root, not inside the input folder)")
+    input: str = spec(doc="input folder, glob pattern or .txt list of images (inside a batch root)",
+                      max_length=PATH)
+    output: str = spec(doc="output folder (inside a batch root, not inside the input folder)", max_length=PATH)
     recursive: bool = spec(False, "take the images of subfolders too")
     final_only: bool = spec(False, "keep only each image's last stage in the output folder")
     prompt_from_infotext: bool = spec(False, "add each PNG's own prompt (its WebUI infotext) to the recipe's")
@@ -98,17 +101,24 @@ def bad_request(error: Exception) -> HTTPException:
 
 
 def check_request(recipe: Recipe, session, count: int) -> Pack:
-    """The recipe's pack once the recipe is whole (cross-field rules), runs on this host and fits the budget."""
+    """The recipe's pack once the recipe is whole (cross-field rules), names only what this host lists, runs on
+    this host and fits the work budget."""
     try:
         check_recipe(recipe)
+        session.confine(recipe)   # checkpoints, upscalers, face models: the host's own, by name
         pack = session.check(recipe)   # unknown pack, negative preset or checkpoint fails here, not mid-run
     except ValueError as e:
         raise bad_request(e) from None
-    work = pixel_steps(recipe, count)
-    if work > WORK_BUDGET:
-        raise HTTPException(status_code=422, detail=f"work budget: {work:.3g} pixel-steps (width × height × steps of "
-                                                    f"every pass, × images) is over this API's {WORK_BUDGET:.3g} "
-                                                    "per request; use fewer or smaller images or fewer steps")
+    total, step = work(recipe, count), largest_step(recipe)
+    if total > WORK_BUDGET:
+        raise HTTPException(status_code=422, detail=f"work budget: {total:.3g} work units (pixels × steps of every "
+                                                    "pass with its VAE and upscaler, growing with size, × images) is "
+                                                    f"over this API's {WORK_BUDGET:.3g} per request; use fewer or "
+                                                    "smaller images or fewer steps")
+    if step > STEP_BUDGET:
+        raise HTTPException(status_code=422, detail=f"work budget: one step of this recipe is {step:.3g} work units, "
+                                                    f"over this API's {STEP_BUDGET:.3g} (a step cannot be stopped "
+                                                    "half-way); use smaller images")
     return pack
 
 
@@ -144,13 +154,14 @@ def confine(text: str, roots: Sequence[Path], field: str, allowed: str = "the al
 
 
 def confine_recipe_paths(recipe: Recipe, session) -> None:
-    """The files a recipe names (start image, face mask, face model) must lie in the batch roots or the session's
-    uploads (out_dir/inputs): the API never reads other files of the host, nor tells whether they exist."""
+    """The images a recipe names (start image, face mask) must lie in the batch roots or the session's uploads
+    (out_dir/inputs): the API never reads other files of the host, nor tells whether they exist. (Models are
+    named, not given by path: session.confine.)"""
     roots = [*session.batch_roots, session.out_dir / "inputs"]
     allowed = f"the batch folders and {session.out_dir / 'inputs'}"
     named = [(recipe, "init_image", "recipe.init_image")]
-    named += [(stage.face, name, f"recipe.stages[{i}].face.{name}") for i, stage in enumerate(recipe.stages)
-              if stage.face for name in ("mask_image", "yolo_model")]
+    named += [(stage.face, "mask_image", f"recipe.stages[{i}].face.mask_image")
+              for i, stage in enumerate(recipe.stages) if stage.face]
     for owner, name, field in named:
         if getattr(owner, name):
             setattr(owner, name, str(confine(getattr(owner, name), roots, field, allowed)))
@@ -200,20 +211,32 @@ def local_hosts(port: int) -> List[str]:
     return [f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")]
 
 
-class HostCheck:
-    """ASGI middleware refusing requests whose Host header is not one of `hosts` (400): a web page whose name is
-    rebound to 127.0.0.1 (DNS rebinding) still sends its own name, so it cannot drive the local app."""
+class LocalOnly:
+    """ASGI middleware for the standalone app, which only its own pages may use. A request whose Host header is
+    not one of `hosts` is refused (400): a web page whose name is rebound to 127.0.0.1 (DNS rebinding) still
+    sends its own name. A request that a browser sends for a page of another origin (its Origin header, sent
+    with every cross-site POST and WebSocket) is refused (403): the Host is right then, but the page is not
+    ours. Requests without an Origin (curl, scripts, the browser's own navigation) pass."""
 
     def __init__(self, app, hosts: Sequence[str]):
         self.app, self.hosts = app, {host.lower() for host in hosts}
+        self.origins = {f"http://{host}" for host in self.hosts}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            headers = dict(scope["headers"])
+            host = headers.get(b"host", b"").decode("latin-1").lower()
+            origin = headers.get(b"origin", b"").decode("latin-1").lower()
+            refusal = None
             if host not in self.hosts:
-                refusal = WebSocketClose(code=1008) if scope["type"] == "websocket" else JSONResponse(
-                    {"detail": f"Host {host!r} is not this server's address"}, status_code=400)
-                await refusal(scope, receive, send)
+                refusal = (400, f"Host {host!r} is not this server's address")
+            elif origin and origin not in self.origins:
+                refusal = (403, f"Origin {origin!r} is not this server: only its own pages may use it")
+            if refusal:
+                status, detail = refusal
+                answer = WebSocketClose(code=1008) if scope["type"] == "websocket" else \
+                    JSONResponse({"detail": detail}, status_code=status)
+                await answer(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -228,9 +251,15 @@ def backend_failure(what: str, error: Exception) -> HTTPException:
 
 def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
     """Add the routes to a FastAPI app (call again with the new app after a WebUI UI reload). `allowed_hosts`
-    (the standalone app: local_hosts(port)) adds a Host header check for the whole app; the WebUI has its own
-    --listen and --api-auth, and is reached by its real host name."""
-    def run(request: RunRequest) -> Dict[str, Any]:
+    (the standalone app: local_hosts(port)) adds the LocalOnly check (Host and Origin) for the whole app; the
+    WebUI has its own --listen, --api-auth and CORS settings, and is reached by its real host name."""
+    def exclusive(work, caller_gone):
+        try:
+            return session.exclusive(work, caller_gone)
+        except Busy as e:   # at once: a request waiting for the lock would hold a server thread
+            raise HTTPException(status_code=409, detail=str(e)) from None
+
+    def run(request: RunRequest, caller_gone) -> Dict[str, Any]:
         recipe = request.recipe
         check_request(recipe, session, request.count)
         confine_recipe_paths(recipe, session)
@@ -238,11 +267,19 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             if recipe.stages and recipe.stages[0].kind == "txt2img":
                 raise HTTPException(status_code=400, detail="init_image: the recipe starts with txt2img; drop its "
                                                             "first stage to start from the image")
-            recipe.init_image = str(outputs.save_start_image(session.out_dir, decode_image(request.init_image)))
+            start = decode_image(request.init_image)
+
+        def work():
+            if request.init_image:
+                recipe.init_image = str(outputs.save_start_image(session.out_dir, start))
+            return session.run(recipe, request.count)
+
         try:
-            result = session.exclusive(lambda: session.run(recipe, request.count))
+            result = exclusive(work, caller_gone)
         except ValueError as e:   # unknown checkpoint or sampler, missing start image, …
             raise bad_request(e) from None
+        except HTTPException:
+            raise
         except Exception as e:    # the backend failed: a one-line message; the traceback goes to the server's log
             raise backend_failure("run", e) from None
         failed = [f"{o.item} s{o.stage} {o.label}: {o.note}" for o in result.outputs if o.status == FAILED]
@@ -260,7 +297,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
                            if o.status != "done" or o.note],
                     seed=recipe.seed, interrupted=result.interrupted)
 
-    def plan_route(request: PlanRequest) -> Dict[str, Any]:
+    def plan_route(request: PlanRequest, caller_gone) -> Dict[str, Any]:
         recipe = request.recipe
         pack = check_request(recipe, session, request.count)
         the_plan = session.plan(recipe, pack)
@@ -282,21 +319,23 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         return dict(data, name=found.name, info=dataclasses.asdict(found.info), packs=sorted(packs),
                     pack_error=session.pack_error)   # a broken user pack: why the bundled one answers
 
-    def batch_route(request: BatchRequest) -> Dict[str, Any]:
+    def batch_route(request: BatchRequest, caller_gone) -> Dict[str, Any]:
         check_request(request.recipe, session, 1)   # the budget holds for each image
         confine_recipe_paths(request.recipe, session)
         job = confine_batch(request, session.batch_roots)
         try:
-            summary = session.exclusive(lambda: session.run_batch(job))
+            summary = exclusive(lambda: session.run_batch(job), caller_gone)
         except ValueError as e:   # output inside input, another recipe in the output folder, …
             raise bad_request(e) from None
+        except HTTPException:
+            raise
         except Exception as e:    # the backend or the disk failed: a one-line message; the traceback to the log
             raise backend_failure("batch", e) from None
         return dict(summary.data, summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))
 
     if allowed_hosts:
         app.middleware_stack = None   # the app may be serving already (gradio launched it): rebuilt with the check
-        app.add_middleware(HostCheck, hosts=allowed_hosts)
+        app.add_middleware(LocalOnly, hosts=allowed_hosts)
     models = {}   # one pydantic model per dataclass on this app's OpenAPI page
     for path, answer, body_type, response_model in ((f"{PREFIX}/run", run, RunRequest, RunResponse),
                                                     (f"{PREFIX}/batch", batch_route, BatchRequest, None),

@@ -38,11 +38,12 @@ def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[
         return DiffusersBackend()
 
     session = Session(backend_factory or diffusers_backend, out_dir=out_dir, user_dirs=user_dirs,
-                      batch_roots=batch_roots)
-    return Host(session, checkpoints=list_checkpoints(models),
+                      batch_roots=batch_roots, checkpoints=list_checkpoints(models),
+                      upscalers=list(BUILTIN_UPSCALERS) + list(model_files(UPSCALERS_FOLDER)))
+    return Host(session, checkpoints=session.listed_checkpoints(),
                 default_checkpoints={"base": "demo-base", "style": "demo-style"}, samplers=SAMPLERS,
-                schedulers=SCHEDULE_TYPES, upscalers=list(BUILTIN_UPSCALERS) + list(model_files(UPSCALERS_FOLDER)),
-                demo_checkpoints=DEMO_MODELS, pack=pack)
+                schedulers=SCHEDULE_TYPES, upscalers=session.listed_upscalers(), demo_checkpoints=DEMO_MODELS,
+                pack=pack)
 
 
 def build_app(host: Host) -> gr.Blocks:
@@ -59,7 +60,8 @@ def serve(host: Host, port: Optional[int] = None, block: bool = True):
     when block is False."""
     demo = build_app(host)
     app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    api.mount(app, host.session, allowed_hosts=api.local_hosts(port))   # no DNS rebinding onto the local app
+    # the port gradio bound (port None: the first free one), for the Host and Origin checks
+    api.mount(app, host.session, allowed_hosts=api.local_hosts(demo.server_port))
     print(f"TLOK Workflow: {url}  (outputs in {host.session.out_dir}/)", flush=True)
     if block:
         demo.block_thread()

@@ -9,6 +9,7 @@
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
+from .backends.base import BUILTIN_UPSCALERS
 from .presets import Pack, find_key
 from .recipe import DEFAULT_UPSCALER, FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
 
@@ -125,12 +126,50 @@ def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
     return Plan(rows, loads, passes, _warnings(recipe, pack), notes)
 
 
-def pixel_steps(recipe: Recipe, count: int = 1) -> int:
-    """The work of a run: pixels × sampling steps over every pass of `count` images (a face pass counts one face
-    at its crop size; img2img counts all its steps), so a host can refuse runs that would hold it for days."""
-    per_image = sum((stage.face.inpaint_size ** 2 if stage.kind == "face" else stage.width * stage.height)
-                    * stage.steps * stage.repeat for stage in recipe.stages)
-    return per_image * count
+# The work budget of a request, in work units: one sampling step over one pixel of a small image.
+#
+#   work(pass) = repeat × P × (steps + VAE_STEPS × vae_calls + upscaler) × (1 + P / ATTENTION_PIXELS)
+#
+# P is the pass's pixels (a face pass: its crop, inpaint_size²); steps all its sampling steps (img2img runs about
+# steps × denoise of them: counted whole); vae_calls the VAE's decode, plus its encode for img2img and face; upscaler
+# UPSCALER_STEPS for a model upscaler (Lanczos and Nearest cost nothing). The last factor is self-attention: every
+# latent pixel attends to every other, so its part grows with P²; at ATTENTION_PIXELS (about 1448²) it costs as much
+# as the rest of a step. A request's work is the sum over its passes, × images; it must stay within WORK_BUDGET
+# (1e11: 64 images of the card's chain 512 → 1536 with a face at 150 steps are 7.4e10; at 20 steps 1.1e10).
+# One step or one VAE call cannot be stopped half-way (a cancel, or a client that went away, takes effect between
+# them), so the largest of them, P × VAE_STEPS × (1 + P / ATTENTION_PIXELS), must stay within STEP_BUDGET: 1e9
+# passes 4096² (3e8) and refuses 8192², whose single VAE call alone (4.4e9) would hold the host for many minutes.
+ATTENTION_PIXELS = 2 ** 21
+VAE_STEPS = 2        # an SD VAE decode costs about as much as 1.5 UNet steps at the same size, an encode 0.7
+UPSCALER_STEPS = 1   # an ESRGAN-family 4x model: about a third of a step per output pixel
+WORK_BUDGET = 10 ** 11
+STEP_BUDGET = 10 ** 9
+
+
+def work(recipe: Recipe, count: int = 1) -> float:
+    """The work units of a run of `count` images (see above), so a host can refuse runs that would hold it for
+    days."""
+    return count * sum(_pass_work(stage) * stage.repeat for stage in recipe.stages)
+
+
+def largest_step(recipe: Recipe) -> float:
+    """The work units of the largest piece of the run that cannot be stopped: one VAE call of its largest pass."""
+    return max((_pixels(stage) * VAE_STEPS * _growth(_pixels(stage)) for stage in recipe.stages), default=0)
+
+
+def _pass_work(stage: Stage) -> float:
+    vae_calls = 1 if stage.kind == "txt2img" else 2
+    model_upscaler = stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS
+    pixels = _pixels(stage)
+    return pixels * (stage.steps + VAE_STEPS * vae_calls + UPSCALER_STEPS * model_upscaler) * _growth(pixels)
+
+
+def _pixels(stage: Stage) -> int:
+    return stage.face.inpaint_size ** 2 if stage.kind == "face" else stage.width * stage.height
+
+
+def _growth(pixels: int) -> float:
+    return 1 + pixels / ATTENTION_PIXELS
 
 
 def _warnings(recipe: Recipe, pack: Optional[Pack]) -> List[str]:

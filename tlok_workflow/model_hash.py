@@ -2,16 +2,19 @@
 
 Hashing a 2 GB checkpoint takes seconds, so each hash is kept in a small JSON cache keyed by the file's absolute
 path and checked against its size and modification time, as the WebUI's cache.json does. The cache lives in
-$TLOK_CACHE_DIR, else $XDG_CACHE_HOME/tlok-workflow, else ~/.cache/tlok-workflow; a cache that cannot be read or
-written only costs a rehash.
+$TLOK_CACHE_DIR, else $XDG_CACHE_HOME/tlok-workflow, else ~/.cache/tlok-workflow; a cache that cannot be read (a
+broken, huge or deeply nested file) is ignored with a note and rewritten, and one that cannot be written only
+costs a rehash.
 """
 import hashlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 
 from . import outputs
+from .schema import loads_json
 
 _lock = threading.Lock()
 
@@ -49,9 +52,14 @@ def autov2(path) -> str:
 
 
 def _read_cache() -> dict:
+    path = cache_file()
     try:
-        data = json.loads(cache_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = loads_json(path.read_text(encoding="utf-8"), f"hash cache {path}")   # bounded: size and depth
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:   # ValueError: bad UTF-8, bad JSON, too large or too deep (SchemaError)
+        print(f"tlok_workflow: note: {e if str(path) in str(e) else f'hash cache {path}: {e}'}; "
+              "it is ignored and rebuilt", file=sys.stderr)
         return {}
     return data if isinstance(data, dict) else {}
 

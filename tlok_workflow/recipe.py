@@ -14,6 +14,12 @@ STAGE_KINDS = ("txt2img", "img2img", "face")
 SEED_POLICIES = ("same", "offset", "fixed")
 RECIPE_VERSION = 1
 DEFAULT_UPSCALER = "Lanczos"
+# Length bounds: far above any real recipe, far below what would hold a host up (a request is checked against
+# them before anything is built from it).
+TEXT = 10_000      # characters of a prompt or free text (a long real prompt has 1–2 thousand)
+NAME = 256         # characters of a label, key, sampler or upscaler name
+PATH = 4096        # characters of a path or checkpoint name (PATH_MAX)
+MAX_STAGES = 32    # the card's chain has 6
 
 
 RecipeError = SchemaError
@@ -22,37 +28,42 @@ RecipeError = SchemaError
 @dataclass
 class PromptSpec:
     """What the user picked; the composer turns it into positive and negative prompts."""
-    shot: str = spec("full-shot", "shot key of the pack (full-shot, half-body, closeup, …) or free text")
-    subject: str = spec("Korra", "free text: 'Korra', 'Zendaya standing in a forest'")
-    outfit: str = spec("defa", "outfit key of the pack (→ 'wearing defa outfit') or free text (→ 'wearing …')")
+    shot: str = spec("full-shot", "shot key of the pack (full-shot, half-body, closeup, …) or free text",
+                     max_length=TEXT)
+    subject: str = spec("Korra", "free text: 'Korra', 'Zendaya standing in a forest'", max_length=TEXT)
+    outfit: str = spec("defa", "outfit key of the pack (→ 'wearing defa outfit') or free text (→ 'wearing …')",
+                       max_length=TEXT)
     outfit_weight: float = spec(1.0, "attention weight on the outfit phrase; 1.3 → '(wearing defa outfit:1.3)'",
                                 ge=0.1, le=2.0)
     hairstyle: Optional[str] = spec(None, "hairstyle key; null = the outfit's own one when the subject is a "
-                                          "pack character; '' = none")
-    medium: str = spec("tlok artstyle", "medium key of the pack or free text such as 'figurine'")
-    extra: str = spec("", "words appended at the end")
-    negatives: Optional[List[str]] = spec(None, "negative preset keys; null = the pack's defaults for the medium")
-    negative_extra: str = spec("", "more negative words")
-    positive: str = spec("", "edited positive prompt; when set it replaces the composed one")
-    negative: str = spec("", "edited negative prompt; when set it replaces the composed one")
+                                          "pack character; '' = none", max_length=TEXT)
+    medium: str = spec("tlok artstyle", "medium key of the pack or free text such as 'figurine'", max_length=TEXT)
+    extra: str = spec("", "words appended at the end", max_length=TEXT)
+    negatives: Optional[List[str]] = spec(None, "negative preset keys; null = the pack's defaults for the medium",
+                                          max_length=32)
+    negative_extra: str = spec("", "more negative words", max_length=TEXT)
+    positive: str = spec("", "edited positive prompt; when set it replaces the composed one", max_length=TEXT)
+    negative: str = spec("", "edited negative prompt; when set it replaces the composed one", max_length=TEXT)
 
 
 @dataclass
 class StagePrompt:
     """How one stage varies the run's prompt."""
     style_token: bool = spec(True, "false drops the pack's style token (the vanilla base model does not know it)")
-    shot: str = spec("", "replace the shot token for this stage, e.g. 'facial closeup' for the face stage")
-    extra: str = spec("", "words added for this stage only, e.g. 'big eyes'")
+    shot: str = spec("", "replace the shot token for this stage, e.g. 'facial closeup' for the face stage",
+                     max_length=TEXT)
+    extra: str = spec("", "words added for this stage only, e.g. 'big eyes'", max_length=TEXT)
     positive: str = spec("", "the exact prompt this stage ran with (saved recipes hold it); when set it is used "
-                             "as it is, so a re-run needs no pack")
-    negative: str = spec("", "the exact negative prompt this stage ran with; when set it is used as it is")
+                             "as it is, so a re-run needs no pack", max_length=TEXT)
+    negative: str = spec("", "the exact negative prompt this stage ran with; when set it is used as it is",
+                         max_length=TEXT)
 
 
 @dataclass
 class FaceOptions:
     """How the face stage finds faces and builds masks."""
     detectors: List[str] = spec(doc="detectors tried in order until one finds a face: mediapipe, opencv, yolo, mask",
-                                factory=lambda: ["mediapipe", "opencv"])
+                                factory=lambda: ["mediapipe", "opencv"], max_length=8)
     confidence: float = spec(0.5, "minimum detection confidence", ge=0.0, le=1.0)
     top_k: int = spec(0, "keep only the k largest or most confident faces; 0 keeps all", ge=0, le=100)
     sort_by: str = spec("area", "which faces top_k keeps", choices=("area", "confidence"))
@@ -65,8 +76,10 @@ class FaceOptions:
     mask_blur: int = spec(4, "feather of the paste-back, pixels", ge=0, le=64)
     padding: int = spec(32, "context pixels around the face that the inpaint pass sees", ge=0, le=512)
     inpaint_size: int = spec(512, "long side the face crop is redrawn at", ge=64, le=2048, multiple_of=8)
-    mask_image: str = spec("", "path of a user mask image (white = redraw), for the 'mask' detector")
-    yolo_model: str = spec("", "path of an ultralytics face model (.pt), for the 'yolo' detector")
+    mask_image: str = spec("", "path of a user mask image (white = redraw), for the 'mask' detector",
+                           max_length=PATH)
+    yolo_model: str = spec("", "an ultralytics face model (.pt), for the 'yolo' detector: a path (the CLI), or the "
+                               "file name of one in the host's face model folder (a request)", max_length=PATH)
 
 
 @dataclass
@@ -74,18 +87,20 @@ class Stage:
     """One pass of the chain (repeated `repeat` times)."""
     kind: str = spec(doc="txt2img, img2img or face", choices=STAGE_KINDS)
     label: str = spec(doc="the stage's unique name, used in file names, the plan and the stage table, e.g. 'base', "
-                          "'style', '1024', '1024-2', 'face'")
-    checkpoint: str = spec("style", "a role of recipe.checkpoints ('base', 'style') or a checkpoint name/path")
+                          "'style', '1024', '1024-2', 'face'", max_length=NAME)
+    checkpoint: str = spec("style", "a role of recipe.checkpoints ('base', 'style') or a checkpoint name/path",
+                           max_length=PATH)
     width: int = spec(512, "output width; for face stages unused (see face.inpaint_size)", ge=8, le=8192,
                       multiple_of=8)
     height: int = spec(512, "output height", ge=8, le=8192, multiple_of=8)
     upscaler: str = spec(DEFAULT_UPSCALER, "img2img: how the image is enlarged before the pass: Lanczos (the "
                                            "img2img resize), Nearest, or a model upscaler: in the WebUI one of its "
-                                           "upscalers, standalone a model file's name in the upscalers folder")
+                                           "upscalers, standalone a model file's name in the upscalers folder",
+                           max_length=NAME)
     denoise: float = spec(0.5, "img2img/face denoising strength (card: 0.4–0.6, up to 0.8 for hard cases)",
                           ge=0.0, le=1.0, infotext="Denoising strength")
-    sampler: str = spec("Euler a", "WebUI sampler name", infotext="Sampler")
-    scheduler: str = spec("Automatic", "WebUI schedule type", infotext="Schedule type")
+    sampler: str = spec("Euler a", "WebUI sampler name", infotext="Sampler", max_length=NAME)
+    scheduler: str = spec("Automatic", "WebUI schedule type", infotext="Schedule type", max_length=NAME)
     steps: int = spec(20, "sampling steps (img2img runs about steps × denoise of them)", ge=1, le=500,
                       infotext="Steps")
     cfg_scale: float = spec(7.0, "CFG scale (card: 7, or 4 for less overtraining)", ge=1.0, le=30.0,
@@ -107,16 +122,16 @@ class Stage:
 class Recipe:
     """A whole chain: the prompt, the checkpoints by role, the seed and the ordered stages."""
     version: int = spec(RECIPE_VERSION, "recipe format version", ge=1, le=RECIPE_VERSION)
-    pack: str = spec("4elements", "preset pack the prompt keys refer to")
+    pack: str = spec("4elements", "preset pack the prompt keys refer to", max_length=NAME)
     prompt: PromptSpec = spec(doc="the prompt selections", factory=PromptSpec)
     checkpoints: Dict[str, str] = spec(doc="checkpoint for each role",
-                                       factory=lambda: {"base": "demo-base", "style": "demo-style"})
+                                       factory=lambda: {"base": "demo-base", "style": "demo-style"}, max_length=16)
     hashes: Dict[str, str] = spec(doc="AutoV2 hash (the WebUI's Model hash) of each role's checkpoint when it ran; "
-                                      "a re-run warns when the file differs", factory=dict)
+                                      "a re-run warns when the file differs", factory=dict, max_length=16)
     seed: int = spec(-1, "seed of the first item (item i uses seed + i); -1 picks one at run time",
                      ge=-1, le=2**32 - 1)
-    stages: List[Stage] = spec(doc="the chain, in order", factory=list)
-    init_image: str = spec("", "path of the start image when the chain starts with img2img")
+    stages: List[Stage] = spec(doc="the chain, in order", factory=list, max_length=MAX_STAGES)
+    init_image: str = spec("", "path of the start image when the chain starts with img2img", max_length=PATH)
     demo: bool = spec(False, "true when the checkpoints are the built-in random-weight demo models")
 
     def checkpoint_of(self, stage: Stage) -> str:

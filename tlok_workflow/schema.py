@@ -2,6 +2,9 @@
 
 Fields declare their bounds and a description with `spec`; `build` turns a dict into the dataclass and
 raises `SchemaError` naming the field path ("recipe.stages[2].denoise: 1.7 is out of range 0.0..1.0").
+Texts, lists and objects have a length bound (`max_length`: characters, items or entries; a text inside a list
+or object at most MAX_ITEM_CHARS), checked before anything is built from them, so a huge request is refused at
+once.
 Recipes and preset packs both use it, so the UI, the API and saved files share one schema. `loads_json` is the
 one strict JSON reader for recipe and preset text.
 """
@@ -17,6 +20,7 @@ from typing import Any, Optional
 MAX_JSON_CHARS = 4 * 1024 * 1024   # a recipe or preset file is a few KB
 MAX_JSON_DEPTH = 64                # a recipe is 4 levels deep
 _LONGEST_INT = 1000                # digits; Python refuses str <-> int past 4300 digits
+MAX_ITEM_CHARS = 4096              # a text inside a list or an object: a key, a name, a path (PATH_MAX)
 
 
 class SchemaError(ValueError):
@@ -62,9 +66,11 @@ def show_key(key: Any) -> str:
 
 def spec(default: Any = dataclasses.MISSING, doc: str = "", ge: Any = None, le: Any = None,
          choices: Optional[tuple] = None, multiple_of: Optional[int] = None, factory: Any = None,
-         infotext: str = ""):
-    """A dataclass field with bounds, a description and, where the WebUI has one, its infotext key."""
-    meta = {"doc": doc, "ge": ge, "le": le, "choices": choices, "multiple_of": multiple_of, "infotext": infotext}
+         infotext: str = "", max_length: Optional[int] = None):
+    """A dataclass field with bounds, a description and, where the WebUI has one, its infotext key.
+    `max_length` bounds a text's characters, a list's items or an object's entries."""
+    meta = {"doc": doc, "ge": ge, "le": le, "choices": choices, "multiple_of": multiple_of, "infotext": infotext,
+            "max_length": max_length}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -99,8 +105,15 @@ def build(cls, data: Any, where: str):
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise SchemaError(f"{path}: required")
             continue
+        _check_length(data[name], f.metadata.get("max_length"), path)   # before building from it
         values[name] = _check_bounds(_convert(data[name], hints[name], path), f.metadata, path)
     return cls(**values)
+
+
+def _check_length(value: Any, limit: Optional[int], where: str) -> None:
+    if limit is not None and isinstance(value, (str, list, dict)) and len(value) > limit:
+        unit = "characters" if isinstance(value, str) else "items" if isinstance(value, list) else "entries"
+        raise SchemaError(f"{where}: {len(value)} {unit}, more than the {limit} allowed")
 
 
 def _join(where: str, name: str) -> str:
@@ -116,11 +129,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise SchemaError(f"{where}: expected a list, got {_show(value)}")
-        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_convert(_item(v, f"{where}[{i}]"), args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise SchemaError(f"{where}: expected an object, got {_show(value)}")
-        return {_convert(k, args[0], where): _convert(v, args[1], f"{where}.{show_key(k)}")
+        return {_convert(_item(k, where), args[0], where): _convert(_item(v, f"{where}.{show_key(k)}"), args[1],
+                                                                    f"{where}.{show_key(k)}")
                 for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
@@ -150,6 +164,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise SchemaError(f"{where}: {_show(value)} holds a lone surrogate character (\\ud800-\\udfff)")
         return value
     raise TypeError(f"{where}: unsupported field type {tp}")
+
+
+def _item(value: Any, where: str) -> Any:
+    """An element of a list or object, whose texts are names or paths: at most MAX_ITEM_CHARS."""
+    _check_length(value if isinstance(value, str) else None, MAX_ITEM_CHARS, where)
+    return value
 
 
 def _check_bounds(value: Any, meta: Any, where: str) -> Any:

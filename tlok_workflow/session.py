@@ -5,8 +5,12 @@ keep intermediates or not, contact sheets or not. It runs a recipe for N images 
 progress as `Progress` events, and takes cancel and skip requests. The panel, the API and the CLI only turn
 their inputs into a recipe and show what comes back; none of them runs anything itself.
 
+The Session also knows what its host offers (its checkpoints, upscalers and face models): `confine` resolves
+every name a request's recipe gives to one of those, so a recipe from the network never makes the host load a
+file of its choosing. The CLI's own flags name any file the user likes; only requests are confined.
+
 The WebUI's session (webui_host.WebUISession) overrides what its host does differently: a fresh backend per
-run, its saver, its Interrupt/Skip state, its queue, and checking checkpoint names against its list.
+run, its saver, its Interrupt/Skip state, its queue, and its own checkpoint and upscaler lists.
 No gradio, no fastapi here.
 """
 import threading
@@ -17,6 +21,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 from . import batch, outputs
 from .batch import BatchJob, Summary
 from .chain import Plan, plan
+from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
 from .recipe import Recipe
@@ -25,6 +30,10 @@ from .runner import Executor, Progress, RunResult, Runner, make_items, resolve_s
 
 class Busy(RuntimeError):
     """Another run holds the session."""
+
+
+class NotListed(ValueError):
+    """A request names a checkpoint, upscaler or face model this host does not list."""
 
 
 @dataclass
@@ -37,7 +46,8 @@ class Outcome:
 class Session:
     def __init__(self, backend_factory: Callable[[], Any], *, out_dir: Path, user_dirs: Sequence[str] = (),
                  save_intermediates: bool = True, contact_sheets: bool = False,
-                 face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = ()):
+                 face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = (),
+                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = ()):
         self.out_dir = Path(out_dir)
         self.backend_factory = backend_factory
         self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # a broken user pack falls back, visibly
@@ -45,10 +55,12 @@ class Session:
         self.contact_sheets = contact_sheets   # the CLI writes them; the panel and the API show the stages instead
         self.face_detectors = list(face_detectors)   # the default for new recipes; a loaded recipe keeps its own
         self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
+        self._checkpoints, self._upscalers = list(checkpoints), list(upscalers)   # what a request may name
         self.saver = None   # the runner's default, outputs.save_png
         self.write_png = outputs.save_png_as   # a batch's writer of one PNG to an exact path
         self._lock = threading.Lock()   # one run at a time: the panel and the API share the session
         self._stop, self._skip = threading.Event(), threading.Event()
+        self._caller_gone = threading.Event()   # set when the client of the run in progress went away
         self._backend = None
 
     # --- packs and plans -------------------------------------------------------------------------------------
@@ -68,6 +80,46 @@ class Session:
     def check_host(self, recipe: Recipe) -> None:
         """Host-specific checks (the WebUI: its checkpoint names)."""
 
+    # --- what this host lists: the only names a request may use ---------------------------------------------
+    def listed_checkpoints(self) -> List[str]:
+        """Standalone: the demo models and the --models folder's entries (as paths)."""
+        return self._checkpoints
+
+    def listed_upscalers(self) -> List[str]:
+        return self._upscalers
+
+    def resolve_checkpoint(self, name: str, field: str) -> str:
+        """The listed checkpoint `name` means: an entry itself, or an entry's file name or stem."""
+        for entry in self.listed_checkpoints():
+            if name in (entry, Path(entry).name, Path(entry).stem):
+                return entry
+        raise NotListed(f"{field}: {name!r} is not a checkpoint this host lists "
+                        f"(listed: {', '.join(Path(e).name for e in self.listed_checkpoints()) or 'none'})")
+
+    def confine(self, recipe: Recipe) -> None:
+        """Resolve every name a request's recipe gives (each stage's checkpoint, upscaler and face model) to one
+        this host lists; NotListed names the field otherwise. A path in a request never reaches a file."""
+        upscalers = self.listed_upscalers()
+        for i, stage in enumerate(recipe.stages):
+            where = f"recipe.stages[{i}]"
+            if stage.checkpoint in recipe.checkpoints:
+                role = stage.checkpoint
+                recipe.checkpoints[role] = self.resolve_checkpoint(recipe.checkpoints[role],
+                                                                   f"recipe.checkpoints.{role}")
+            else:
+                stage.checkpoint = self.resolve_checkpoint(stage.checkpoint, f"{where}.checkpoint")
+            if stage.kind == "img2img" and stage.upscaler not in upscalers:
+                raise NotListed(f"{where}.upscaler: {stage.upscaler!r} is not an upscaler this host lists "
+                                f"(listed: {', '.join(upscalers)})")
+            if stage.face and stage.face.yolo_model:
+                models = detectors.yolo_models()
+                found = next((path for path in models.values() if stage.face.yolo_model in (path.name, path.stem)),
+                             None)
+                if found is None:
+                    raise NotListed(f"{where}.face.yolo_model: {stage.face.yolo_model!r} is not a face model in "
+                                    f"this host's folder (listed: {', '.join(models) or 'none'})")
+                stage.face.yolo_model = str(found)
+
     @property
     def save_intermediates(self) -> bool:
         return self._save_intermediates
@@ -84,8 +136,10 @@ class Session:
     def hash_warnings(self, recipe: Recipe) -> List[str]:
         """A saved recipe names the hash of each checkpoint it ran with: say when a file differs now."""
         warnings = []
-        for role, saved in recipe.hashes.items():
-            checkpoint = recipe.checkpoints.get(role, role)
+        for role in dict.fromkeys(stage.checkpoint for stage in recipe.stages):   # only what the stages load
+            if role not in recipe.hashes:
+                continue
+            saved, checkpoint = recipe.hashes[role], recipe.checkpoints.get(role, role)
             try:
                 now = self.backend().model_hash(checkpoint)
             except ValueError:   # a checkpoint the host does not know: check() says so
@@ -141,7 +195,7 @@ class Session:
         self._skip.set()
 
     def should_stop(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.is_set() or self._caller_gone.is_set()
 
     def take_skip(self) -> bool:
         """True once per skip request."""
@@ -150,10 +204,21 @@ class Session:
             return True
         return False
 
-    def exclusive(self, work: Callable[[], Any]) -> Any:
-        """work() once no other run is going (the WebUI's session uses its GPU queue instead)."""
-        with self._lock:
-            return work()
+    def exclusive(self, work: Callable[[], Any], caller_gone: Optional[threading.Event] = None) -> Any:
+        """work() if no other run holds the session, else Busy at once: a request waiting for the lock would
+        hold one of the server's threads. `caller_gone`, once set (the client went away), stops the run."""
+        if not self._lock.acquire(blocking=False):
+            raise Busy("another run is in progress; try again when it is done")
+        self._caller_gone = caller_gone or threading.Event()
+        try:
+            return self.queued(work)
+        finally:
+            self._caller_gone = threading.Event()
+            self._lock.release()
+
+    def queued(self, work: Callable[[], Any]) -> Any:
+        """work() where this host runs generation (the WebUI: in its GPU queue)."""
+        return work()
 
     def stream(self, work: Callable[[Callable[[Progress], None]], Any]) -> Iterator[Union[Progress, Outcome]]:
         """Run work(on_progress) in a thread and yield each new Progress, then one Outcome. Raises Busy when

@@ -21,7 +21,7 @@ from . import api
 from .backends.webui import WebUIBackend, find_checkpoint, host_sampler
 from .faces import detectors
 from .recipe import Recipe
-from .session import Session
+from .session import NotListed, Session
 from .ui import (TAB, Host, OutputPanel, Panel, batch_results, build_panel, error_html, infotext_fields, js,
                  results, selections_in_prompt, stage_at)
 
@@ -126,8 +126,22 @@ class WebUISession(Session):
             except ValueError as e:
                 raise ValueError(f"stage {stage.label}: {e}") from None
 
-    def should_stop(self) -> bool:
-        return shared.state.interrupted or shared.state.stopping_generation
+    def listed_checkpoints(self) -> List[str]:
+        return sd_models.checkpoint_tiles()
+
+    def listed_upscalers(self) -> List[str]:
+        return self.backend().upscaler_names()
+
+    def resolve_checkpoint(self, name: str, field: str) -> str:
+        """As every WebUI lookup: its own match over its list (sd_models.get_closet_checkpoint_match), which
+        returns only listed checkpoints; '' is the user's current one."""
+        try:
+            return find_checkpoint(name).title
+        except ValueError as e:
+            raise NotListed(f"{field}: {e}") from None
+
+    def should_stop(self) -> bool:   # also the session's own stop: the API's client went away
+        return shared.state.interrupted or shared.state.stopping_generation or super().should_stop()
 
     def take_skip(self) -> bool:
         return False   # the backend turns a skipped pass into Skipped itself
@@ -135,7 +149,7 @@ class WebUISession(Session):
     def show_progress(self, p) -> None:
         shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}"
 
-    def exclusive(self, work):
+    def queued(self, work):
         """As /sdapi/v1/txt2img: in the WebUI's queue, with its progress and state."""
         task_id = progress.create_task_id("tlok")
         progress.add_task_to_queue(task_id)

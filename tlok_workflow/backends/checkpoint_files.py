@@ -2,18 +2,16 @@
 
 Many Dreambooth .ckpt files (the 4elements-diffusion model is one) were saved by PyTorch Lightning with
 trainer objects pickled next to the weights. torch's weights-only loader refuses those, and a plain pickle
-load would run whatever the file asks for. Like the WebUI's modules/safe.py, we unpickle with an allow-list:
-tensors, dicts and numpy scalars are read, Lightning objects become inert stand-ins, anything else is
-refused. The weights are then written once to a .safetensors copy in a cache folder, which diffusers loads.
+load would run whatever the file asks for; safe_pickle reads them through an allow-list. The weights are then
+written once to a .safetensors copy in a cache folder, which diffusers loads.
 """
 import hashlib
 import json
 import os
-import pickle
 import tempfile
-import types
-import zipfile
 from pathlib import Path
+
+from . import safe_pickle
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 CACHE_DIR = Path(os.environ.get("TLOK_CACHE", Path.home() / ".cache" / "tlok-workflow")) / "converted"
@@ -73,19 +71,12 @@ def _read_state(path: str) -> dict:
 
             with safe_open(path, framework="pt") as weights:
                 return _KeysOnly.fromkeys(weights.keys())
-        import torch
-
-        mmap = zipfile.is_zipfile(path)  # mmap works only for the zip format (torch >= 1.6)
-        try:
-            return _KeysOnly(_state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)))
-        except pickle.UnpicklingError:
-            pass  # it pickles more than tensors: read it again with our allow-list
-        return _TrainingState(_state_dict(torch.load(path, map_location="cpu", weights_only=False, mmap=mmap,
-                                                     pickle_module=_RESTRICTED_PICKLE)))
+        state, training_objects = safe_pickle.load(path)
+        return (_TrainingState if training_objects else _KeysOnly)(_state_dict(state))
     except CheckpointError:
         raise
-    except _Refused as error:
-        raise CheckpointError(f"{path}: refused: it pickles {error}, which a checkpoint has no need for") from None
+    except safe_pickle.Refused as error:
+        raise CheckpointError(f"{path}: refused: {error}") from None
     except Exception as error:
         lines = str(error).strip().splitlines()
         raise CheckpointError(f"{path}: unreadable or corrupt checkpoint: "
@@ -119,43 +110,3 @@ def _weights_only_copy(path: str, state: dict) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
-
-
-class _Refused(Exception):
-    pass
-
-
-class _Inert:
-    """Stands in for a pickled training object (a Lightning callback); keeps nothing, runs nothing."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-
-_ALLOWED = {
-    "collections": {"OrderedDict"},
-    "torch._utils": {"_rebuild_tensor_v2", "_rebuild_tensor", "_rebuild_parameter", "_rebuild_parameter_with_state"},
-    "torch": {"Size", "device"},
-    "numpy": {"dtype", "ndarray"},
-    "numpy.core.multiarray": {"scalar", "_reconstruct"},
-    "numpy._core.multiarray": {"scalar", "_reconstruct"},
-    "_codecs": {"encode"},
-    "builtins": {"set", "frozenset", "slice"},
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if name in _ALLOWED.get(module, ()) or module.startswith("numpy.dtypes"):
-            return super().find_class(module, name)
-        if module.split(".")[0] in ("pytorch_lightning", "lightning", "lightning_fabric"):
-            return _Inert
-        raise _Refused(f"{module}.{name}")
-
-
-_RESTRICTED_PICKLE = types.ModuleType("tlok_restricted_pickle")
-_RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler
-_RESTRICTED_PICKLE.load = pickle.load

@@ -5,6 +5,10 @@ lists them. A model is loaded offline on first use and kept. Images are upscaled
 `overlap` pixels of context that is cut away again, so a 1536² or 2048² image fits in memory and shows no seams.
 The model runs as often as needed to reach the target (at most 3 times, like the WebUI) and the result is
 resized to the exact size with Lanczos. torch and spandrel are imported lazily.
+
+The weights are read here, not by spandrel's file loader: that one hands a .pt file to torch.jit.load first
+(a TorchScript archive holds code). A .safetensors file is read as tensors, a .pth/.pt through safe_pickle's
+allow-list; spandrel then only builds the architecture from the tensors.
 """
 import importlib.util
 import sys
@@ -14,6 +18,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 from PIL import Image
+
+from . import safe_pickle
 
 MODEL_SUFFIXES = (".pth", ".pt", ".safetensors")
 DEFAULT_FOLDER = Path("models") / "ESRGAN"
@@ -38,8 +44,14 @@ def load_model(path: Path, device="cpu", half: bool = False):
     """A spandrel image model with scale ≥ 2 and RGB in and out; anything else is a clear UpscalerError."""
     spandrel = _import_spandrel()
     try:
-        model = spandrel.ModelLoader().load_from_file(str(path))
-    except Exception as e:  # unpickling, unknown architecture, bad file: all mean "not an upscaler we can load"
+        state = spandrel.canonicalize_state_dict(read_weights(path))
+        model = spandrel.ModelLoader().load_from_state_dict(state)
+    except safe_pickle.Refused as e:
+        raise UpscalerError(f"upscaler {path}: refused: {e}") from None
+    except spandrel.UnsupportedModelError:
+        raise UpscalerError(f"upscaler {path}: not an image upscaler model spandrel can load "
+                            f"({describe_weights(state)})") from None
+    except Exception as e:  # unreadable, not a state dict, shapes that fit no architecture
         raise UpscalerError(f"upscaler {path}: not an image upscaler model spandrel can load "
                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(model, spandrel.ImageModelDescriptor) or model.scale < 2:
@@ -52,6 +64,39 @@ def load_model(path: Path, device="cpu", half: bool = False):
     if half and model.supports_half:
         model.half()
     return model
+
+
+def read_weights(path: Path) -> dict:
+    """The tensors of an upscaler file (what spandrel's own loader would read), nothing run."""
+    if Path(path).suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    state, _ = safe_pickle.load(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"it holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+# What other weight files look like (key prefixes), to say what a file is instead of an upscaler.
+_KNOWN_WEIGHTS = (
+    (("model.diffusion_model.",), "a Stable Diffusion checkpoint"),
+    (("control_model.", "input_hint_block.", "controlnet_cond_embedding."), "a ControlNet"),
+    (("lora_",), "a LoRA"),
+    (("first_stage_model.", "encoder.down.", "decoder.up."), "a VAE"),
+    (("cond_stage_model.", "text_model."), "a text encoder"),
+    (("down_blocks.", "up_blocks.", "mid_block."), "a diffusers UNet"),
+)
+
+
+def describe_weights(state: dict) -> str:
+    """What a state dict's keys look like: a Stable Diffusion checkpoint, a ControlNet, …, or unknown."""
+    keys = [str(key) for key in state]
+    for prefixes, what in _KNOWN_WEIGHTS:
+        example = next((key for key in keys if key.startswith(prefixes)), None)
+        if example:
+            return f"its keys look like {what} ({example}, …)"
+    shown = ", ".join(keys[:3]) + (", …" if len(keys) > 3 else "")
+    return f"unknown weights: {len(keys)} tensor(s) ({shown or 'none'})"
 
 
 def run_model(model, image: Image.Image, tile: int = TILE, overlap: int = OVERLAP) -> Image.Image:

@@ -21,7 +21,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -220,6 +220,14 @@ def yolo_faces(image: Image.Image, options: FaceOptions) -> List[Detection]:
     return [Detection(clip_box(box, (0, 0) + image.size), float(confidence), "yolo",
                       _polygon_mask(outline, image.size))
             for box, confidence, outline in zip(boxes, confidences, outlines)]
+
+
+def yolo_models() -> Dict[str, Path]:
+    """The face models this host lists, file name → file: the .pt files in yolo_folder (none standalone)."""
+    folder = Path(yolo_folder) if yolo_folder else None
+    if folder is None or not folder.is_dir():
+        return {}
+    return {path.name: path for path in sorted(folder.glob("*.pt")) if path.is_file()}
 
 
 def _yolo_model_file(options: FaceOptions) -> Path:
