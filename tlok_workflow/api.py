@@ -12,7 +12,8 @@ body is read as strict JSON and checked by schema.build. Every refusal is a 4xx 
 400 bad JSON (NaN, Infinity), unknown field, value out of range, unknown pack, undecodable image, unusable path;
 403 a path outside the allowed folders (links followed: batch folders, list entries, globs and the files a recipe
 names); 413 an upload over outputs.MAX_PIXELS (checked from its header); 422 a request over WORK_BUDGET or a run
-whose start image failed. A backend crash is a 500 with a one-line detail, never a traceback.
+whose start image failed; 503 a /run while the host's own output folder cannot take files (a one-line detail naming
+it: the host's owner can fix it, no request can). A backend crash is a 500 with a one-line detail, never a traceback.
 The routes are a thin adapter over a `Session` (session.py): `session.exclusive(work)` runs a job, the WebUI's
 session in its GPU queue, the standalone's under its own lock. No gradio here.
 """
@@ -234,14 +235,21 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         recipe = request.recipe
         check_request(recipe, session, request.count)
         confine_recipe_paths(recipe, session)
+        start = None
         if request.init_image:
             if recipe.stages and recipe.stages[0].kind == "txt2img":
                 raise HTTPException(status_code=400, detail="init_image: the recipe starts with txt2img; drop its "
                                                             "first stage to start from the image")
-            recipe.init_image = str(outputs.save_start_image(session.out_dir, decode_image(request.init_image)))
+            start = decode_image(request.init_image)
         try:
+            if start is not None:
+                recipe.init_image = str(outputs.save_start_image(session.out_dir, start))
             result = session.exclusive(lambda: session.run(recipe, request.count))
-        except ValueError as e:   # unknown checkpoint or sampler, missing start image, …
+        except outputs.OutputFolderError as e:   # the host's own folder: no request can fix it, the host's owner can
+            raise HTTPException(status_code=503, detail=str(e)) from None
+        except outputs.ImageError as e:   # the start image the recipe names cannot be read
+            raise HTTPException(status_code=422, detail=f"run failed: {e}") from None
+        except ValueError as e:   # unknown checkpoint or sampler, …
             raise bad_request(e) from None
         except Exception as e:    # the backend failed: a one-line message; the traceback goes to the server's log
             raise backend_failure("run", e) from None
