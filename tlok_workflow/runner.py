@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 from PIL import Image
 
 from . import __version__, outputs
-from .backends.base import Backend, PassRequest
+from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
 from .recipe import Recipe, Stage
@@ -132,6 +132,15 @@ def make_items(recipe: Recipe, count: int, out_dir: Path, images: Sequence[Path]
     count = len(starts) or count
     return [Item(name=f"{first + i:05d}-{recipe.seed + i}", seed=recipe.seed + i,
                  image=starts[i] if starts else None) for i in range(count)]
+
+
+def unknown_upscalers(recipe: Recipe, names: Callable[[], Sequence[str]]) -> List[str]:
+    """A line for each img2img stage whose upscaler is not in the backend's `names()`. That list can take seconds
+    to get (the standalone backend imports torch), so it is asked for only when a stage names one not built in."""
+    asked = [stage for stage in recipe.stages if stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS]
+    known = names() if asked else []
+    return [f"stage {stage.label}: upscaler {stage.upscaler!r} not found; available: {', '.join(known)}"
+            for stage in asked if stage.upscaler not in known]
 
 
 def stage_stem(item: str, number: int, stage: Stage, repeat: int) -> str:
@@ -257,11 +266,9 @@ class Runner:
 
     def _check_upscalers(self, recipe: Recipe) -> None:
         """An unknown upscaler fails before any pass, not after the earlier stages ran."""
-        known = self.backend.upscaler_names()
-        for stage in recipe.stages:
-            if stage.kind == "img2img" and stage.upscaler not in known:
-                raise ValueError(f"stage {stage.label}: upscaler {stage.upscaler!r} not found; available: "
-                                 f"{', '.join(known)}")
+        problems = unknown_upscalers(recipe, self.backend.upscaler_names)
+        if problems:
+            raise ValueError(problems[0])
 
     def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
