@@ -364,8 +364,6 @@ def _session(args, **policy):
 
 
 def _cmd_run(args) -> int:
-    from tqdm import tqdm
-
     recipe, pack = _recipe_and_pack(args, to_run=True)
     session = _session(args, contact_sheets=not args.no_sheet)
     recipe.seed = resolve_seed(recipe.seed)
@@ -375,7 +373,7 @@ def _cmd_run(args) -> int:
     _warn(_selection_warnings(args, recipe, pack))
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(args.count))
-    with tqdm(total=the_plan.passes_per_item * args.count, unit="pass", dynamic_ncols=True) as bar:
+    with _progress_bar(the_plan.passes_per_item * args.count) as bar:
         def show(p: Progress) -> None:
             bar.update(p.done - bar.n)
             bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items} step {p.step}/{p.steps}")
@@ -388,6 +386,26 @@ def _cmd_run(args) -> int:
         print(f"tlok_workflow: error: {failed[0].note}", file=sys.stderr)
         return 2
     return 0
+
+
+def _progress_bar(total: int, **options):
+    """tqdm on stderr, as wide as the terminal. A terminal that says it is 0×0 (a pseudo-terminal nobody gave a
+    size: `docker exec -t`, `script`, some IDE and CI consoles) makes tqdm's screen -1 rows high, and tqdm then
+    shows no bar at all; there the bar gets shutil's size ($COLUMNS and $LINES, else 80×24)."""
+    import shutil
+
+    from tqdm import tqdm
+
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):   # not a terminal (a file, a pipe): tqdm's own size is right
+        size = None
+    if size is not None and 0 in size:
+        fallback = shutil.get_terminal_size()
+        shape = {"ncols": fallback.columns - 1, "nrows": fallback.lines - 1}   # tqdm keeps the last column free
+    else:
+        shape = {"dynamic_ncols": True}
+    return tqdm(total=total, unit="pass", **shape, **options)
 
 
 def _check_checkpoint_flags(args) -> None:
@@ -425,8 +443,6 @@ def _check_before_run(session, recipe: Recipe, args) -> None:
 def _cmd_batch(args) -> int:
     import signal
 
-    from tqdm import tqdm
-
     from .batch import BatchJob, collect_inputs, for_images
 
     recipe, pack = _recipe_and_pack(args, from_images=True, to_run=True)
@@ -449,7 +465,7 @@ def _cmd_batch(args) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         # delay: no bar above an error that stops the batch at once
-        with tqdm(total=the_plan.passes_per_item * images, unit="pass", dynamic_ncols=True, delay=0.5) as bar:
+        with _progress_bar(the_plan.passes_per_item * images, delay=0.5) as bar:
             def show(p: Progress) -> None:
                 bar.update(p.done - bar.n)
                 bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
