@@ -253,6 +253,8 @@ class Runner:
         if stage.kind == "face":
             image, note = self._redraw_faces(request, stage, outputs.load_image(source), on_step)
             if image is None:
+                if recipe.demo and at.stage > 1:   # the image is the demo's own: noise, whatever it started from
+                    note += "; the demo models' earlier passes paint noise, not faces"
                 return StageOutput(item.name, at.stage, repeat, stage.label, NO_FACE, None, seed, note)
         else:
             if stage.kind == "img2img":
@@ -272,11 +274,11 @@ class Runner:
 
     def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
-        from .faces import face_masks, find_faces  # lazy: detector packages load only when a face stage runs
+        from .faces import face_masks, find_faces, no_face_note  # lazy: detector packages load only for a face stage
 
         search = find_faces(image, stage.face)
         if not search.detections:
-            return None, "no face found (tried: " + ", ".join(search.tried) + ")"
+            return None, no_face_note(search, image.size)
         request.mode = "inpaint"
         request.width = request.height = stage.face.inpaint_size
         request.inpaint_padding, request.mask_blur = stage.face.padding, stage.face.mask_blur
