@@ -240,6 +240,37 @@ def test_a_run_whose_start_image_fails_is_422(world):
     assert "broken.png: cannot be read as an image" in detail
 
 
+def test_a_run_while_the_hosts_output_folder_is_a_file_is_503_before_any_pass(tmp_path):
+    """The server's own folder: not the request's fault, and no request can fix it."""
+    out = tmp_path / "outputs"
+    out.write_text("a file")
+    backend = FakeBackend()
+    app = FastAPI()
+    api.mount(app, make_host(out, backend_factory=lambda: backend).session)
+    client = TestClient(app)
+    upload = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(upload, format="PNG")
+    for body in ({"recipe": recipe()}, {"recipe": recipe(start_from_image=True),
+                                        "init_image": base64.b64encode(upload.getvalue()).decode()}):
+        response = client.post(RUN, json=body)
+        assert response.status_code == 503, response.text
+        assert response.json()["detail"] in (f"{out}: not a folder; the output of a run is a folder",
+                                             f"{out / 'inputs'}: cannot be made, {out} is a file")
+    assert backend.requests == [] and out.read_text() == "a file"
+
+
+def test_a_batch_into_a_read_only_folder_is_400_naming_it(tmp_path, read_only_folder):
+    """The request chose that folder: another one will do."""
+    (tmp_path / "in").mkdir()
+    png(tmp_path / "in" / "photo.png")
+    backend = FakeBackend()
+    app = FastAPI()
+    api.mount(app, make_host(tmp_path / "out", backend_factory=lambda: backend, batch_roots=[str(tmp_path)]).session)
+    body = {"recipe": recipe(), "input": str(tmp_path / "in"), "output": str(read_only_folder)}
+    refused(TestClient(app).post(BATCH, json=body), 400, f"{read_only_folder}: cannot be written (")
+    assert backend.requests == []
+
+
 def test_a_backend_crash_is_a_500_with_one_line(tmp_path):
     def crash(request):
         raise RuntimeError("CUDA out of memory")

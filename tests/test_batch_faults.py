@@ -334,23 +334,6 @@ def test_an_output_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path):
         run_batch(FakeBackend(), PACK, recipe(), str(src), a_file / "sub")
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder we cannot write: chmod for a user; for root (who ignores modes), a read-only tmpfs."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("root, and cannot mount a read-only tmpfs")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
-
-
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
 def test_a_read_only_output_folder_is_one_line_naming_it(tmp_path, read_only_folder):
     src = make_inputs(tmp_path / "in", 1)

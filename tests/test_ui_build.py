@@ -121,6 +121,23 @@ def test_batch_section_runs_a_folder_and_reports(panel, tmp_path):
     assert "give an input folder and an output folder" in log
 
 
+def test_an_output_folder_that_is_a_file_is_an_error_before_any_pass(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "outputs"
+    out.write_text("a file")
+    backend = FakeBackend()
+    host = make_host(out, backend_factory=lambda: backend)
+    with gr.Blocks():
+        panel = ui.build_panel(host)
+    for start in (None, Image.new("RGB", (64, 64))):   # Generate without and with an uploaded start image
+        *_, (gallery, _, _, log) = panel.host.run_streaming(panel, tuple(values(panel, init_image=start).values()))
+        assert gallery == [] and backend.requests == []
+        assert log in (f"<p class='tlok-error'>Error: {out}: not a folder; the output of a run is a folder</p>",
+                       f"<p class='tlok-error'>Error: {out / 'inputs'}: cannot be made, {out} is a file</p>")
+    assert out.read_text() == "a file"
+
+
 def test_an_edit_to_the_first_of_two_equal_sizes_is_kept(panel):
     v = values(panel, ladder="1024,1024", face_after="off")
     rows = ui.stage_rows(ui.recipe_from_values(panel.pack, panel.host, v, table=[]))

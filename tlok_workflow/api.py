@@ -15,8 +15,9 @@ them, it never gives a path to them); 403 a path outside the allowed folders (li
 list entries, globs, the start image and mask a recipe names), or (standalone) a web page of another origin;
 409 a run while another one runs (answered at once); 413 a body over MAX_BODY or an upload over
 outputs.MAX_PIXELS (checked from its header); 415 a body that is not application/json; 422 a request over the
-work budget (chain.work) or a run whose start image failed. A backend crash is a 500 with a one-line detail,
-never a traceback. A run whose client goes away is stopped after its current step.
+work budget (chain.work) or a run whose start image failed. A /run while the host's own output folder cannot
+take files is a 503 naming it (the host's owner can fix it, no request can). A backend crash is a 500 with a
+one-line detail, never a traceback. A run whose client goes away is stopped after its current step.
 The routes are a thin adapter over a `Session` (session.py): `session.exclusive(work)` runs a job, the WebUI's
 session in its GPU queue, the standalone's under its own lock. No gradio here.
 """
@@ -263,6 +264,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         recipe = request.recipe
         check_request(recipe, session, request.count)
         confine_recipe_paths(recipe, session)
+        start = None
         if request.init_image:
             if recipe.stages and recipe.stages[0].kind == "txt2img":
                 raise HTTPException(status_code=400, detail="init_image: the recipe starts with txt2img; drop its "
@@ -270,13 +272,17 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             start = decode_image(request.init_image)
 
         def work():
-            if request.init_image:
+            if start is not None:
                 recipe.init_image = str(outputs.save_start_image(session.out_dir, start))
             return session.run(recipe, request.count)
 
         try:
             result = exclusive(work, caller_gone)
-        except ValueError as e:   # unknown checkpoint or sampler, missing start image, …
+        except outputs.OutputFolderError as e:   # the host's own folder: no request can fix it, the host's owner can
+            raise HTTPException(status_code=503, detail=str(e)) from None
+        except outputs.ImageError as e:   # the start image the recipe names cannot be read
+            raise HTTPException(status_code=422, detail=f"run failed: {e}") from None
+        except ValueError as e:   # unknown checkpoint or sampler, …
             raise bad_request(e) from None
         except HTTPException:
             raise

@@ -24,6 +24,16 @@ def ladder_for(pack: Pack, shot: str) -> List[int]:
     return list(pack.shots[key].ladder if key else pack.info.chain.default_ladder)
 
 
+def ladder_warning(pack: Pack, shot: str) -> str:
+    """What ladder a shot that is not a pack key gets ('' for a key or no shot): a typo such as 'fullshot'
+    would otherwise drop the shot's passes without a word."""
+    if not shot.strip() or find_key(pack.shots, shot):
+        return ""
+    sizes = " → ".join(str(size) for size in pack.info.chain.default_ladder) or "none"
+    return (f'shot "{shot.strip()}" is not a shot of pack {pack.name!r}, so the ladder is the pack\'s default '
+            f"({sizes}), not a shot's own")
+
+
 def build_recipe(pack: Pack, selections: PromptSpec, *, sampler_recipe: str = "",
                  ladder: Optional[Sequence[int]] = None, face_after: str = FACE_LAST,
                  start_from_image: bool = False, checkpoints: Optional[dict] = None,

@@ -9,11 +9,11 @@ from typing import List, Optional
 
 from . import outputs
 from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
-from .chain import FACE_LAST, FACE_OFF, build_recipe, plan
+from .chain import FACE_LAST, FACE_OFF, build_recipe, ladder_warning, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
 from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
-from .runner import Progress, resolve_seed
+from .runner import FAILED, Progress, resolve_seed, unknown_upscalers
 from .schema import build
 
 DEMO_NOTE = "DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints"
@@ -192,8 +192,9 @@ def _selections(args, pack: Pack) -> PromptSpec:
         negative_extra=args.negative_extra, positive=args.positive, negative=args.negative), "prompt")
 
 
-def _recipe_and_pack(args, from_images: bool = False):
-    """The recipe from --recipe, or built from the flags; and the pack it refers to."""
+def _recipe_and_pack(args, from_images: bool = False, to_run: bool = False):
+    """The recipe from --recipe, or built from the flags; and the pack it refers to. `to_run`: the --base and
+    --style files must exist (a plan may name files it does not have yet)."""
     if args.recipe:
         recipe = _read_recipe(args.recipe)
         pack = load_pack(args.pack or recipe.pack, args.presets)
@@ -203,6 +204,8 @@ def _recipe_and_pack(args, from_images: bool = False):
         pack = _pack(args)
         if args.demo and (args.base or args.style):
             raise CliError("--demo runs the built-in demo models; drop it to use --base/--style")
+        if to_run:
+            _check_checkpoint_flags(args)
         demo = args.demo or not (args.base or args.style)
         start_from_image = from_images or args.init_image is not None
         if not demo and not args.style:
@@ -225,6 +228,8 @@ def _recipe_and_pack(args, from_images: bool = False):
 
 
 def _read_recipe(path: Path) -> Recipe:
+    if path.is_dir():
+        raise CliError(f"--recipe {path}: is a folder; give a recipe .json or a PNG this tool wrote")
     if not path.is_file():
         raise CliError(f"--recipe {path}: file not found")
     if path.suffix.lower() == ".png":
@@ -259,8 +264,18 @@ def _cmd_prompt(args) -> None:
     prompts = compose(pack, _selections(args, pack))
     print(prompts.positive)
     print(f"Negative prompt: {prompts.negative}")
-    for warning in prompts.warnings:
+    _warn(prompts.warnings)
+
+
+def _warn(warnings: List[str]) -> None:
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _selection_warnings(args, recipe: Recipe, pack: Pack) -> List[str]:
+    """What `prompt` warns of (typos, the card's advice), and the ladder a shot that is no pack key gets."""
+    ladder = "" if args.recipe or args.ladder != "auto" else ladder_warning(pack, recipe.prompt.shot)
+    return compose(pack, recipe.prompt).warnings + ([ladder] if ladder else [])
 
 
 def _cmd_plan(args) -> None:
@@ -268,8 +283,11 @@ def _cmd_plan(args) -> None:
     if args.json:
         print(recipe.to_json())
         return
+    _warn(_selection_warnings(args, recipe, pack))
+    the_plan = plan(recipe, pack)
+    the_plan.warnings += unknown_upscalers(recipe, lambda: _backend(args).upscaler_names())
     print(compose(pack, recipe.prompt).positive)
-    print(plan(recipe, pack).text(args.count))
+    print(the_plan.text(args.count))
 
 
 def _cmd_faces(args) -> None:
@@ -332,25 +350,30 @@ def _port_in_use(port: int) -> bool:
     return False
 
 
-def _session(args, **policy):
+def _backend(args, **options):
     from .backends.diffusers_backend import DiffusersBackend  # lazy: torch and diffusers load only to run
+
+    return DiffusersBackend(upscalers_dir=args.upscalers, **options)
+
+
+def _session(args, **policy):
     from .session import Session
 
-    return Session(lambda: DiffusersBackend(vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers),
-                   out_dir=args.out, user_dirs=args.presets, **policy)
+    return Session(lambda: _backend(args, vae_tiling=args.vae_tiling), out_dir=args.out, user_dirs=args.presets,
+                   **policy)
 
 
-def _cmd_run(args) -> None:
-    from tqdm import tqdm
-
-    recipe, pack = _recipe_and_pack(args)
+def _cmd_run(args) -> int:
+    recipe, pack = _recipe_and_pack(args, to_run=True)
     session = _session(args, contact_sheets=not args.no_sheet)
     recipe.seed = resolve_seed(recipe.seed)
     the_plan = session.plan(recipe, pack)
     _check_checkpoints_exist(the_plan.loads)
+    _check_before_run(session, recipe, args)
+    _warn(_selection_warnings(args, recipe, pack))
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(args.count))
-    with tqdm(total=the_plan.passes_per_item * args.count, unit="pass", dynamic_ncols=True) as bar:
+    with _progress_bar(the_plan.passes_per_item * args.count) as bar:
         def show(p: Progress) -> None:
             bar.update(p.done - bar.n)
             bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items} step {p.step}/{p.steps}")
@@ -358,10 +381,45 @@ def _cmd_run(args) -> None:
         result = session.run(recipe, args.count, on_progress=show)
         bar.update(len(result.outputs) - bar.n)
     _report(result, recipe, args.out)
+    failed = [o for o in result.outputs if o.status == FAILED]
+    if failed:   # a start image that went away after the checks, say: nothing was made of it
+        print(f"tlok_workflow: error: {failed[0].note}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _progress_bar(total: int, **options):
+    """tqdm on stderr, as wide as the terminal. A terminal that says it is 0×0 (a pseudo-terminal nobody gave a
+    size: `docker exec -t`, `script`, some IDE and CI consoles) makes tqdm's screen -1 rows high, and tqdm then
+    shows no bar at all; there the bar gets shutil's size ($COLUMNS and $LINES, else 80×24)."""
+    import shutil
+
+    from tqdm import tqdm
+
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):   # not a terminal (a file, a pipe): tqdm's own size is right
+        size = None
+    if size is not None and 0 in size:
+        fallback = shutil.get_terminal_size()
+        shape = {"ncols": fallback.columns - 1, "nrows": fallback.lines - 1}   # tqdm keeps the last column free
+    else:
+        shape = {"dynamic_ncols": True}
+    return tqdm(total=total, unit="pass", **shape, **options)
+
+
+def _check_checkpoint_flags(args) -> None:
+    """A --base or --style file that is not there, named by its flag (not as a --base that is needed)."""
+    from .backends.demo_model import DEMO_MODELS
+
+    for flag in ("base", "style"):
+        checkpoint = getattr(args, flag)
+        if checkpoint and checkpoint not in DEMO_MODELS and not Path(checkpoint).exists():
+            raise CliError(f"--{flag} {checkpoint}: no such checkpoint file or folder")
 
 
 def _check_checkpoints_exist(checkpoints) -> None:
-    """Fail before anything runs, not after the first stage."""
+    """Fail before anything runs, not after the first stage (the checkpoints a --recipe names)."""
     from .backends.demo_model import DEMO_MODELS
 
     for checkpoint in checkpoints:
@@ -369,20 +427,32 @@ def _check_checkpoints_exist(checkpoints) -> None:
             raise CliError(f"{checkpoint}: no such checkpoint file or folder")
 
 
+def _check_before_run(session, recipe: Recipe, args) -> None:
+    """What session.run would refuse (the output folder, the start image, the upscalers), before the plan is
+    printed and any model loads; a start image's error says which flag gave it."""
+    try:
+        session.check_start(recipe)
+    except outputs.ImageError as e:
+        given = "--init-image" if args.init_image else f"--recipe {args.recipe}: init_image"
+        raise CliError(f"{given} {e}") from None
+    problems = unknown_upscalers(recipe, lambda: session.backend().upscaler_names())
+    if problems:
+        raise CliError(problems[0])
+
+
 def _cmd_batch(args) -> int:
     import signal
 
-    from tqdm import tqdm
-
     from .batch import BatchJob, collect_inputs, for_images
 
-    recipe, pack = _recipe_and_pack(args, from_images=True)
+    recipe, pack = _recipe_and_pack(args, from_images=True, to_run=True)
     if args.workers and not args.ray:
         raise CliError("--workers needs --ray")
     session = _session(args, save_intermediates=not args.final_only)
     images = len(collect_inputs(args.source, args.recursive).files)
     the_plan = session.plan(for_images(recipe), pack)
     _check_checkpoints_exist(the_plan.loads)
+    _warn(_selection_warnings(args, recipe, pack))
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(images))
     job = BatchJob(recipe, args.source, args.out, args.recursive, args.final_only, args.prompt_from_infotext)
@@ -395,7 +465,7 @@ def _cmd_batch(args) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         # delay: no bar above an error that stops the batch at once
-        with tqdm(total=the_plan.passes_per_item * images, unit="pass", dynamic_ncols=True, delay=0.5) as bar:
+        with _progress_bar(the_plan.passes_per_item * images, delay=0.5) as bar:
             def show(p: Progress) -> None:
                 bar.update(p.done - bar.n)
                 bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")

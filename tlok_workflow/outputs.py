@@ -26,6 +26,10 @@ class ImageError(ValueError):
     """An input image cannot be used; the message names the file."""
 
 
+class OutputFolderError(ValueError):
+    """No file can be saved in the output folder; the message names it and says why."""
+
+
 def quote(value) -> str:
     """Infotext value quoting, as the WebUI's infotext_utils.quote."""
     text = str(value)
@@ -153,6 +157,27 @@ def _written_temp(folder: Path, write) -> Path:
             e.filename = str(folder)
         raise
     return Path(tmp)
+
+
+def check_output_folder(folder: Path, of: str = "a run") -> None:
+    """Fail now, naming the folder, if no image could be saved in `folder` (the output of `of`): it is a file, it
+    cannot be made, or it cannot be written (read-only, no permission). Nothing is left behind: a temporary file is
+    written and removed in the folder, or, while the folder does not exist yet, in the nearest one above it, where
+    the first save would make it."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))
+    if existing == folder and not folder.is_dir():
+        raise OutputFolderError(f"{folder}: not a folder; the output of {of} is a folder")
+    if not existing.is_dir():
+        raise OutputFolderError(f"{folder}: cannot be made, {existing} is a file")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=existing)
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise OutputFolderError(f"{folder}: cannot be written ({why})" if existing == folder else
+                                f"{folder}: cannot be made in {existing} ({why})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def read_png_text(path: Path) -> Dict[str, str]:
@@ -294,6 +319,7 @@ def save_start_image(out_dir, image) -> Path:
     if not isinstance(image, Image.Image):
         raise ImageError("start image: not an image")
     folder = Path(out_dir) / "inputs"
+    check_output_folder(folder, "an upload")
     return save_png(folder, f"{next_run_number(folder):05d}-start", image.convert("RGB"))
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 from PIL import Image
 
 from . import __version__, outputs
-from .backends.base import Backend, PassRequest
+from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
 from .recipe import Recipe, Stage
@@ -134,6 +134,15 @@ def make_items(recipe: Recipe, count: int, out_dir: Path, images: Sequence[Path]
                  image=starts[i] if starts else None) for i in range(count)]
 
 
+def unknown_upscalers(recipe: Recipe, names: Callable[[], Sequence[str]]) -> List[str]:
+    """A line for each img2img stage whose upscaler is not in the backend's `names()`. That list can take seconds
+    to get (the standalone backend imports torch), so it is asked for only when a stage names one not built in."""
+    asked = [stage for stage in recipe.stages if stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS]
+    known = names() if asked else []
+    return [f"stage {stage.label}: upscaler {stage.upscaler!r} not found; available: {', '.join(known)}"
+            for stage in asked if stage.upscaler not in known]
+
+
 def stage_stem(item: str, number: int, stage: Stage, repeat: int) -> str:
     """The file stem of one pass's image: item, stage number and label, and the repeat when there are several."""
     return f"{item}-s{number}-{stage.label}" + (f"-r{repeat + 1}" if stage.repeat > 1 else "")
@@ -244,6 +253,8 @@ class Runner:
         if stage.kind == "face":
             image, note = self._redraw_faces(request, stage, outputs.load_image(source), on_step)
             if image is None:
+                if recipe.demo and at.stage > 1:   # the image is the demo's own: noise, whatever it started from
+                    note += "; the demo models' earlier passes paint noise, not faces"
                 return StageOutput(item.name, at.stage, repeat, stage.label, NO_FACE, None, seed, note)
         else:
             if stage.kind == "img2img":
@@ -257,19 +268,17 @@ class Runner:
 
     def _check_upscalers(self, recipe: Recipe) -> None:
         """An unknown upscaler fails before any pass, not after the earlier stages ran."""
-        known = self.backend.upscaler_names()
-        for stage in recipe.stages:
-            if stage.kind == "img2img" and stage.upscaler not in known:
-                raise ValueError(f"stage {stage.label}: upscaler {stage.upscaler!r} not found; available: "
-                                 f"{', '.join(known)}")
+        problems = unknown_upscalers(recipe, self.backend.upscaler_names)
+        if problems:
+            raise ValueError(problems[0])
 
     def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
-        from .faces import face_masks, find_faces  # lazy: detector packages load only when a face stage runs
+        from .faces import face_masks, find_faces, no_face_note  # lazy: detector packages load only for a face stage
 
         search = find_faces(image, stage.face)
         if not search.detections:
-            return None, "no face found (tried: " + ", ".join(search.tried) + ")"
+            return None, no_face_note(search, image.size)
         request.mode = "inpaint"
         request.width = request.height = stage.face.inpaint_size
         request.inpaint_padding, request.mask_blur = stage.face.padding, stage.face.mask_blur

@@ -77,6 +77,13 @@ class Session:
         self.check_host(recipe)
         return pack
 
+    def check_start(self, recipe: Recipe) -> None:
+        """What would stop a run at its first pass or save, found before anything runs or loads: the output folder
+        can take files (OutputFolderError), the start image is an image (ImageError); each names the path."""
+        outputs.check_output_folder(self.out_dir)
+        if recipe.init_image:
+            outputs.load_image(Path(recipe.init_image))
+
     def check_host(self, recipe: Recipe) -> None:
         """Host-specific checks (the WebUI: its checkpoint names)."""
 
@@ -159,6 +166,7 @@ class Session:
             ) -> RunResult:
         """Run a recipe for `count` images (seeds seed, seed+1, …); each stage is saved under out_dir."""
         pack = self.check(recipe)
+        self.check_start(recipe)
         self._stop.clear()
         self._skip.clear()
         recipe.seed = resolve_seed(recipe.seed)
@@ -179,6 +187,7 @@ class Session:
         """A folder through the recipe (batch.run_batch: stage-major, resumable); `executor` runs the passes
         elsewhere (cluster.RayExecutor)."""
         pack = self.check(job.recipe)
+        outputs.check_output_folder(job.out_dir, "a batch")
         self._stop.clear()
         return batch.run_batch(self.backend(), pack, job.recipe, job.source, job.out_dir, recursive=job.recursive,
                                final_only=job.final_only, prompt_from_infotext=job.prompt_from_infotext,

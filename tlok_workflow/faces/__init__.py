@@ -16,7 +16,7 @@ from .detectors import DETECTORS, Detection, DetectorStatus, FaceSearch, Unavail
 from .masks import face_masks, mask_preview
 
 __all__ = ["Detection", "DetectorStatus", "FaceSearch", "find_faces", "face_masks", "mask_preview",
-           "detections_json", "available_detectors", "detectors"]
+           "detections_json", "available_detectors", "detectors", "no_face_note"]
 
 
 def find_faces(image: Image.Image, options: FaceOptions) -> FaceSearch:
@@ -55,6 +55,12 @@ def select_faces(found: List[Detection], size: Tuple[int, int], options: FaceOpt
     else:
         kept.sort(key=lambda d: -box_area(d.box))
     return kept[:options.top_k] if options.top_k else kept
+
+
+def no_face_note(search: FaceSearch, size: Tuple[int, int]) -> str:
+    """Why a search found nothing, in terms of the image's size: a face may be there, only too small."""
+    return (f"no face found (tried: {', '.join(search.tried)}) in {size[0]}×{size[1]}; faces under about "
+            f"{detectors.smallest_face(size)} px across are missed")
 
 
 def detections_json(search: FaceSearch) -> dict:
