@@ -45,10 +45,13 @@ def reference(photos, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """A cluster that `--ray` (auto) joins, as it joins one `ray start` made."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+        yield ray
     ray.shutdown()
 
 
