@@ -73,6 +73,22 @@ def test_resume_skips_finished_work_and_never_rewrites(tmp_path):
     assert third.requests == [] and snapshot(out) == after
 
 
+def test_an_interrupted_batch_has_whole_items_and_loads_each_checkpoint_once(tmp_path):
+    src = make_inputs(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    calls = []
+    first = FakeBackend(on_generate=calls.append)
+    summary = run_batch(first, PACK, recipe(), str(src), out, should_stop=lambda: len(calls) >= 7)
+    # style → 1024 → 1536, all on the style model: 7 passes are 2 whole items and the first pass of a third
+    assert summary.interrupted and summary.done == 2 and first.loads == ["demo-style"]
+    assert {name: path.name for name, path in summary.finals.items()} == {"img0": "img0-s3-1536.png",
+                                                                          "img1": "img1-s3-1536.png"}
+    assert all(path.is_file() for path in summary.finals.values()) and sorted(summary.incomplete) == ["img2", "img3"]
+    second = FakeBackend()
+    summary = run_batch(second, PACK, recipe(), str(src), out)
+    assert summary.done == 4 and summary.resumed_passes == 7 and second.loads == ["demo-style"]
+
+
 def test_a_changed_recipe_is_refused(tmp_path):
     src = make_inputs(tmp_path / "in", 1)
     run_batch(FakeBackend(), PACK, recipe(), str(src), tmp_path / "out")

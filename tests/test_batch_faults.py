@@ -170,10 +170,11 @@ def test_a_second_batch_on_a_folder_is_refused_naming_the_first(tmp_path):
     os.write(go_on_write, b"x" * 4)
     assert exit_code(pid) == 0
     assert set(done_counts(out).values()) == {1} and len(pngs(out)) == 4
-    # the first batch has ended: its lock is free, and nothing is left to do
+    # the first batch has ended: its lock is free (its file gone), and nothing is left to do
+    assert not (out / LOCK_FILE).exists()
     third = FakeBackend()
     run_batch(third, PACK, recipe(), str(src), out)
-    assert third.requests == [] and f'"pid": {os.getpid()}' in (out / LOCK_FILE).read_text()
+    assert third.requests == [] and not (out / LOCK_FILE).exists()
 
 
 def test_the_lock_is_held_while_a_batch_runs_and_a_dead_holders_file_is_taken_over(tmp_path):
@@ -185,6 +186,45 @@ def test_the_lock_is_held_while_a_batch_runs_and_a_dead_holders_file_is_taken_ov
         with pytest.raises(BatchError, match=f"pid {os.getpid()}"):
             run_batch(FakeBackend(), PACK, recipe(), str(src), out)
     assert run_batch(FakeBackend(), PACK, recipe(), str(src), out).done == 2
+
+
+def test_a_batch_removes_its_lock_file_when_it_ends_however_it_ends(tmp_path):
+    src = make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    held = []
+    run_batch(FakeBackend(on_generate=lambda request: held.append((out / LOCK_FILE).is_file())), PACK, recipe(),
+              str(src), out)
+    assert held and all(held) and not (out / LOCK_FILE).exists()
+
+    def full_disk(request):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+
+    with pytest.raises(BatchError, match="No space left"):   # a batch that stops on an error
+        run_batch(FakeBackend(on_generate=full_disk), PACK, recipe(), str(src), tmp_path / "full")
+    assert (tmp_path / "full").is_dir() and not (tmp_path / "full" / LOCK_FILE).exists()
+
+
+def test_a_lock_file_removed_by_the_batch_that_ends_is_never_held_by_the_next_one(tmp_path, monkeypatch):
+    """The next batch opened the file before the first removed it, and locks it after: it must take the lock file
+    that is at the path, or a third batch would create another and run beside it."""
+    out = tmp_path / "out"
+    first = output_lock(out)
+    first.__enter__()
+    try_lock = batch._try_lock
+
+    def first_ends_meanwhile(fd):
+        if first is not None and (out / LOCK_FILE).exists():
+            first.__exit__(None, None, None)   # removes its file; the fd here is of that removed file
+            monkeypatch.setattr(batch, "_try_lock", try_lock)
+        return try_lock(fd)
+
+    monkeypatch.setattr(batch, "_try_lock", first_ends_meanwhile)
+    with output_lock(out):
+        assert (out / LOCK_FILE).is_file() and f'"pid": {os.getpid()}' in (out / LOCK_FILE).read_text()
+        with pytest.raises(BatchError, match="another batch is writing to this folder"):
+            with output_lock(out):
+                pass
+    assert not (out / LOCK_FILE).exists()
 
 
 # --- names -------------------------------------------------------------------------------------------------------
@@ -397,11 +437,14 @@ def current_umask():
 def test_every_file_a_batch_writes_follows_the_umask(tmp_path):
     src = make_inputs(tmp_path / "in", 1)
     out = tmp_path / "out"
-    run_batch(FakeBackend(), PACK, recipe(), str(src), out)
+    modes = {}   # the lock file's, while the batch holds it (it is gone afterwards)
+    run_batch(FakeBackend(on_generate=lambda request: modes.setdefault(LOCK_FILE, (out / LOCK_FILE).stat().st_mode)),
+              PACK, recipe(), str(src), out)
     written = [p for p in out.iterdir() if p.is_file()]
-    assert {p.name for p in written} >= {MANIFEST, LOCK_FILE, "tlok-recipe.json", "tlok-summary.json",
-                                         "tlok-summary.csv", "img0-s1-style.png"}
-    assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: 0o666 & ~current_umask() for p in written}
+    modes.update({p.name: p.stat().st_mode for p in written})
+    assert set(modes) >= {MANIFEST, LOCK_FILE, "tlok-recipe.json", "tlok-summary.json", "tlok-summary.csv",
+                          "img0-s1-style.png"}
+    assert {name: mode & 0o777 for name, mode in modes.items()} == dict.fromkeys(modes, 0o666 & ~current_umask())
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])

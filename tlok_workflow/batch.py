@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import socket
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from itertools import chain, count
@@ -42,7 +42,7 @@ MANIFEST = "tlok-manifest.jsonl"
 RECIPE_FILE = "tlok-recipe.json"
 SUMMARY_JSON = "tlok-summary.json"
 SUMMARY_CSV = "tlok-summary.csv"
-LOCK_FILE = ".tlok-lock"  # held by the batch writing to the folder; kept afterwards (deleting a lock is racy)
+LOCK_FILE = ".tlok-lock"  # held by the batch writing to the folder, removed when it ends (left by a killed one)
 WORK_DIR = ".tlok-work"   # intermediates of a final-only batch, removed once the batch is complete
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 NAME_MAX = 255            # bytes in a file name on ext4, btrfs, xfs, APFS (NTFS: 255 UTF-16 units, never more)
@@ -118,17 +118,15 @@ def _write_recipe_once(recipe: Recipe, out_dir: Path) -> None:
 
 @contextmanager
 def output_lock(out_dir: Path) -> Iterator[None]:
-    """Hold the output folder (created if needed) for one batch. The OS drops the lock when the process ends,
-    however it ends, so a killed batch's lock is simply taken over; the file says who holds it."""
+    """Hold the output folder (created if needed) for one batch, and remove the lock file when the batch ends. The
+    OS drops the lock when the process ends, however it ends, so a killed batch's lock file is simply taken over;
+    the file says who holds it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise BatchError(f"{out_dir}: not a folder; the output of a batch is a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _locked(path)
     try:
-        if not _try_lock(fd):
-            raise BatchError(f"{out_dir}: another batch is writing to this folder ({_lock_holder(path)}); wait for "
-                             "it to finish or choose another output folder")
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         os.lseek(fd, 0, os.SEEK_SET)
@@ -136,7 +134,48 @@ def output_lock(out_dir: Path) -> Iterator[None]:
         os.write(fd, json.dumps(holder).encode())
         yield
     finally:
+        _remove_lock(fd, path)
+
+
+def _locked(path: Path) -> int:
+    """A descriptor of the lock file at `path`, locked by this process. A batch that ends removes its lock file while
+    it holds the lock, so the file this process opened just before may be gone from `path` once it is locked:
+    then it opens the one there now."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if not _try_lock(fd):
+                raise BatchError(f"{path.parent}: another batch is writing to this folder ({_lock_holder(path)}); "
+                                 "wait for it to finish or choose another output folder")
+            if _is_at(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the file open as `fd` is the one at `path`."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _remove_lock(fd: int, path: Path) -> None:
+    """Remove the lock file and let go of the lock. POSIX: removed while still locked (whoever opened it meanwhile
+    finds it gone once they hold it, see _locked). Windows removes no open file: closed first, then removed unless
+    another batch has opened it since (it is theirs then). A file left behind is taken over, as a killed batch's."""
+    with suppress(OSError):
+        if os.name != "nt" and _is_at(fd, path):
+            path.unlink()
+    os.close(fd)
+    if os.name == "nt":
+        with suppress(OSError):
+            path.unlink()
 
 
 def _try_lock(fd: int) -> bool:
