@@ -1,4 +1,4 @@
-"""Batch img2img runs over folders: stage-major, resumable, nothing lost, redone or overwritten.
+"""Batch img2img runs over folders: each checkpoint loaded once, resumable, nothing lost, redone or overwritten.
 
 The output folder holds a manifest (JSONL) of the passes, with the recipe's hash. A pass is committed in three
 steps: a "saving" line naming its file, the file (written atomically), a "done" line. Re-running the same batch

@@ -122,8 +122,8 @@ class Session:
 
     def run_batch(self, job: BatchJob, on_progress: Optional[Callable[[Progress], None]] = None,
                   executor: Optional[Executor] = None) -> Summary:
-        """A folder through the recipe (batch.run_batch: stage-major, resumable); `executor` runs the passes
-        elsewhere (cluster.RayExecutor)."""
+        """A folder through the recipe (batch.run_batch: each checkpoint loaded once, resumable); `executor`
+        computes the passes elsewhere (cluster.RayExecutor)."""
         pack = self.check(job.recipe)
         self._stop.clear()
         return batch.run_batch(self.backend(), pack, job.recipe, job.source, job.out_dir, recursive=job.recursive,
