@@ -1,5 +1,6 @@
-"""`batch --ray` on a local two-CPU Ray cluster with the demo model: the same files as a batch without Ray, a
-worker killed mid-run, the driver killed and the command re-run, bad files. Skipped when Ray is not installed
+"""`batch --ray` on a local two-CPU Ray cluster with the demo model: the same files as a batch without Ray (also at
+the default thread count), a worker killed mid-run, the driver killed and the command re-run, the cluster a killed
+driver started gone with it, a failed cluster reported and resumed, bad files. Skipped when Ray is not installed
 (pip install .[cluster])."""
 import importlib.util
 import json

@@ -305,9 +305,13 @@ class RayExecutor(Executor):
         raise ExecutorFailed(f"the Ray process ended (exit status {self._process.exitcode}): its cluster failed "
                              f"(see `ray status` and the Ray logs, {RAY_LOGS})")
 
-    def _check_shared_folder(self, out_dir: Path, paths: Sequence[str]) -> None:
+    def _check_shared_folder(self, computer: PassComputer, first: Optional[PassJob]) -> None:
         """Every worker must see the output folder, the inputs and the checkpoints at the driver's paths: say so
         before any pass."""
+        recipe, out_dir = computer.recipe, computer.out_dir
+        inputs = [str(first.source)] if first and first.source else []
+        files = [c for c in {recipe.checkpoint_of(s) for s in recipe.stages} if Path(c).exists()]  # not demo names
+        paths = inputs + sorted(files)
         out_dir.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         probe = out_dir / PROBE_FILE
@@ -321,6 +325,7 @@ class RayExecutor(Executor):
             raise ClusterError(f"{problems[0]}: a batch on several machines needs the inputs, the output folder and "
                                "the checkpoints on a filesystem every node mounts at the same path (NFS, SMB, a "
                                "cluster filesystem)")
+        self.shared_folders.add(out_dir)
 
     def close(self) -> None:
         """Ends the Ray process, which frees the workers and stops the local cluster it started, then whatever of
@@ -350,12 +355,7 @@ class RayExecutor(Executor):
         if self._process is None:
             self._start()
         if computer.out_dir not in self.shared_folders:
-            first = queue.peek()
-            inputs = [str(first.source)] if first and first.source else []
-            recipe = computer.recipe
-            files = [c for c in {recipe.checkpoint_of(s) for s in recipe.stages} if Path(c).exists()]  # not demo names
-            self._check_shared_folder(computer.out_dir, inputs + sorted(files))
-            self.shared_folders.add(computer.out_dir)
+            self._check_shared_folder(computer, queue.peek())
         self._send("begin", uuid.uuid4().hex, computer)
         busy: Dict[int, PassJob] = {}   # worker index → its pass
         stopping = False
@@ -363,45 +363,47 @@ class RayExecutor(Executor):
             if not stopping and control.stop_requested():
                 stopping = True
                 self._send("stop")
-            for index in ([] if stopping else self._idle(busy)):
-                job = queue.take()
-                if job is None:
-                    break
-                self._send("compute", index, job)
-                busy[index] = job
-                self.workers[index].started = self.workers[index].started or time.perf_counter()
-            if not busy:
-                if stopping or not len(queue):
-                    break
-                if all(worker.gone for worker in self.workers):
-                    raise ExecutorFailed("every worker was lost; see `ray status` and the Ray logs "
-                                         f"({RAY_LOGS})")
+            if not stopping:
+                self._hand_out(queue, busy)
+            if not busy and (stopping or not len(queue)):
+                break
+            if not busy and all(worker.gone for worker in self.workers):
+                raise ExecutorFailed(f"every worker was lost; see `ray status` and the Ray logs ({RAY_LOGS})")
             message = self._receive(0.2)
-            if message is None:
-                continue
-            kind, index, *rest = message
-            worker = self.workers[index]
-            if kind == "done":
-                result, loads = rest
-                del busy[index]
-                worker.loads += loads
-                if result is not None:   # None: stopped mid-pass
-                    worker.finished += 1
-                    yield result
-            elif kind == "lost":
-                failed = self._lose(busy.pop(index), worker, rest[0], computer, queue, stopping)
-                if failed:
-                    yield failed
-            elif kind == "back":
-                worker.restarting = False
-            elif kind == "gone":
-                worker.gone = True
+            result = self._take(message, busy, computer, queue, stopping) if message else None
+            if result:
+                yield result
         if stopping:
             raise Interrupted()
 
-    def _idle(self, busy: Dict[int, PassJob]) -> List[int]:
-        return [index for index, worker in enumerate(self.workers)
-                if index not in busy and not worker.restarting and not worker.gone]
+    def _hand_out(self, queue: PassQueue, busy: Dict[int, PassJob]) -> None:
+        """A pass to each free worker, while there are passes ready."""
+        for index, worker in enumerate(self.workers):
+            if index in busy or worker.restarting or worker.gone or not len(queue):
+                continue
+            busy[index] = queue.take()
+            self._send("compute", index, busy[index])
+            worker.started = worker.started or time.perf_counter()
+
+    def _take(self, message: tuple, busy: Dict[int, PassJob], computer: PassComputer, queue: PassQueue,
+              stopping: bool) -> Optional[PassResult]:
+        """Note what the Ray process says happened to a worker; the pass result it brought, if any."""
+        kind, index, *rest = message
+        worker = self.workers[index]
+        if kind == "done":
+            result, loads = rest
+            del busy[index]
+            worker.loads += loads
+            if result is not None:   # None: stopped mid-pass
+                worker.finished += 1
+            return result
+        if kind == "lost":
+            return self._lose(busy.pop(index), worker, rest[0], computer, queue, stopping)
+        if kind == "back":
+            worker.restarting = False
+        elif kind == "gone":
+            worker.gone = True
+        return None
 
     def _lose(self, job: PassJob, worker: "_Seat", why: str, computer: PassComputer, queue: PassQueue,
               stopping: bool) -> Optional[PassResult]:
