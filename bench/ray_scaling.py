@@ -6,7 +6,9 @@ Writes a mid-size random SD1.x model (38M-weight UNet, diffusers folder) to a te
 64 px photos, and runs the batch chain style → 1024 → 1536 at 1/8 size (64 → 128 → 192 px, the demo chain's
 sizes and steps) over them with batch.run_batch:
   in-process: no executor (what `batch` does without --ray);
-  ray N:      a RayExecutor with N workers on a local Ray cluster (ray.init(num_cpus=2)).
+  ray N:      a RayExecutor with N workers on a local Ray cluster (ray.init(num_cpus=2), joined through RAY_ADDRESS
+              as one `ray start` made).
+Every pass computes with one torch thread, in-process and on each worker (which takes this process's count).
 Each setting runs the batch twice into fresh folders and reports the second run, so every figure is steady state
 (models loaded, workers started); Ray's start-up and each worker's first load are reported on their own. All runs'
 final images are compared with the in-process run's: they must be byte-identical.
@@ -63,6 +65,9 @@ def main():
     args = parser.parse_args()
     print(common.machine())
     import ray
+    import torch
+
+    torch.set_num_threads(1)
 
     with common.scratch(need_gb=0.5) as folder:
         model = common.write_folder(common.sd1_pipeline(2, unet=common.MID_UNET, vae=common.MID_VAE), folder / "mid")
@@ -82,6 +87,7 @@ def main():
 
         started = time.perf_counter()
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address   # the executors' Ray process joins it
         print(f"  ray.init (local cluster, 2 CPUs): {time.perf_counter() - started:.1f} s")
         walls, around = {}, {}
         for count in args.workers:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -31,13 +32,13 @@ def snapshot(folder):
             for p in folder.rglob("*.png")}
 
 
-def test_six_items_stage_major_one_load(tmp_path):
+def test_six_items_one_by_one_one_load(tmp_path):
     src = make_inputs(tmp_path / "in")
     backend = FakeBackend()
     summary = run_batch(backend, PACK, recipe(), str(src), tmp_path / "out")
     assert backend.loads == ["demo-style"]
-    assert [(r.mode, r.width) for r in backend.requests] == [("img2img", w) for w in (64, 128, 192) for _ in range(6)]
-    assert summary.data["done"] == 6 and summary.data["model_loads"] == ["demo-style"]
+    assert [(r.mode, r.width) for r in backend.requests] == [("img2img", w) for _ in range(6) for w in (64, 128, 192)]
+    assert summary.done == 6 and summary.model_loads == ["demo-style"]
     assert sorted(snapshot(tmp_path / "out")) == sorted(
         f"img{i}-s{n}-{label}.png" for i in range(6) for n, label in ((1, "style"), (2, "1024"), (3, "1536")))
     data = json.loads((tmp_path / "out" / "tlok-summary.json").read_text())
@@ -55,14 +56,14 @@ def test_resume_skips_finished_work_and_never_rewrites(tmp_path):
 
     first = FakeBackend(on_generate=calls.append)
     summary = run_batch(first, PACK, recipe(), str(src), out, should_stop=stop_after_eight)
-    assert summary.data["interrupted"] and len(summary.data["incomplete"]) == 6
+    assert summary.interrupted and len(summary.incomplete) == 4   # 8 passes: 2 items whole, the 3rd begun
     before = snapshot(out)
     assert len(before) == 8
 
     second = FakeBackend()
     summary = run_batch(second, PACK, recipe(), str(src), out)
     assert len(second.requests) == 18 - 8           # only the unfinished passes ran
-    assert summary.data["done"] == 6 and summary.data["resumed_passes"] == 8
+    assert summary.done == 6 and summary.resumed_passes == 8
     after = snapshot(out)
     assert len(after) == 18                          # one file per pass, no "-1" duplicates
     assert {k: after[k] for k in before} == before   # finished files untouched (same inode and mtime)
@@ -70,6 +71,22 @@ def test_resume_skips_finished_work_and_never_rewrites(tmp_path):
     third = FakeBackend()
     run_batch(third, PACK, recipe(), str(src), out)
     assert third.requests == [] and snapshot(out) == after
+
+
+def test_an_interrupted_batch_has_whole_items_and_loads_each_checkpoint_once(tmp_path):
+    src = make_inputs(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    calls = []
+    first = FakeBackend(on_generate=calls.append)
+    summary = run_batch(first, PACK, recipe(), str(src), out, should_stop=lambda: len(calls) >= 7)
+    # style → 1024 → 1536, all on the style model: 7 passes are 2 whole items and the first pass of a third
+    assert summary.interrupted and summary.done == 2 and first.loads == ["demo-style"]
+    assert {name: path.name for name, path in summary.finals.items()} == {"img0": "img0-s3-1536.png",
+                                                                          "img1": "img1-s3-1536.png"}
+    assert all(path.is_file() for path in summary.finals.values()) and sorted(summary.incomplete) == ["img2", "img3"]
+    second = FakeBackend()
+    summary = run_batch(second, PACK, recipe(), str(src), out)
+    assert summary.done == 4 and summary.resumed_passes == 7 and second.loads == ["demo-style"]
 
 
 def test_a_changed_recipe_is_refused(tmp_path):
@@ -94,8 +111,8 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path):
     good = (src / "img0.png").read_bytes()
     (src / "truncated.png").write_bytes(good[: len(good) // 2])
     summary = run_batch(FakeBackend(), PACK, recipe(), str(src), tmp_path / "out")
-    assert summary.data["done"] == 2
-    failed = {json.dumps(f) for f in summary.data["failed"]}
+    assert summary.done == 2
+    failed = {json.dumps(dataclasses.asdict(f)) for f in summary.failed}
     assert len(failed) == 3
     for name, reason in (("empty.png", "empty file"), ("broken.jpg", "cannot be read"),
                          ("truncated.png", "cannot be read")):
@@ -116,7 +133,7 @@ def test_subfolders_are_mirrored_and_final_only(tmp_path):
     make_inputs(src / "deeper", 2)
     out = tmp_path / "out"
     summary = run_batch(FakeBackend(), PACK, recipe(), str(src), out, recursive=True, final_only=True)
-    assert summary.data["done"] == 3
+    assert summary.done == 3
     assert sorted(snapshot(out)) == ["deeper/img0.png", "deeper/img1.png", "img0.png"]
     assert Image.open(out / "deeper" / "img1.png").size == (192, 192)
     assert not (out / WORK_DIR).exists()

@@ -126,7 +126,7 @@ def test_a_kill_at_every_step_then_resume_runs_each_pass_exactly_once(tmp_path, 
 
         backend = FakeBackend()
         summary = run_batch(backend, PACK, recipe(), str(src), out, final_only=final_only)
-        assert summary.data["done"] == 2, step
+        assert summary.done == 2, step
         # a pass whose image was saved before the kill is adopted, not run again; the others run once
         assert len(backend.requests) == len(passes) - len(saved), step
         after = pngs(out)
@@ -135,7 +135,7 @@ def test_a_kill_at_every_step_then_resume_runs_each_pass_exactly_once(tmp_path, 
         assert temps(out) == [], step
         assert set(done_counts(out).values()) == {1}, step    # one "done" line per pass
         again = FakeBackend()
-        assert run_batch(again, PACK, recipe(), str(src), out, final_only=final_only).data["passes_run"] == 0
+        assert run_batch(again, PACK, recipe(), str(src), out, final_only=final_only).passes_run == 0
         assert again.requests == [] and pngs(out) == after
     # every step was a kill point: per pass a "saving" and a "done" line (torn), or the fsyncs of both and the
     # image's fsync, link and unlink; then the recipe file's and the summary's steps
@@ -170,10 +170,11 @@ def test_a_second_batch_on_a_folder_is_refused_naming_the_first(tmp_path):
     os.write(go_on_write, b"x" * 4)
     assert exit_code(pid) == 0
     assert set(done_counts(out).values()) == {1} and len(pngs(out)) == 4
-    # the first batch has ended: its lock is free, and nothing is left to do
+    # the first batch has ended: its lock is free (its file gone), and nothing is left to do
+    assert not (out / LOCK_FILE).exists()
     third = FakeBackend()
     run_batch(third, PACK, recipe(), str(src), out)
-    assert third.requests == [] and f'"pid": {os.getpid()}' in (out / LOCK_FILE).read_text()
+    assert third.requests == [] and not (out / LOCK_FILE).exists()
 
 
 def test_the_lock_is_held_while_a_batch_runs_and_a_dead_holders_file_is_taken_over(tmp_path):
@@ -184,7 +185,46 @@ def test_the_lock_is_held_while_a_batch_runs_and_a_dead_holders_file_is_taken_ov
     with output_lock(out):
         with pytest.raises(BatchError, match=f"pid {os.getpid()}"):
             run_batch(FakeBackend(), PACK, recipe(), str(src), out)
-    assert run_batch(FakeBackend(), PACK, recipe(), str(src), out).data["done"] == 2
+    assert run_batch(FakeBackend(), PACK, recipe(), str(src), out).done == 2
+
+
+def test_a_batch_removes_its_lock_file_when_it_ends_however_it_ends(tmp_path):
+    src = make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    held = []
+    run_batch(FakeBackend(on_generate=lambda request: held.append((out / LOCK_FILE).is_file())), PACK, recipe(),
+              str(src), out)
+    assert held and all(held) and not (out / LOCK_FILE).exists()
+
+    def full_disk(request):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+
+    with pytest.raises(BatchError, match="No space left"):   # a batch that stops on an error
+        run_batch(FakeBackend(on_generate=full_disk), PACK, recipe(), str(src), tmp_path / "full")
+    assert (tmp_path / "full").is_dir() and not (tmp_path / "full" / LOCK_FILE).exists()
+
+
+def test_a_lock_file_removed_by_the_batch_that_ends_is_never_held_by_the_next_one(tmp_path, monkeypatch):
+    """The next batch opened the file before the first removed it, and locks it after: it must take the lock file
+    that is at the path, or a third batch would create another and run beside it."""
+    out = tmp_path / "out"
+    first = output_lock(out)
+    first.__enter__()
+    try_lock = batch._try_lock
+
+    def first_ends_meanwhile(fd):
+        if first is not None and (out / LOCK_FILE).exists():
+            first.__exit__(None, None, None)   # removes its file; the fd here is of that removed file
+            monkeypatch.setattr(batch, "_try_lock", try_lock)
+        return try_lock(fd)
+
+    monkeypatch.setattr(batch, "_try_lock", first_ends_meanwhile)
+    with output_lock(out):
+        assert (out / LOCK_FILE).is_file() and f'"pid": {os.getpid()}' in (out / LOCK_FILE).read_text()
+        with pytest.raises(BatchError, match="another batch is writing to this folder"):
+            with output_lock(out):
+                pass
+    assert not (out / LOCK_FILE).exists()
 
 
 # --- names -------------------------------------------------------------------------------------------------------
@@ -196,26 +236,26 @@ def test_inputs_whose_names_collide_are_all_processed_under_stable_names(tmp_pat
     out = tmp_path / "out"
     backend = FakeBackend()
     summary = run_batch(backend, PACK, recipe(), str(src), out)
-    assert summary.data["done"] == 4
+    assert summary.done == 4
     # every input went through the first pass once, with its own pixels
-    firsts = sorted(int(np.asarray(r.image)[0, 0, 0]) for r in backend.requests[:4])
+    firsts = sorted(int(np.asarray(r.image)[0, 0, 0]) for r in backend.requests[::2])   # each item's first of 2
     assert firsts == [0, 50, 100, 150]
-    rows = {Path(r["input"]).name: r for r in summary.data["results"]}
-    assert len({r["item"].casefold() for r in rows.values()}) == 4
+    rows = {Path(r.input).name: r for r in summary.results}
+    assert len({r.item.casefold() for r in rows.values()}) == 4
     for name, row in rows.items():
-        final = Path(row["final"])
-        assert final.is_file() and final.name == f"{row['item']}-s2-1024.png"
+        final = Path(row.final)
+        assert final.is_file() and final.name == f"{row.item}-s2-1024.png"
         recorded = json.loads(outputs.read_png_text(final)[outputs.RECIPE_CHUNK])["init_image"]
         assert Path(recorded).name == name     # the final is this input's image, not another's
-    renamed = {r["input"] for r in rows.values() if r["item"] != Path(r["input"]).stem}
-    assert len(renamed) == 2 and {r["input"] for r in summary.data["renamed"]} == renamed
+    renamed = {r.input for r in rows.values() if r.item != Path(r.input).stem}
+    assert len(renamed) == 2 and {r.input for r in summary.renamed} == renamed
     # a file added later gets a new name; the others keep theirs and are not run again
     write_image(src / "x.webp", 200)
     later = FakeBackend()
     again = run_batch(later, PACK, recipe(), str(src), out)
-    names = {Path(r["input"]).name: r["item"] for r in again.data["results"]}
-    assert names == dict({name: row["item"] for name, row in rows.items()}, **{"x.webp": "x-webp"})
-    assert len(later.requests) == 2 and again.data["done"] == 5
+    names = {Path(r.input).name: r.item for r in again.results}
+    assert names == dict({name: row.item for name, row in rows.items()}, **{"x.webp": "x-webp"})
+    assert len(later.requests) == 2 and again.done == 5
 
 
 def test_long_and_non_utf8_names_are_processed_or_reported_per_file(tmp_path):
@@ -228,13 +268,13 @@ def test_long_and_non_utf8_names_are_processed_or_reported_per_file(tmp_path):
     Path(os.fsdecode(os.fsencode(str(src)) + b"/bad\xff.png")).write_bytes(b"not a png")
     out = tmp_path / "out"
     summary = run_batch(FakeBackend(), PACK, recipe(), str(src), out)
-    assert summary.data["done"] == 3
-    [failed] = summary.data["failed"]
-    assert failed["input"].endswith("bad\\xff.png") and "cannot be read" in failed["reason"]
+    assert summary.done == 3
+    [failed] = summary.failed
+    assert failed.input.endswith("bad\\xff.png") and "cannot be read" in failed.reason
     for path in out.rglob("*"):
         assert len(os.fsencode(path.name)) <= 255
         os.fsencode(path.name).decode("utf-8")         # every name we write is UTF-8
-    items = {r["item"] for r in summary.data["results"]}
+    items = {r.item for r in summary.results}
     assert "caf_" in items and any(len(i.encode()) < 255 - len("-s2-1024.png") and "~" in i for i in items)
     summary.text().encode("utf-8")                     # printable
     (out / "tlok-summary.csv").read_text(encoding="utf-8")
@@ -247,15 +287,15 @@ def test_dangling_links_and_non_images_in_a_list_are_reported_as_skipped(tmp_pat
     (src / "folder.png").mkdir()
     (src / "notes.txt").write_text("ignored: not an image name")
     summary = run_batch(FakeBackend(), PACK, recipe(), str(src), tmp_path / "out")
-    assert summary.data["inputs"] == 3 and summary.data["done"] == 1
-    assert {Path(s["input"]).name: s["reason"] for s in summary.data["skipped"]} == {
+    assert summary.inputs == 3 and summary.done == 1
+    assert {Path(s.input).name: s.reason for s in summary.skipped} == {
         "link.png": "dangling symbolic link (its target is missing)", "folder.png": "not a regular file"}
     listing = tmp_path / "list.txt"
     listing.write_text(f"{src / 'img0.png'}\n{src / 'notes.txt'}\n{src / 'missing.png'}\n")
     summary = run_batch(FakeBackend(), PACK, recipe(), str(listing), tmp_path / "out2")
-    assert [Path(s["input"]).name for s in summary.data["skipped"]] == ["notes.txt"]
-    assert [Path(f["input"]).name for f in summary.data["failed"]] == ["missing.png"]
-    assert "skipped: " in summary.text() and summary.data["inputs"] == 3
+    assert [Path(s.input).name for s in summary.skipped] == ["notes.txt"]
+    assert [Path(f.input).name for f in summary.failed] == ["missing.png"]
+    assert "skipped: " in summary.text() and summary.inputs == 3
 
 
 # --- the manifest --------------------------------------------------------------------------------------------------
@@ -268,7 +308,7 @@ def test_a_torn_manifest_line_is_cut_before_appending(tmp_path):
     whole = (out / MANIFEST).read_bytes()
     (out / MANIFEST).write_bytes(whole + b'{"recipe": "3f2a", "event": "do')
     backend = FakeBackend()
-    assert run_batch(backend, PACK, recipe(), str(src), out).data["done"] == 2
+    assert run_batch(backend, PACK, recipe(), str(src), out).done == 2
     assert len(backend.requests) == 2 and (out / MANIFEST).read_bytes().startswith(whole + b"{")
     assert set(done_counts(out).values()) == {1} and len(done_counts(out)) == 4
 
@@ -281,13 +321,13 @@ def test_a_finished_final_only_batch_reruns_nothing_and_new_files_run_alone(tmp_
     assert set(finals) == {"img0.png", "img1.png"} and not (out / WORK_DIR).exists()
     again = FakeBackend()
     summary = run_batch(again, PACK, recipe(), str(src), out, final_only=True)
-    assert again.requests == [] and summary.data["passes_run"] == 0 and summary.data["done"] == 2
+    assert again.requests == [] and summary.passes_run == 0 and summary.done == 2
     assert (out / MANIFEST).read_text() == lines and pngs(out) == finals
-    assert {Path(p).name for p in (r["final"] for r in summary.data["results"])} == {"img0.png", "img1.png"}
+    assert {Path(p).name for p in (r.final for r in summary.results)} == {"img0.png", "img1.png"}
     write_image(src / "img2.png", 200)
     later = FakeBackend()
     summary = run_batch(later, PACK, recipe(), str(src), out, final_only=True)
-    assert len(later.requests) == 2 and summary.data["done"] == 3
+    assert len(later.requests) == 2 and summary.done == 3
     assert {k: v for k, v in pngs(out).items() if k in finals} == finals and "img2.png" in pngs(out)
 
 
@@ -320,7 +360,7 @@ def test_a_full_disk_stops_the_batch_with_one_line_and_the_rerun_finishes(tmp_pa
     assert str(error.value) == f"{out}: {os.strerror(errno.ENOSPC)}"
     monkeypatch.setattr(outputs, "_written_temp", real)
     backend = FakeBackend()
-    assert run_batch(backend, PACK, recipe(), str(src), out).data["done"] == 2
+    assert run_batch(backend, PACK, recipe(), str(src), out).done == 2
     assert len(backend.requests) == 2 and set(done_counts(out).values()) == {1} and len(pngs(out)) == 4
 
 
@@ -380,11 +420,14 @@ def current_umask():
 def test_every_file_a_batch_writes_follows_the_umask(tmp_path):
     src = make_inputs(tmp_path / "in", 1)
     out = tmp_path / "out"
-    run_batch(FakeBackend(), PACK, recipe(), str(src), out)
+    modes = {}   # the lock file's, while the batch holds it (it is gone afterwards)
+    run_batch(FakeBackend(on_generate=lambda request: modes.setdefault(LOCK_FILE, (out / LOCK_FILE).stat().st_mode)),
+              PACK, recipe(), str(src), out)
     written = [p for p in out.iterdir() if p.is_file()]
-    assert {p.name for p in written} >= {MANIFEST, LOCK_FILE, "tlok-recipe.json", "tlok-summary.json",
-                                         "tlok-summary.csv", "img0-s1-style.png"}
-    assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: 0o666 & ~current_umask() for p in written}
+    modes.update({p.name: p.stat().st_mode for p in written})
+    assert set(modes) >= {MANIFEST, LOCK_FILE, "tlok-recipe.json", "tlok-summary.json", "tlok-summary.csv",
+                          "img0-s1-style.png"}
+    assert {name: mode & 0o777 for name, mode in modes.items()} == dict.fromkeys(modes, 0o666 & ~current_umask())
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])

@@ -1,5 +1,6 @@
-"""`batch --ray` on a local two-CPU Ray cluster with the demo model: the same files as a batch without Ray, a
-worker killed mid-run, the driver killed and the command re-run, bad files. Skipped when Ray is not installed
+"""`batch --ray` on a local two-CPU Ray cluster with the demo model: the same files as a batch without Ray (also at
+the default thread count), a worker killed mid-run, the driver killed and the command re-run, the cluster a killed
+driver started gone with it, a failed cluster reported and resumed, bad files. Skipped when Ray is not installed
 (pip install .[cluster])."""
 import importlib.util
 import json
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="Ray is not installed (pip install .[cluster])")
 DEMO_CHAIN = ["--demo", "--seed", "5", "--face-after", "off", "--ladder", "1024"]   # style → 1024
+SLOW_CHAIN = DEMO_CHAIN + ["--preset", "quality"]   # LMS 120 steps: a batch to stop in its middle
 PASSES = {(f"photo{i}", stage) for i in range(4) for stage in (1, 2)}
 
 
@@ -45,10 +47,13 @@ def reference(photos, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """A cluster that `--ray` (auto) joins, as it joins one `ray start` made."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+        yield ray
     ray.shutdown()
 
 
@@ -103,6 +108,9 @@ def test_ray_batch_writes_the_same_files_as_one_process_and_loads_each_model_onc
     workers = executors[0].workers
     assert len(workers) == 2 and sum(w.finished for w in workers) == len(PASSES) + 1   # + broken.png's read
     assert all(w.loads in ([], ["demo-style"]) for w in workers)   # ≤ 1 load per checkpoint per worker
+    # item by item: an item's 1024 pass is handed out once its style pass is done, before the items not begun
+    order = [(e["item"], e["stage"]) for e in done_entries(out)]
+    assert min(order.index(p) for p in PASSES if p[1] == 2) < max(order.index(p) for p in PASSES if p[1] == 1)
 
 
 def kill_when(condition, kill, timeout=120.0):
@@ -187,6 +195,107 @@ def test_driver_killed_then_rerun_resumes_each_pass_exactly_once(photos, referen
     assert pngs(out) == pngs(reference)
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
     assert {name: after[name] for name in before} == before   # files of the killed run kept as they were
+
+
+def batch_process(photos, out, *ray_args, chain=SLOW_CHAIN, threads="1"):
+    """`batch` in its own process, as a user starts it: without another cluster's address, and without
+    OMP_NUM_THREADS when `threads` is None."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RAY_ADDRESS")}
+    env.update(PYTHONPATH=str(ROOT), **({"OMP_NUM_THREADS": threads} if threads else {}))
+    command = [sys.executable, "-m", "tlok_workflow", "batch", str(photos), str(out), *ray_args] + chain
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_a_done_pass(process, out: Path, timeout=240.0):
+    deadline = time.time() + timeout
+    while not ((out / "tlok-manifest.jsonl").is_file() and done_entries(out)):
+        assert process.poll() is None and time.time() < deadline, process.stderr.read() if process.poll() else ""
+        time.sleep(0.05)
+
+
+def cluster_of(process):
+    """The processes a batch started: the Ray process and the local cluster it started (gcs, raylet, agents,
+    workers)."""
+    import psutil
+
+    found = psutil.Process(process.pid).children(recursive=True)
+    names = " ".join(" ".join(p.cmdline()) for p in found)
+    assert "raylet" in names and "ray::DashboardAgent" in names and "ray::_Worker" in names, names
+    return found
+
+
+def still_running(processes):
+    import psutil
+
+    def running(p):
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    return [p for p in processes if running(p)]
+
+
+def gone_within(processes, seconds):
+    deadline = time.time() + seconds
+    while still_running(processes) and time.time() < deadline:
+        time.sleep(0.2)
+    return not still_running(processes)
+
+
+@needs_ray
+def test_at_default_threads_a_ray_batch_gives_the_same_bytes_as_one_without_ray(tmp_path):
+    """Without OMP_NUM_THREADS torch uses every core here: a worker with fewer threads sums in another order, and
+    about 0.1 % of the pixels differ by 1/255. Each CPU worker takes the driver's thread count."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 32, 3), 60 * i + 30, np.uint8)).save(src / f"photo{i}.png")
+    plain = batch_process(src, tmp_path / "plain", chain=DEMO_CHAIN, threads=None)
+    on_ray = batch_process(src, tmp_path / "ray", "--ray", "local", chain=DEMO_CHAIN, threads=None)
+    for process in (plain, on_ray):
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    assert len(pngs(tmp_path / "plain")) == 4 and pngs(tmp_path / "ray") == pngs(tmp_path / "plain")
+
+
+@needs_ray
+def test_a_killed_driver_takes_the_local_cluster_it_started_with_it(photos, ray_cluster, tmp_path):
+    out = tmp_path / "out"
+    driver = batch_process(photos, out, "--ray", "local", "--workers", "2")
+    wait_for_a_done_pass(driver, out)
+    cluster = cluster_of(driver)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert gone_within(cluster, 30), [" ".join(p.cmdline()) for p in still_running(cluster)]
+    one = ray_cluster.remote(lambda: 1)   # a cluster it did not start (as `ray start` makes one) is left alone
+    assert ray_cluster.get(one.remote(), timeout=60) == 1
+
+
+@needs_ray
+def test_a_failed_cluster_stops_the_batch_with_one_line_its_own_exit_code_and_the_summary_then_it_resumes(
+        photos, ray_cluster, tmp_path):
+    out = tmp_path / "out"
+    driver = batch_process(photos, out, "--ray", "local", "--workers", "2")
+    wait_for_a_done_pass(driver, out)
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    cluster = cluster_of(driver)
+    [agent] = [p for p in cluster if "ray::DashboardAgent" in " ".join(p.cmdline())]
+    agent.kill()   # the raylet ends with it, and with the raylet the cluster
+    _, stderr = driver.communicate(timeout=180)
+    assert driver.returncode == cli.EXIT_CLUSTER_FAILED, stderr
+    [error] = [line for line in stderr.splitlines() if "tlok_workflow: error:" in line]
+    assert error.endswith("the finished passes are kept: run the same command again to continue")
+    summary = json.loads((out / "tlok-summary.json").read_text())
+    assert summary["error"] and summary["incomplete"] and not summary["interrupted"]
+    assert gone_within(cluster, 30), [" ".join(p.cmdline()) for p in still_running(cluster)]
+
+    rerun = subprocess.run([sys.executable, "-m", "tlok_workflow", "batch", str(photos), str(out), "--ray"]
+                           + SLOW_CHAIN, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+                           capture_output=True, text=True, timeout=600)   # --ray joins the module's cluster
+    assert rerun.returncode == 1, rerun.stderr   # 1: broken.png failed
+    assert manifest_counts(out) == Counter(dict.fromkeys(PASSES, 1))
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    assert len(after) == len(PASSES) and {name: after[name] for name in before} == before
 
 
 def test_a_worker_that_does_not_share_the_folders_says_which_one(tmp_path):

@@ -20,7 +20,7 @@ def recipe(**kw):
     return build_recipe(PACK, PromptSpec(), demo=True, seed=kw.pop("seed", 10), **kw)
 
 
-def test_stage_major_order_loads_each_checkpoint_once(tmp_path):
+def test_each_checkpoint_loads_once_and_items_go_one_by_one_through_its_stages(tmp_path):
     backend = FakeBackend()
     r = recipe()
     items = make_items(r, 4, tmp_path)
@@ -28,7 +28,7 @@ def test_stage_major_order_loads_each_checkpoint_once(tmp_path):
     assert backend.loads == result.loads == ["demo-base", "demo-style"]
     order = [(req.mode, req.width, req.seed) for req in backend.requests]
     assert order == [("txt2img", 64, 10), ("txt2img", 64, 11), ("txt2img", 64, 12), ("txt2img", 64, 13)] + \
-        [("img2img", w, s) for w in (64, 128, 192) for s in (10, 11, 12, 13)]
+        [("img2img", w, s) for s in (10, 11, 12, 13) for w in (64, 128, 192)]   # style → 1024 → 1536 per item
     assert backend.runs == [("begin", 16), ("end",)]
     assert not result.interrupted
 

@@ -72,14 +72,14 @@ def test_each_mode_builds_its_processing_object_with_every_value_set(webui):
     assert len(out) == 3   # (the pixels are the stand-in's own: what is asserted is what our code sends)
 
 
-def test_stage_major_run_loads_each_checkpoint_once_and_gives_the_users_back(webui):
+def test_a_run_loads_each_checkpoint_once_and_gives_the_users_back(webui):
     user = webui.shared.opts.data["sd_model_checkpoint"]
     webui.shared.opts.data["sd_model_checkpoint"] = user = title(STYLE)   # the user has the style model selected
     backend, result = run(webui, recipe(), count=2)
     assert backend.loads == [title(BASE), title(STYLE)]
     assert webui.sd_models.loads == [title(BASE), title(STYLE)]       # one real swap each way, none per item
     assert [(type(p).__name__[-7:], p.width, p.seed) for p in webui.processing.calls] == \
-        [("Txt2Img", 512, 10), ("Txt2Img", 512, 11)] + [("Img2Img", w, s) for w in (512, 1024, 1536) for s in (10, 11)]
+        [("Txt2Img", 512, 10), ("Txt2Img", 512, 11)] + [("Img2Img", w, s) for s in (10, 11) for w in (512, 1024, 1536)]
     assert webui.shared.state.job_count == 8 and webui.shared.state.job_no == 8
     assert webui.shared.opts.data["sd_model_checkpoint"] == user
     assert len([o for o in result.outputs if o.path]) == 8 and not result.interrupted

@@ -45,7 +45,7 @@ from .chain import STEP_BUDGET, WORK_BUDGET, largest_step, work
 from .presets import Pack
 from .prompts import compose
 from .recipe import PATH, Recipe, RunOptions, check_recipe
-from .runner import FAILED
+from .runner import Status
 from .schema import spec
 from .session import Busy
 
@@ -288,7 +288,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             raise
         except Exception as e:    # the backend failed: a one-line message; the traceback goes to the server's log
             raise backend_failure("run", e) from None
-        failed = [f"{o.item} s{o.stage} {o.label}: {o.note}" for o in result.outputs if o.status == FAILED]
+        failed = [f"{o.item} s{o.stage} {o.label}: {o.note}" for o in result.outputs if o.status == Status.FAILED]
         if failed:   # an unusable start image: nothing to show for that item
             raise HTTPException(status_code=422, detail=f"run failed: {'; '.join(failed)}")
         saved = [o for o in result.outputs if o.path]
@@ -337,7 +337,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             raise
         except Exception as e:    # the backend or the disk failed: a one-line message; the traceback to the log
             raise backend_failure("batch", e) from None
-        return dict(summary.data, summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))
+        return dict(summary.to_dict(), summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))
 
     if allowed_hosts:
         app.middleware_stack = None   # the app may be serving already (gradio launched it): rebuilt with the check

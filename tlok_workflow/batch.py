@@ -1,4 +1,4 @@
-"""Batch img2img runs over folders: stage-major, resumable, nothing lost, redone or overwritten.
+"""Batch img2img runs over folders: each checkpoint loaded once, resumable, nothing lost, redone or overwritten.
 
 The output folder holds a manifest (JSONL) of the passes, with the recipe's hash. A pass is committed in three
 steps: a "saving" line naming its file, the file (written atomically), a "done" line. Re-running the same batch
@@ -17,12 +17,12 @@ import os
 import re
 import shutil
 import socket
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from itertools import chain, count
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 if os.name == "nt":
     import msvcrt
@@ -35,14 +35,14 @@ from . import outputs
 from .backends.base import Backend
 from .presets import Pack
 from .recipe import Recipe
-from .runner import (DONE, FAILED, NO_FACE, Item, Journal, Runner, RunResult, StageOutput, resolve_seed,
+from .runner import (Item, Journal, PassImage, Runner, RunResult, StageOutput, Status, resolve_seed,
                      stage_stem)
 
 MANIFEST = "tlok-manifest.jsonl"
 RECIPE_FILE = "tlok-recipe.json"
 SUMMARY_JSON = "tlok-summary.json"
 SUMMARY_CSV = "tlok-summary.csv"
-LOCK_FILE = ".tlok-lock"  # held by the batch writing to the folder; kept afterwards (deleting a lock is racy)
+LOCK_FILE = ".tlok-lock"  # held by the batch writing to the folder, removed when it ends (left by a killed one)
 WORK_DIR = ".tlok-work"   # intermediates of a final-only batch, removed once the batch is complete
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 NAME_MAX = 255            # bytes in a file name on ext4, btrfs, xfs, APFS (NTFS: 255 UTF-16 units, never more)
@@ -85,8 +85,7 @@ def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir
             items = make_batch_items(inputs, recipe.seed, manifest.names, budget, prompt_from_infotext)
             manifest.input_of = {item.name: input_key(inputs, item.image) for item in items}
             runner = Runner(backend, pack, out_dir / WORK_DIR if final_only else out_dir, on_progress=on_progress,
-                            should_stop=should_stop, contact_sheets=False, journal=manifest, save=manifest.save,
-                            executor=executor)
+                            should_stop=should_stop, contact_sheets=False, journal=manifest, executor=executor)
             result = runner.run(recipe, items)
             return finish_batch(result, recipe, inputs, items, manifest, final_only)
     except OSError as e:
@@ -119,17 +118,15 @@ def _write_recipe_once(recipe: Recipe, out_dir: Path) -> None:
 
 @contextmanager
 def output_lock(out_dir: Path) -> Iterator[None]:
-    """Hold the output folder (created if needed) for one batch. The OS drops the lock when the process ends,
-    however it ends, so a killed batch's lock is simply taken over; the file says who holds it."""
+    """Hold the output folder (created if needed) for one batch, and remove the lock file when the batch ends. The
+    OS drops the lock when the process ends, however it ends, so a killed batch's lock file is simply taken over;
+    the file says who holds it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise BatchError(f"{out_dir}: not a folder; the output of a batch is a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _locked(path)
     try:
-        if not _try_lock(fd):
-            raise BatchError(f"{out_dir}: another batch is writing to this folder ({_lock_holder(path)}); wait for "
-                             "it to finish or choose another output folder")
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         os.lseek(fd, 0, os.SEEK_SET)
@@ -137,7 +134,48 @@ def output_lock(out_dir: Path) -> Iterator[None]:
         os.write(fd, json.dumps(holder).encode())
         yield
     finally:
+        _remove_lock(fd, path)
+
+
+def _locked(path: Path) -> int:
+    """A descriptor of the lock file at `path`, locked by this process. A batch that ends removes its lock file while
+    it holds the lock, so the file this process opened just before may be gone from `path` once it is locked:
+    then it opens the one there now."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if not _try_lock(fd):
+                raise BatchError(f"{path.parent}: another batch is writing to this folder ({_lock_holder(path)}); "
+                                 "wait for it to finish or choose another output folder")
+            if _is_at(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the file open as `fd` is the one at `path`."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _remove_lock(fd: int, path: Path) -> None:
+    """Remove the lock file and let go of the lock. POSIX: removed while still locked (whoever opened it meanwhile
+    finds it gone once they hold it, see _locked). Windows removes no open file: closed first, then removed unless
+    another batch has opened it since (it is theirs then). A file left behind is taken over, as a killed batch's."""
+    with suppress(OSError):
+        if os.name != "nt" and _is_at(fd, path):
+            path.unlink()
+    os.close(fd)
+    if os.name == "nt":
+        with suppress(OSError):
+            path.unlink()
 
 
 def _try_lock(fd: int) -> bool:
@@ -310,10 +348,39 @@ def recipe_hash(recipe: Recipe) -> str:
 PassKey = Tuple[str, int, int]   # item, stage, repeat
 
 
+@dataclass
+class Event:
+    """One manifest line. A pass: "saving" (its file's name, written before the file), then "done" (what came of
+    it); a final-only batch's final: "placing", then "placed". Fields that a kind of line does not have stay None
+    and are not written, so the lines are those earlier versions wrote and read."""
+    event: str
+    item: str
+    input: Optional[str] = None    # the input's key (input_key), so that later runs keep the item's name
+    stage: Optional[int] = None
+    repeat: Optional[int] = None
+    path: str = ""                 # relative to the output folder; "" for a pass without an image (no face)
+    label: Optional[str] = None    # "done" lines: the stage's label, the pass's status, seed, note and seconds
+    status: Optional[str] = None
+    seed: Optional[int] = None
+    note: Optional[str] = None
+    seconds: Optional[float] = None
+
+    @property
+    def key(self) -> PassKey:
+        return self.item, self.stage, self.repeat
+
+    def to_dict(self) -> dict:
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+_EVENT_FIELDS = {f.name for f in fields(Event)}
+
+
 class Manifest(Journal):
-    """The output folder's record of passes and placed finals; append-only JSONL, one fsynced line per event:
-    saving → done for a pass, placing → placed for a final-only batch's final. Opening it repairs a torn last
-    line and settles what a killed run left between the two: a file that is there and whole is adopted."""
+    """The output folder's record of passes and placed finals; append-only JSONL, one fsynced line per event.
+    Opening it repairs a torn last line and settles what a killed run left between "saving" and "done" (or
+    "placing" and "placed"): a file that is there and whole is adopted. It writes each pass's file itself, to the
+    name it noted."""
 
     def __init__(self, folder: Path, recipe: Recipe, write_png=outputs.save_png_as):
         self.write_png = write_png
@@ -321,47 +388,50 @@ class Manifest(Journal):
         self.folder = folder
         self.recipe = recipe
         self.hash = recipe_hash(recipe)
-        self.entries: Dict[PassKey, dict] = {}   # done passes
+        self.entries: Dict[PassKey, Event] = {}   # done passes
         self.finals: Dict[str, str] = {}          # item → its placed final (final-only batches)
         self.names: Dict[str, str] = {}           # input key → item name, as earlier runs named them
         self.input_of: Dict[str, str] = {}        # item name → input key, for this run's lines
-        self._pass: Optional[PassKey] = None      # the pass being run (see begin)
-        saving, placing = {}, {}
-        for entry in self._read():
-            self._check_line(entry)
-            if entry.get("recipe") != self.hash:
-                raise BatchError(f"{self.path}: this folder holds a batch of another recipe ({entry.get('recipe')}; "
-                                 f"this one is {self.hash}). Use another output folder, or the same recipe to "
-                                 "resume.")
-            if entry.get("input"):
-                self.names[entry["input"]] = entry["item"]
-            event = entry.get("event", "done")   # lines of older versions are all "done"
-            if event == "saving":
-                saving[_pass_key(entry)] = entry
-            elif event == "done":
-                self.entries[_pass_key(entry)] = entry
-                saving.pop(_pass_key(entry), None)
-            elif event == "placing":
-                placing[entry["item"]] = entry
-            elif event == "placed":
-                self.finals[entry["item"]] = entry["path"]
-                placing.pop(entry["item"], None)
+        saving: Dict[PassKey, Event] = {}
+        placing: Dict[str, Event] = {}
+        for line in self._read():
+            entry = self._event(line)
+            if entry.input:
+                self.names[entry.input] = entry.item
+            if entry.event == "saving":
+                saving[entry.key] = entry
+            elif entry.event == "done":
+                self.entries[entry.key] = entry
+                saving.pop(entry.key, None)
+            elif entry.event == "placing":
+                placing[entry.item] = entry
+            elif entry.event == "placed":
+                self.finals[entry.item] = entry.path
+                placing.pop(entry.item, None)
         for entry in saving.values():
             self._adopt_pass(entry)
         for entry in placing.values():
             self._adopt_final(entry)
 
-    def _check_line(self, entry) -> None:
-        """A line we could have written: a manifest edited by hand must not point the run at files elsewhere."""
-        ok = isinstance(entry, dict) and isinstance(entry.get("item"), str) and \
-            isinstance(entry.get("stage", 0), int) and isinstance(entry.get("repeat", 0), int) and \
-            isinstance(entry.get("path", ""), str)
-        if ok and entry.get("path"):
-            target = (self.folder / entry["path"]).resolve()
+    def _event(self, line) -> Event:
+        """A line we could have written, of this recipe: a manifest edited by hand must not point the run at files
+        elsewhere."""
+        ok = isinstance(line, dict) and isinstance(line.get("item"), str) and \
+            isinstance(line.get("stage", 0), int) and isinstance(line.get("repeat", 0), int) and \
+            isinstance(line.get("path", ""), str) and line.get("event", "done") in ("saving", "done", "placing",
+                                                                                    "placed")
+        if ok and line.get("event", "done") == "done":   # lines of older versions are all "done", without "event"
+            ok = line.get("status") in [status.value for status in Status if status.finished]
+        if ok and line.get("path"):
+            target = (self.folder / line["path"]).resolve()
             ok = self.folder.resolve() in target.parents
         if not ok:
-            raise BatchError(f"{self.path}: a line that this tool did not write ({outputs.printable(str(entry))[:120]});"
+            raise BatchError(f"{self.path}: a line that this tool did not write ({outputs.printable(str(line))[:120]});"
                              " use another output folder")
+        if line.get("recipe") != self.hash:
+            raise BatchError(f"{self.path}: this folder holds a batch of another recipe ({line.get('recipe')}; "
+                             f"this one is {self.hash}). Use another output folder, or the same recipe to resume.")
+        return Event(**dict({"event": "done"}, **{k: v for k, v in line.items() if k in _EVENT_FIELDS}))
 
     def _read(self) -> List[dict]:
         if not self.path.is_file():
@@ -398,55 +468,50 @@ class Manifest(Journal):
         except Exception:
             return None
 
-    def _adopt_pass(self, entry: dict) -> None:
+    def _adopt_pass(self, entry: Event) -> None:
         """A pass saved by a run killed before it wrote "done": its image is the pass's result."""
-        info = self._our_image(self.folder / entry["path"])
+        info = self._our_image(self.folder / entry.path)
         if info is None:
             return   # not written: the pass runs again
         seed = re.search(r"\bSeed: (\d+)", info)
-        done = dict(entry, event="done", label=self.recipe.stages[entry["stage"] - 1].label, status=DONE,
-                    seed=int(seed.group(1)) if seed else 0, note=_infotext_value(info, "TLOK faces"), seconds=0.0)
-        self._append(done)
-        self.entries[_pass_key(entry)] = done
+        done = replace(entry, event="done", label=self.recipe.stages[entry.stage - 1].label, status=Status.DONE.value,
+                       seed=int(seed.group(1)) if seed else 0, note=_infotext_value(info, "TLOK faces"), seconds=0.0)
+        self._append(done.to_dict())
+        self.entries[entry.key] = done
 
-    def _adopt_final(self, entry: dict) -> None:
+    def _adopt_final(self, entry: Event) -> None:
         """A final placed by a run killed before it wrote "placed"."""
-        if self._our_image(self.folder / entry["path"]) is not None:
-            self._append(dict(entry, event="placed"))
-            self.finals[entry["item"]] = entry["path"]
+        if self._our_image(self.folder / entry.path) is not None:
+            self._append(replace(entry, event="placed").to_dict())
+            self.finals[entry.item] = entry.path
 
     def finished(self, item: str, stage: int, repeat: int) -> Optional[StageOutput]:
         entry = self.entries.get((item, stage, repeat))
         if not entry:
             return None
-        path = self.folder / entry["path"] if entry["path"] else None
+        path = self.folder / entry.path if entry.path else None
         if path is not None and not path.is_file():
-            final = self.folder / self.finals.get(item, entry["path"])
+            final = self.folder / self.finals.get(item, entry.path)
             if not final.is_file():
                 return None   # deleted by the user since: redo it
             path = final      # a final-only item placed by an earlier run: its intermediates are gone
-        return StageOutput(item, stage, repeat, entry["label"], entry["status"], path, entry["seed"],
-                           entry.get("note", ""), entry.get("seconds", 0.0), resumed=True)
+        return StageOutput(item, stage, repeat, entry.label, Status(entry.status), path, entry.seed,
+                           entry.note or "", entry.seconds or 0.0, resumed=True)
 
-    def begin(self, item: str, stage: int, repeat: int) -> None:
-        self._pass = (item, stage, repeat)
-
-    def save(self, folder: Path, stem: str, image: Image.Image, info: str, recipe_json: str) -> Path:
-        """The runner's saver: note the file name, then write the file (atomically, never over another)."""
-        item, stage, repeat = self._pass
-        path = outputs.free_png_name(folder, stem)
-        self._append({"event": "saving", "item": item, "input": self.input_of.get(item, ""), "stage": stage,
-                      "repeat": repeat, "path": self._relative(path)})
-        self.write_png(path, image, info, recipe_json)
+    def save(self, output: StageOutput, image: PassImage) -> Path:
+        """Note the file's name, then write the file (atomically, never over another)."""
+        path = outputs.free_png_name(image.folder, image.stem)
+        self._append(Event("saving", output.item, self.input_of.get(output.item, ""), output.stage, output.repeat,
+                           self._relative(path)).to_dict())
+        self.write_png(path, image.image, image.infotext, image.recipe_json)
         return path
 
     def record(self, output: StageOutput) -> None:
-        entry = {"event": "done", "item": output.item, "input": self.input_of.get(output.item, ""),
-                 "stage": output.stage, "repeat": output.repeat, "label": output.label, "status": output.status,
-                 "seed": output.seed, "note": output.note, "seconds": round(output.seconds, 3),
-                 "path": self._relative(output.path) if output.path else ""}
-        self._append(entry)
-        self.entries[(output.item, output.stage, output.repeat)] = entry
+        entry = Event("done", output.item, self.input_of.get(output.item, ""), output.stage, output.repeat,
+                      self._relative(output.path) if output.path else "", output.label, output.status.value,
+                      output.seed, output.note, round(output.seconds, 3))
+        self._append(entry.to_dict())
+        self.entries[entry.key] = entry
 
     def place_final(self, item: str, image: Path) -> Path:
         """A final-only item's last image, linked into the output folder under the item's name (once)."""
@@ -455,19 +520,15 @@ class Manifest(Journal):
         target = self.folder / item
         target.parent.mkdir(parents=True, exist_ok=True)
         target = outputs.free_png_name(target.parent, target.name)
-        entry = {"event": "placing", "item": item, "path": self._relative(target)}
-        self._append(entry)
+        entry = Event("placing", item, path=self._relative(target))
+        self._append(entry.to_dict())
         os.link(image, target)
-        self._append(dict(entry, event="placed"))
-        self.finals[item] = entry["path"]
+        self._append(replace(entry, event="placed").to_dict())
+        self.finals[item] = entry.path
         return target
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.folder).as_posix()
-
-
-def _pass_key(entry: dict) -> PassKey:
-    return entry["item"], entry["stage"], entry["repeat"]
 
 
 def _infotext_value(info: str, key: str) -> str:
@@ -479,24 +540,73 @@ def _infotext_value(info: str, key: str) -> str:
     return json.loads(value) if value.startswith('"') else value
 
 
+InputStatus = Literal["done", "failed", "skipped", "incomplete"]
+
+
+@dataclass
+class Row:
+    """One input's row of the summary (and one line of its CSV)."""
+    item: str          # "" for a skipped entry
+    input: str
+    status: InputStatus
+    final: str         # its final image, when done
+    faces: str         # what the face stage found
+    reason: str        # why it failed or was skipped
+
+
+@dataclass
+class InputNote:
+    input: str
+    reason: str
+
+
+@dataclass
+class Renamed:
+    input: str
+    item: str          # the name its outputs carry
+
+
 @dataclass
 class Summary:
-    data: dict
-    json_path: Path
-    csv_path: Path
-    finals: Dict[str, Path] = field(default_factory=dict)
+    """What a batch did, input by input; `to_dict()` is tlok-summary.json."""
+    output: str
+    recipe_hash: str
+    inputs: int
+    items: int
+    done: int
+    failed: List[InputNote]
+    skipped: List[InputNote]
+    incomplete: List[str]      # item names
+    renamed: List[Renamed]
+    no_face: List[str]         # item names
+    interrupted: bool
+    model_loads: List[str]
+    passes_run: int
+    resumed_passes: int
+    seconds_per_stage: Dict[str, float]
+    results: List[Row]
+    error: str = ""            # why the batch stopped before its end when the user did not stop it
+    json_path: Optional[Path] = None
+    csv_path: Optional[Path] = None
+    finals: Dict[str, Path] = field(default_factory=dict)   # item → its final image
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for name in ("json_path", "csv_path", "finals"):
+            del data[name]
+        return data
 
     def text(self) -> str:
-        d = self.data
-        lines = [f"{d['inputs']} inputs: {d['done']} done ({d['passes_run']} passes run, {d['resumed_passes']} "
-                 f"resumed from an earlier run), {len(d['failed'])} failed, {len(d['skipped'])} skipped, "
-                 f"{len(d['incomplete'])} incomplete, {len(d['no_face'])} without a face found; "
-                 f"{len(d['model_loads'])} model load(s)"]
-        lines += [f"  failed: {f['input']}: {_without_prefix(f['reason'], f['input'] + ': ')}" for f in d["failed"]]
-        lines += [f"  skipped: {f['input']}: {f['reason']}" for f in d["skipped"]]
-        lines += [f"  named {r['item']}: {r['input']}" for r in d["renamed"]]
-        lines += [f"  no face found: {name}" for name in d["no_face"]]
-        lines += [f"  {label}: {seconds:.2f} s per pass" for label, seconds in d["seconds_per_stage"].items()]
+        lines = [f"{self.inputs} inputs: {self.done} done ({self.passes_run} passes run, {self.resumed_passes} "
+                 f"resumed from an earlier run), {len(self.failed)} failed, {len(self.skipped)} skipped, "
+                 f"{len(self.incomplete)} incomplete, {len(self.no_face)} without a face found; "
+                 f"{len(self.model_loads)} model load(s)"]
+        lines += [f"  failed: {f.input}: {_without_prefix(f.reason, f.input + ': ')}" for f in self.failed]
+        lines += [f"  skipped: {f.input}: {f.reason}" for f in self.skipped]
+        lines += [f"  named {r.item}: {r.input}" for r in self.renamed]
+        lines += [f"  no face found: {name}" for name in self.no_face]
+        lines += [f"  {label}: {seconds:.2f} s per pass" for label, seconds in self.seconds_per_stage.items()]
+        lines += [f"  stopped: {self.error}"] if self.error else []
         lines.append(f"summary: {self.json_path} and {self.csv_path}")
         return "\n".join(lines)
 
@@ -514,10 +624,11 @@ def finish_batch(result: RunResult, recipe: Recipe, inputs: BatchInputs, items: 
     by_item: Dict[str, List[StageOutput]] = {}
     for output in result.outputs:
         by_item.setdefault(output.item, []).append(output)
-    rows, finals = [], {}
+    rows: List[Row] = []
+    finals = {}
     for item in items:
         done = by_item.get(item.name, [])
-        failed = next((o for o in done if o.status == FAILED), None)
+        failed = next((o for o in done if o.status == Status.FAILED), None)
         complete = _complete(done, last_stage)
         images = [o.path for o in done if o.path]
         final = images[-1] if complete and images else None
@@ -525,54 +636,56 @@ def finish_batch(result: RunResult, recipe: Recipe, inputs: BatchInputs, items: 
             final = manifest.place_final(item.name, final)
         if final:
             finals[item.name] = final
-        rows.append({"item": item.name, "input": outputs.printable(str(item.image)),
-                     "status": "failed" if failed else "done" if complete else "incomplete",
-                     "final": outputs.printable(str(final or "")),
-                     "reason": outputs.printable(failed.note) if failed else "",
-                     "faces": next((o.note for o in done if o.label == "face" or o.status == NO_FACE), "")})
-    rows += [{"item": "", "input": outputs.printable(str(path)), "status": "skipped", "final": "", "faces": "",
-              "reason": reason} for path, reason in inputs.skipped]
-    if final_only and all(r["status"] != "incomplete" for r in rows):
+        rows.append(Row(item.name, outputs.printable(str(item.image)),
+                        "failed" if failed else "done" if complete else "incomplete",
+                        outputs.printable(str(final or "")),
+                        faces=next((o.note for o in done if o.label == "face" or o.status == Status.NO_FACE), ""),
+                        reason=outputs.printable(failed.note) if failed else ""))
+    rows += [Row("", outputs.printable(str(path)), "skipped", "", "", reason) for path, reason in inputs.skipped]
+    if final_only and all(r.status != "incomplete" for r in rows):
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
-    data = {
-        "output": str(out_dir), "recipe_hash": recipe_hash(recipe), "inputs": len(rows), "items": len(items),
-        "done": sum(r["status"] == "done" for r in rows),
-        "failed": [{"input": r["input"], "reason": r["reason"]} for r in rows if r["status"] == "failed"],
-        "skipped": [{"input": r["input"], "reason": r["reason"]} for r in rows if r["status"] == "skipped"],
-        "incomplete": [r["item"] for r in rows if r["status"] == "incomplete"],
-        "renamed": [{"input": outputs.printable(str(item.image)), "item": item.name} for item in items
-                    if item.name != plain_name(inputs, item.image)],
-        "no_face": sorted({o.item for o in result.outputs if o.status == NO_FACE}),
-        "interrupted": result.interrupted,
-        "model_loads": result.loads,
-        "passes_run": sum(1 for o in result.outputs if o.status in (DONE, NO_FACE) and not o.resumed),
-        "resumed_passes": sum(1 for o in result.outputs if o.resumed),
-        "seconds_per_stage": _seconds_per_stage(result),
-        "results": rows,
-    }
-    return _write_summary(data, out_dir, finals)
+    summary = Summary(
+        output=str(out_dir), recipe_hash=recipe_hash(recipe), inputs=len(rows), items=len(items),
+        done=sum(r.status == "done" for r in rows),
+        failed=[InputNote(r.input, r.reason) for r in rows if r.status == "failed"],
+        skipped=[InputNote(r.input, r.reason) for r in rows if r.status == "skipped"],
+        incomplete=[r.item for r in rows if r.status == "incomplete"],
+        renamed=[Renamed(outputs.printable(str(item.image)), item.name) for item in items
+                 if item.name != plain_name(inputs, item.image)],
+        no_face=sorted({o.item for o in result.outputs if o.status == Status.NO_FACE}),
+        interrupted=result.interrupted,
+        model_loads=result.loads,
+        passes_run=sum(1 for o in result.outputs if o.status.finished and not o.resumed),
+        resumed_passes=sum(1 for o in result.outputs if o.resumed),
+        seconds_per_stage=_seconds_per_stage(result),
+        results=rows,
+        error=result.error,
+        finals=finals,
+    )
+    _write_summary(summary, out_dir)
+    return summary
 
 
 def _complete(done: List[StageOutput], last_stage: int) -> bool:
-    finished = [o for o in done if o.status in (DONE, NO_FACE)]
+    finished = [o for o in done if o.status.finished]
     return bool(finished) and len(finished) == len(done) and max(o.stage for o in finished) == last_stage
 
 
 def _seconds_per_stage(result: RunResult) -> Dict[str, float]:
     times: Dict[str, List[float]] = {}
     for o in result.outputs:
-        if o.status in (DONE, NO_FACE) and not o.resumed:
+        if o.status.finished and not o.resumed:
             times.setdefault(o.label, []).append(o.seconds)
     return {label: sum(t) / len(t) for label, t in times.items()}
 
 
-def _write_summary(data: dict, out_dir: Path, finals: Dict[str, Path]) -> Summary:
-    json_path, csv_path = out_dir / SUMMARY_JSON, out_dir / SUMMARY_CSV
+def _write_summary(summary: Summary, out_dir: Path) -> None:
+    summary.json_path, summary.csv_path = out_dir / SUMMARY_JSON, out_dir / SUMMARY_CSV
+    data = summary.to_dict()
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["item", "input", "status", "final", "faces", "reason"])
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(Row)])
     writer.writeheader()
     writer.writerows(data["results"])
     # the summary describes the latest run, so it is the one file that is replaced (atomically)
-    for path, text in ((json_path, json.dumps(data, indent=2)), (csv_path, buffer.getvalue())):
+    for path, text in ((summary.json_path, json.dumps(data, indent=2)), (summary.csv_path, buffer.getvalue())):
         outputs.replace_text(path, text)
-    return Summary(data, json_path, csv_path, finals)

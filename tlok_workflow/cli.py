@@ -13,9 +13,10 @@ from .chain import FACE_LAST, FACE_OFF, build_recipe, ladder_warning, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
 from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
-from .runner import FAILED, Progress, resolve_seed, unknown_upscalers
+from .runner import Progress, Status, resolve_seed, unknown_upscalers
 from .schema import build
 
+EXIT_CLUSTER_FAILED = 3   # batch --ray: the Ray cluster failed mid-batch (the summary is written; re-run to resume)
 DEMO_NOTE = "DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints"
 
 
@@ -381,7 +382,7 @@ def _cmd_run(args) -> int:
         result = session.run(recipe, args.count, on_progress=show)
         bar.update(len(result.outputs) - bar.n)
     _report(result, recipe, args.out)
-    failed = [o for o in result.outputs if o.status == FAILED]
+    failed = [o for o in result.outputs if o.status == Status.FAILED]
     if failed:   # a start image that went away after the checks, say: nothing was made of it
         print(f"tlok_workflow: error: {failed[0].note}", file=sys.stderr)
         return 2
@@ -473,7 +474,7 @@ def _cmd_batch(args) -> int:
                     bar.set_postfix_str(executor.rates())
 
             summary = session.run_batch(job, on_progress=show, executor=executor)
-            if not summary.data["interrupted"]:
+            if not (summary.interrupted or summary.error):
                 bar.update(bar.total - bar.n)   # progress reports passes as they start; the last one is done too
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -483,10 +484,14 @@ def _cmd_batch(args) -> int:
     print(f"outputs: {args.out}/")
     if recipe.demo:
         print(DEMO_NOTE)
-    if summary.data["interrupted"]:
+    if summary.error:
+        print(f"tlok_workflow: error: {summary.error}; the finished passes are kept: run the same command again to "
+              "continue", file=sys.stderr)
+        return EXIT_CLUSTER_FAILED
+    if summary.interrupted:
         print("interrupted: finished passes are kept; run the same command again to continue")
         return 130
-    return 1 if summary.data["failed"] else 0
+    return 1 if summary.failed else 0
 
 
 def _ray_executor(args):

@@ -94,6 +94,12 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def first_line(error: BaseException) -> str:
+    """An error's first line for a one-line message (its type's name when it has no text)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def _link_to_free_name(tmp: Path, folder: Path, stem: str) -> Path:
     for path in _png_names(folder, stem):
         try:

@@ -1,20 +1,30 @@
-"""Run a recipe over items on a backend, stage-major, saving every stage.
+"""Run a recipe over items on a backend, saving every pass.
 
-Stage-major means every item goes through stage k before any item starts stage k+1, so each checkpoint is
-loaded once per run however many items there are. Each stage's image is saved at once and the next stage
-reads it back from disk, so memory stays flat as the item count grows and an interrupt keeps all finished
-stages.
+The stages are taken in runs that share a checkpoint (the default chain: the base model's txt2img, then style →
+1024 → 1536 → face on the style model). Every item goes through one run before any item starts the next, so each
+checkpoint is loaded once however many items there are; within a run, items go one after another, so finished
+images appear early and an interrupted batch keeps whole items. Each pass's image is saved at once and the next
+pass reads it back from disk, so memory stays flat as the item count grows and an interrupt keeps every finished
+pass.
+
+An executor computes the passes (here, or on Ray workers); only the runner commits them: it saves each image,
+notes it in the journal and reports progress.
 """
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
+from functools import partial
+from itertools import groupby
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
 from . import __version__, outputs
-from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest
+from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
+from .control import ExecutorFailed, Interrupted, Skipped
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
 from .recipe import Recipe, Stage
@@ -22,14 +32,6 @@ from .schema import infotext_keys
 
 
 KEYS = infotext_keys(Stage)   # the stage fields' WebUI infotext keys ("steps" → "Steps"), from the schema
-
-
-class Interrupted(Exception):
-    """Raised inside a pass when the user asked to stop; the pass in flight is discarded."""
-
-
-class Skipped(Exception):
-    """Raised inside a pass when the user skipped it; the item keeps its last image and goes on."""
 
 
 @dataclass
@@ -53,7 +55,21 @@ class Progress:
     total: int          # passes in this run (face stages count one pass per item)
 
 
-DONE, NO_FACE, SKIPPED, FAILED, PASSED_OVER = "done", "no-face", "skipped", "failed", "passed-over"
+class Status(str, Enum):
+    """What became of one pass (its manifest and summary spelling is the value)."""
+    DONE = "done"                 # its image is saved
+    NO_FACE = "no-face"           # a face stage found no face: the image stays as it was
+    SKIPPED = "skipped"           # the user skipped it
+    FAILED = "failed"             # its image cannot be used (bad input; the note says why)
+    PASSED_OVER = "passed-over"   # no image from the earlier stages to work on
+
+    def __str__(self) -> str:     # "done", not "Status.DONE", in f-strings on every Python
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """The pass ran to its end, so a later run does not run it again."""
+        return self in (Status.DONE, Status.NO_FACE)
 
 
 @dataclass
@@ -62,7 +78,7 @@ class StageOutput:
     stage: int             # 1-based
     repeat: int            # 0-based
     label: str
-    status: str            # DONE, NO_FACE (image unchanged), SKIPPED, FAILED (bad input), PASSED_OVER (no image)
+    status: Status
     path: Optional[Path]   # the image written; None unless DONE
     seed: int
     note: str = ""
@@ -70,14 +86,34 @@ class StageOutput:
     resumed: bool = False  # finished by an earlier run (see Journal)
 
 
+# save(folder, stem, image, infotext, recipe_json) -> the path written, never over another file
+Saver = Callable[[Path, str, Image.Image, str, str], Path]
+
+
+@dataclass
+class PassImage:
+    """A computed pass's image and how it is to be saved: under `stem` in `folder`, with its infotext and recipe."""
+    folder: Path
+    stem: str
+    image: Image.Image
+    infotext: str
+    recipe_json: str
+
+
 class Journal:
-    """Resume support: passes an earlier run finished are not run again."""
+    """Where the runner commits passes. This one remembers nothing: each image is saved with `save` and every run
+    starts afresh. A batch's manifest (batch.Manifest) notes each pass, so that a later run resumes."""
+
+    def __init__(self, save: Optional[Saver] = None):
+        self._save = save or outputs.save_png   # the WebUI's goes through images.save_image
 
     def finished(self, item: str, stage: int, repeat: int) -> Optional[StageOutput]:
+        """A pass an earlier run finished, which this run does not run again."""
         return None
 
-    def begin(self, item: str, stage: int, repeat: int) -> None:
-        """Called before a pass that is not finished runs (a journal that saves can note which pass it is)."""
+    def save(self, output: StageOutput, image: PassImage) -> Path:
+        """Write a computed pass's image; the path written."""
+        return self._save(image.folder, image.stem, image.image, image.infotext, image.recipe_json)
 
     def record(self, output: StageOutput) -> None:
         """Called after each finished pass (DONE or NO_FACE), once its image is on disk."""
@@ -88,6 +124,7 @@ class RunResult:
     outputs: List[StageOutput] = field(default_factory=list)
     sheets: Dict[str, Path] = field(default_factory=dict)
     interrupted: bool = False
+    error: str = ""   # why the run stopped before its end when the user did not stop it (ExecutorFailed)
     loads: List[str] = field(default_factory=list)
 
     def final(self, item: str) -> Optional[Path]:
@@ -97,24 +134,199 @@ class RunResult:
 
 @dataclass
 class PassJob:
-    """One pass to run: an item's `repeat` of a stage, from the image `source`."""
+    """One pass to compute: an item's `repeat` of stage number `stage`, from the image `source`."""
     item: Item
-    repeat: int
+    index: int               # the item's 1-based number in the run
+    stage: int               # 1-based
+    repeat: int              # 0-based
     source: Optional[Path]
-    at: Progress
+
+
+@dataclass
+class PassResult:
+    """A computed pass: what happened, and the image to save (DONE only). The runner sets `output.path`."""
+    job: PassJob
+    output: StageOutput
+    image: Optional[PassImage] = None
+
+
+@dataclass
+class PassComputer:
+    """What every pass of one run needs, and how one pass is computed on a backend, in this process or on a Ray
+    worker (it travels there whole). It saves nothing: the runner does."""
+    pack: Pack
+    recipe: Recipe
+    prompts: Prompts
+    out_dir: Path
+
+    def compute(self, backend: Backend, job: PassJob, on_step: StepCallback) -> PassResult:
+        """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result)."""
+        stage = self.recipe.stages[job.stage - 1]
+        started = time.perf_counter()
+        try:
+            result = self._compute(backend, stage, job, on_step)
+        except Skipped:
+            return PassResult(job, self.output(job, Status.SKIPPED, job.item.seed))
+        except outputs.ImageError as e:
+            return PassResult(job, self.output(job, Status.FAILED, job.item.seed, str(e)))
+        result.output.seconds = time.perf_counter() - started
+        return result
+
+    def output(self, job: PassJob, status: Status, seed: int, note: str = "") -> StageOutput:
+        """The job's StageOutput (without a path: the runner sets it when it saves the image)."""
+        label = self.recipe.stages[job.stage - 1].label
+        return StageOutput(job.item.name, job.stage, job.repeat, label, status, None, seed, note)
+
+    def _compute(self, backend: Backend, stage: Stage, job: PassJob, on_step: StepCallback) -> PassResult:
+        item = job.item
+        seed = _stage_seed(stage, job.stage, item) + job.repeat
+        positive, negative = self.stage_prompts(stage, item)
+        request = PassRequest(
+            mode=stage.kind, checkpoint=self.recipe.checkpoint_of(stage), prompt=positive, negative_prompt=negative,
+            width=stage.width, height=stage.height, steps=stage.steps, cfg_scale=stage.cfg_scale,
+            sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise)
+        if stage.kind == "face":
+            image, note = self._redraw_faces(backend, request, stage, outputs.load_image(job.source), on_step)
+            if image is None:
+                if self.recipe.demo and job.stage > 1:   # the image is the demo's own: noise, whatever it started from
+                    note += "; the demo models' earlier passes paint noise, not faces"
+                return PassResult(job, self.output(job, Status.NO_FACE, seed, note))
+        else:
+            if stage.kind == "img2img":
+                image = outputs.load_image(job.source)
+                request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
+                                                                  backend.size_step)
+                request.image = backend.upscale(image, (request.width, request.height), stage.upscaler)
+            image, note = backend.generate(request, on_step), ""
+        return PassResult(job, self.output(job, Status.DONE, seed, note),
+                          self._image(backend, request, stage, job, image, note))
+
+    @staticmethod
+    def _redraw_faces(backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
+                      on_step: StepCallback):
+        """Inpaint each face (or all at once); (None, note) when no face is found."""
+        from .faces import face_masks, find_faces, no_face_note  # lazy: detector packages load only for a face stage
+
+        search = find_faces(image, stage.face)
+        if not search.detections:
+            return None, no_face_note(search, image.size)
+        request.mode = "inpaint"
+        request.width = request.height = stage.face.inpaint_size
+        request.inpaint_padding, request.mask_blur = stage.face.padding, stage.face.mask_blur
+        masks = face_masks(image.size, search, stage.face)
+        for mask in masks:
+            request.image, request.mask = image, mask
+            image = backend.generate(request, on_step)
+        return image, f"{len(search.detections)} face(s) by {search.detector} in {len(masks)} pass(es)"
+
+    def stage_prompts(self, stage: Stage, item: Item) -> Tuple[str, str]:
+        """A stage's prompts: the exact ones a saved recipe holds, else the run's prompts in the stage's variant."""
+        if stage.prompt.positive:
+            positive = f"{stage.prompt.positive} {item.prompt_extra}".strip()
+        else:
+            positive = for_stage(self.pack, f"{self.prompts.positive} {item.prompt_extra}".strip(), stage.prompt)
+        return positive, stage.prompt.negative or self.prompts.negative
+
+    def _image(self, backend: Backend, request: PassRequest, stage: Stage, job: PassJob, image: Image.Image,
+               note: str) -> PassImage:
+        target = self.out_dir / stage_stem(job.item.name, job.stage, stage, job.repeat)  # names may hold a folder
+        info = outputs.infotext(request.prompt, request.negative_prompt,
+                                self._infotext_params(backend, request, stage, job.stage, image, note))
+        recipe_json = self._item_recipe(backend, job.item).to_json(indent=None)
+        return PassImage(target.parent, target.name, image, info, recipe_json)
+
+    def _item_recipe(self, backend: Backend, item: Item) -> Recipe:
+        """The recipe as this item ran it, self-contained: every stage's exact prompts and the checkpoints' hashes,
+        so re-running it as one item reproduces this image without the pack it came from."""
+        recipe = self.recipe
+        item_recipe = Recipe.from_dict(recipe.to_dict())
+        item_recipe.seed, item_recipe.init_image = item.seed, str(item.image or "")
+        for stage in item_recipe.stages:
+            stage.prompt.positive, stage.prompt.negative = self.stage_prompts(stage, item)
+        roles = {stage.checkpoint: recipe.checkpoint_of(stage) for stage in recipe.stages}
+        item_recipe.hashes = {role: h for role, checkpoint in roles.items() if (h := backend.model_hash(checkpoint))}
+        return item_recipe
+
+    def _infotext_params(self, backend: Backend, request: PassRequest, stage: Stage, number: int,
+                         image: Image.Image, note: str) -> dict:
+        face = stage.face if stage.kind == "face" else None
+        return {
+            KEYS["steps"]: request.steps,
+            KEYS["sampler"]: request.sampler,
+            KEYS["scheduler"]: request.scheduler,
+            KEYS["cfg_scale"]: request.cfg_scale,
+            "Seed": request.seed,
+            "Size": f"{image.width}x{image.height}",
+            "Model hash": backend.model_hash(request.checkpoint) or None,
+            "Model": backend.model_name(request.checkpoint),
+            KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
+            "Upscaler": stage.upscaler if stage.kind == "img2img" else None,
+            "Mask blur": face.mask_blur if face else None,
+            "Inpaint area": "Only masked" if face else None,
+            "Masked area padding": face.padding if face else None,
+            "TLOK stage": f"{number}/{len(self.recipe.stages)} {stage.label}",
+            "TLOK pack": self.recipe.pack,
+            "TLOK faces": note or None,
+            "TLOK demo": "random-weight demo models" if self.recipe.demo else None,
+            "TLOK version": __version__,
+            "Version": backend.host_version() or None,
+        }
+
+
+def _stage_seed(stage: Stage, number: int, item: Item) -> int:
+    """`number` is the stage's 1-based position: two stages with equal settings still get their own seeds."""
+    if stage.seed_policy == "fixed":
+        return stage.seed
+    if stage.seed_policy == "offset":
+        return item.seed + number - 1
+    return item.seed
+
+
+class PassQueue:
+    """The passes ready to compute. The runner puts an item's next pass first once its previous one is committed,
+    so items finish one after another, while the passes of items not begun keep every worker busy."""
+
+    def __init__(self, jobs: Iterable[PassJob] = ()):
+        self._jobs = deque(jobs)
+
+    def take(self) -> Optional[PassJob]:
+        return self._jobs.popleft() if self._jobs else None
+
+    def peek(self) -> Optional[PassJob]:
+        return self._jobs[0] if self._jobs else None
+
+    def put_first(self, job: PassJob) -> None:
+        """An item's next pass, or a pass to try again."""
+        self._jobs.appendleft(job)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+@dataclass
+class RunControl:
+    """What an executor may ask of the run it computes passes for."""
+    stop_requested: Callable[[], bool]
+    on_step: Callable[[PassJob, int, int], None]   # after each step of a pass; raises Interrupted or Skipped
 
 
 class Executor:
-    """Runs a stage's passes: here, one after another. Another executor (cluster.RayExecutor) runs them
-    elsewhere, in any order; the runner keeps the journal either way."""
+    """Computes passes in this process, one after another, on the run's backend. Another executor
+    (cluster.RayExecutor) computes them on Ray workers, several at a time. Either way it only computes: the
+    runner commits what it yields."""
 
-    def passes(self, runner: "Runner", recipe: Recipe, prompts: Prompts, stage: Stage,
-               jobs: Sequence[PassJob], done: int) -> Iterator[StageOutput]:
-        for job in jobs:
-            runner._check_stop()
-            job.at.done = done
-            yield runner.compute_pass(recipe, prompts, stage, job)
-            done += 1
+    reports_steps = True   # it calls control.on_step during each pass (Ray workers report none)
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def run(self, computer: PassComputer, queue: PassQueue, control: RunControl) -> Iterator[PassResult]:
+        """A result for each pass taken from `queue`, until none is left. The runner commits each result before
+        asking for the next one (and may queue the item's next pass meanwhile). Raises Interrupted on a stop."""
+        while (job := queue.take()) is not None:
+            if control.stop_requested():
+                raise Interrupted()
+            yield computer.compute(self.backend, job, partial(control.on_step, job))
 
     def loads(self) -> List[str]:
         """Model loads made outside the runner's backend."""
@@ -148,12 +360,22 @@ def stage_stem(item: str, number: int, stage: Stage, repeat: int) -> str:
     return f"{item}-s{number}-{stage.label}" + (f"-r{repeat + 1}" if stage.repeat > 1 else "")
 
 
+StageRepeat = Tuple[int, int]   # a stage number (1-based) and a repeat (0-based)
+
+
+def runs_on_one_checkpoint(recipe: Recipe) -> List[List[StageRepeat]]:
+    """The recipe's passes in order, grouped into runs of consecutive stages on the same checkpoint."""
+    numbered = list(enumerate(recipe.stages, 1))
+    return [[(number, repeat) for number, stage in group for repeat in range(stage.repeat)]
+            for _, group in groupby(numbered, key=lambda pair: recipe.checkpoint_of(pair[1]))]
+
+
 class Runner:
     def __init__(self, backend: Backend, pack: Pack, out_dir: Path, *,
                  on_progress: Optional[Callable[[Progress], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, should_skip: Optional[Callable[[], bool]] = None,
                  contact_sheets: bool = True, journal: Optional[Journal] = None,
-                 save: Optional[Callable[..., Path]] = None, executor: Optional[Executor] = None):
+                 executor: Optional[Executor] = None):
         self.backend = backend
         self.pack = pack
         self.out_dir = Path(out_dir)
@@ -162,196 +384,93 @@ class Runner:
         self.should_skip = should_skip or (lambda: False)  # True once per skip request
         self.contact_sheets = contact_sheets
         self.journal = journal or Journal()
-        # save(folder, stem, image, infotext, recipe_json) -> path written; the WebUI's uses images.save_image
-        self.save = save or outputs.save_png
-        self.executor = executor or Executor()
+        self.executor = executor or Executor(backend)
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
             raise ValueError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
         self._check_upscalers(recipe)
-        prompts = compose(self.pack, recipe.prompt)
-        result = RunResult()
-        latest: Dict[str, Optional[Path]] = {item.name: item.image for item in items}
-        total = sum(stage.repeat for stage in recipe.stages) * len(items)
+        computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir)
+        run = _Run(recipe, items, sum(stage.repeat for stage in recipe.stages) * len(items))
+        control = RunControl(self.should_stop, partial(self._on_step, run))
         loads_before = len(self.backend.loads)
-        self.backend.begin_run(total)
+        self.backend.begin_run(run.total)
         try:
-            for number, stage in enumerate(recipe.stages, 1):
-                for repeat in range(stage.repeat):
-                    jobs = []
-                    for index, item in enumerate(items, 1):
-                        at = Progress(number, len(recipe.stages), stage.label, index, len(items), 0, stage.steps,
-                                      len(result.outputs), total)
-                        output = self._resumed_or_passed_over(stage, repeat, item, latest[item.name], at)
-                        if output:
-                            self._keep(output, result, latest)
-                        else:
-                            jobs.append(PassJob(item, repeat, latest[item.name], at))
-                    for output in self.executor.passes(self, recipe, prompts, stage, jobs, len(result.outputs)):
-                        if output.status in (DONE, NO_FACE):
-                            self.journal.record(output)
-                        self._keep(output, result, latest)
+            for passes in runs_on_one_checkpoint(recipe):
+                self._run_item_by_item(computer, control, run, passes)
         except Interrupted:
-            result.interrupted = True
+            run.result.interrupted = True
+        except ExecutorFailed as e:
+            run.result.error = str(e)
         finally:
             self.backend.end_run()
-            result.loads = self.backend.loads[loads_before:] + self.executor.loads()
+            run.result.loads = self.backend.loads[loads_before:] + self.executor.loads()
+        number = {item.name: index for index, item in enumerate(items)}
+        # shown stage by stage, however they were computed (item by item here, in any order on Ray)
+        run.result.outputs.sort(key=lambda o: (o.stage, o.repeat, number[o.item]))
         if self.contact_sheets:
-            result.sheets = self._save_sheets(recipe, result, items)
-        return result
+            run.result.sheets = self._save_sheets(recipe, run.result, items)
+        return run.result
 
-    @staticmethod
-    def _keep(output: StageOutput, result: RunResult, latest: Dict[str, Optional[Path]]) -> None:
-        result.outputs.append(output)
-        if output.path:
-            latest[output.item] = output.path
-        elif output.status == FAILED:
-            latest[output.item] = None
+    def _run_item_by_item(self, computer: PassComputer, control: RunControl, run: "_Run",
+                          passes: List[StageRepeat]) -> None:
+        """Every item through `passes` (which share a checkpoint), each item's next pass queued as soon as its
+        previous one is committed."""
+        queue = PassQueue(job for job in (self._next_job(run, passes, index, 0) for index in
+                                          range(1, len(run.items) + 1)) if job)
+        for computed in self.executor.run(computer, queue, control):
+            job = computed.job
+            run.keep(self._commit(computed))
+            if not self.executor.reports_steps:
+                self.on_progress(run.progress(job, run.stage(job).steps, run.stage(job).steps))
+            following = self._next_job(run, passes, job.index, passes.index((job.stage, job.repeat)) + 1)
+            if following:
+                queue.put_first(following)
 
-    def _resumed_or_passed_over(self, stage: Stage, repeat: int, item: Item, source: Optional[Path],
-                                at: Progress) -> Optional[StageOutput]:
+    def _next_job(self, run: "_Run", passes: List[StageRepeat], index: int, start: int) -> Optional[PassJob]:
+        """The item's first pass from passes[start:] that needs running; those before it that need none (finished
+        by an earlier run, or with no image to work on) are kept on the way."""
+        item = run.items[index - 1]
+        for number, repeat in passes[start:]:
+            source = run.latest[item.name]
+            output = self._resumed_or_passed_over(run.recipe.stages[number - 1], number, repeat, item, source)
+            if output is None:
+                return PassJob(item, index, number, repeat, source)
+            run.keep(output)
+        return None
+
+    def _resumed_or_passed_over(self, stage: Stage, number: int, repeat: int, item: Item,
+                                source: Optional[Path]) -> Optional[StageOutput]:
         """The output of a pass that needs no running: finished by an earlier run, or with no image to work on."""
-        finished = self.journal.finished(item.name, at.stage, repeat)
+        finished = self.journal.finished(item.name, number, repeat)
         if finished:
             return finished
         if source is None and stage.kind != "txt2img":
-            return StageOutput(item.name, at.stage, repeat, stage.label, PASSED_OVER, None, item.seed,
+            return StageOutput(item.name, number, repeat, stage.label, Status.PASSED_OVER, None, item.seed,
                                "no image from the earlier stages")
         return None
 
-    def compute_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, job: PassJob) -> StageOutput:
-        """Run one pass and save its image (Journal.begin first); recording it is the caller's (see Executor)."""
-        item, at, repeat = job.item, job.at, job.repeat
-        started = time.perf_counter()
-        self.journal.begin(item.name, at.stage, repeat)
-        try:
-            output = self._run_pass(recipe, prompts, stage, repeat, item, job.source, at)
-            output.seconds = time.perf_counter() - started
-        except Skipped:
-            return StageOutput(item.name, at.stage, repeat, stage.label, SKIPPED, None, item.seed)
-        except outputs.ImageError as e:
-            return StageOutput(item.name, at.stage, repeat, stage.label, FAILED, None, item.seed, str(e))
+    def _commit(self, computed: PassResult) -> StageOutput:
+        """Save the pass's image and note the pass in the journal: the one place where a pass becomes finished."""
+        output = computed.output
+        if computed.image:
+            output.path = self.journal.save(output, computed.image)
+        if output.status.finished:
+            self.journal.record(output)
         return output
 
-    def _run_pass(self, recipe: Recipe, prompts: Prompts, stage: Stage, repeat: int, item: Item,
-                  source: Optional[Path], at: Progress) -> StageOutput:
-        seed = self._stage_seed(stage, at.stage, item) + repeat
-        positive, negative = self._stage_prompts(prompts, stage, item)
-        request = PassRequest(
-            mode=stage.kind, checkpoint=recipe.checkpoint_of(stage), prompt=positive, negative_prompt=negative,
-            width=stage.width, height=stage.height, steps=stage.steps, cfg_scale=stage.cfg_scale,
-            sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise)
-
-        def on_step(step: int, steps: int) -> None:
-            self.on_progress(Progress(at.stage, at.stages, at.label, at.item, at.items, step, steps, at.done,
-                                      at.total))
-            self._check_stop()
-            if self.should_skip():
-                raise Skipped()
-
-        if stage.kind == "face":
-            image, note = self._redraw_faces(request, stage, outputs.load_image(source), on_step)
-            if image is None:
-                if recipe.demo and at.stage > 1:   # the image is the demo's own: noise, whatever it started from
-                    note += "; the demo models' earlier passes paint noise, not faces"
-                return StageOutput(item.name, at.stage, repeat, stage.label, NO_FACE, None, seed, note)
-        else:
-            if stage.kind == "img2img":
-                image = outputs.load_image(source)
-                request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
-                                                                  self.backend.size_step)
-                request.image = self.backend.upscale(image, (request.width, request.height), stage.upscaler)
-            image, note = self.backend.generate(request, on_step), ""
-        path = self._save(recipe, request, stage, at, repeat, item, image, note)
-        return StageOutput(item.name, at.stage, repeat, stage.label, DONE, path, seed, note)
+    def _on_step(self, run: "_Run", job: PassJob, step: int, steps: int) -> None:
+        self.on_progress(run.progress(job, step, steps))
+        if self.should_stop():
+            raise Interrupted()
+        if self.should_skip():
+            raise Skipped()
 
     def _check_upscalers(self, recipe: Recipe) -> None:
         """An unknown upscaler fails before any pass, not after the earlier stages ran."""
         problems = unknown_upscalers(recipe, self.backend.upscaler_names)
         if problems:
             raise ValueError(problems[0])
-
-    def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
-        """Inpaint each face (or all at once); (None, note) when no face is found."""
-        from .faces import face_masks, find_faces, no_face_note  # lazy: detector packages load only for a face stage
-
-        search = find_faces(image, stage.face)
-        if not search.detections:
-            return None, no_face_note(search, image.size)
-        request.mode = "inpaint"
-        request.width = request.height = stage.face.inpaint_size
-        request.inpaint_padding, request.mask_blur = stage.face.padding, stage.face.mask_blur
-        masks = face_masks(image.size, search, stage.face)
-        for mask in masks:
-            request.image, request.mask = image, mask
-            image = self.backend.generate(request, on_step)
-        return image, f"{len(search.detections)} face(s) by {search.detector} in {len(masks)} pass(es)"
-
-    def _stage_prompts(self, prompts: Prompts, stage: Stage, item: Item):
-        """A stage's prompts: the exact ones a saved recipe holds, else the run's prompts in the stage's variant."""
-        if stage.prompt.positive:
-            positive = f"{stage.prompt.positive} {item.prompt_extra}".strip()
-        else:
-            positive = for_stage(self.pack, f"{prompts.positive} {item.prompt_extra}".strip(), stage.prompt)
-        return positive, stage.prompt.negative or prompts.negative
-
-    @staticmethod
-    def _stage_seed(stage: Stage, number: int, item: Item) -> int:
-        """`number` is the stage's 1-based position: two stages with equal settings still get their own seeds."""
-        if stage.seed_policy == "fixed":
-            return stage.seed
-        if stage.seed_policy == "offset":
-            return item.seed + number - 1
-        return item.seed
-
-    def _save(self, recipe: Recipe, request: PassRequest, stage: Stage, at: Progress, repeat: int, item: Item,
-              image: Image.Image, note: str) -> Path:
-        stem = stage_stem(item.name, at.stage, stage, repeat)
-        info = outputs.infotext(request.prompt, request.negative_prompt, self._infotext_params(
-            recipe, request, stage, at, image, note))
-        target = self.out_dir / stem  # item names may hold a subfolder
-        return self.save(target.parent, target.name, image, info, self._item_recipe(recipe, item).to_json(indent=None))
-
-    def _item_recipe(self, recipe: Recipe, item: Item) -> Recipe:
-        """The recipe as this item ran it, self-contained: every stage's exact prompts and the checkpoints' hashes,
-        so re-running it as one item reproduces this image without the pack it came from."""
-        item_recipe = Recipe.from_dict(recipe.to_dict())
-        item_recipe.seed, item_recipe.init_image = item.seed, str(item.image or "")
-        prompts = compose(self.pack, recipe.prompt)
-        for stage in item_recipe.stages:
-            stage.prompt.positive, stage.prompt.negative = self._stage_prompts(prompts, stage, item)
-        roles = {stage.checkpoint: recipe.checkpoint_of(stage) for stage in recipe.stages}
-        item_recipe.hashes = {role: h for role, checkpoint in roles.items() if (h := self.backend.model_hash(checkpoint))}
-        return item_recipe
-
-    def _infotext_params(self, recipe, request, stage, at, image, note) -> dict:
-        face = stage.face if stage.kind == "face" else None
-        return {
-            KEYS["steps"]: request.steps,
-            KEYS["sampler"]: request.sampler,
-            KEYS["scheduler"]: request.scheduler,
-            KEYS["cfg_scale"]: request.cfg_scale,
-            "Seed": request.seed,
-            "Size": f"{image.width}x{image.height}",
-            "Model hash": self.backend.model_hash(request.checkpoint) or None,
-            "Model": self.backend.model_name(request.checkpoint),
-            KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
-            "Upscaler": stage.upscaler if stage.kind == "img2img" else None,
-            "Mask blur": face.mask_blur if face else None,
-            "Inpaint area": "Only masked" if face else None,
-            "Masked area padding": face.padding if face else None,
-            "TLOK stage": f"{at.stage}/{at.stages} {stage.label}",
-            "TLOK pack": recipe.pack,
-            "TLOK faces": note or None,
-            "TLOK demo": "random-weight demo models" if recipe.demo else None,
-            "TLOK version": __version__,
-            "Version": self.backend.host_version() or None,
-        }
-
-    def _check_stop(self) -> None:
-        if self.should_stop():
-            raise Interrupted()
 
     def _save_sheets(self, recipe: Recipe, result: RunResult, items: Sequence[Item]) -> Dict[str, Path]:
         sheets = {}
@@ -368,3 +487,26 @@ class Runner:
             sheets[item.name] = outputs.save_png(target.parent, target.name,
                                                  outputs.contact_sheet(tiles, title))
         return sheets
+
+
+class _Run:
+    """One run's state: its result so far and each item's latest image."""
+
+    def __init__(self, recipe: Recipe, items: Sequence[Item], total: int):
+        self.recipe, self.items, self.total = recipe, items, total
+        self.result = RunResult()
+        self.latest: Dict[str, Optional[Path]] = {item.name: item.image for item in items}
+
+    def stage(self, job: PassJob) -> Stage:
+        return self.recipe.stages[job.stage - 1]
+
+    def keep(self, output: StageOutput) -> None:
+        self.result.outputs.append(output)
+        if output.path:
+            self.latest[output.item] = output.path
+        elif output.status == Status.FAILED:
+            self.latest[output.item] = None
+
+    def progress(self, job: PassJob, step: int, steps: int) -> Progress:
+        return Progress(job.stage, len(self.recipe.stages), self.stage(job).label, job.index, len(self.items), step,
+                        steps, len(self.result.outputs), self.total)

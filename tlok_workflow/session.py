@@ -25,7 +25,7 @@ from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
 from .recipe import Recipe
-from .runner import Executor, Progress, RunResult, Runner, make_items, resolve_seed
+from .runner import Executor, Journal, Progress, RunResult, Runner, make_items, resolve_seed
 
 
 class Busy(RuntimeError):
@@ -173,7 +173,7 @@ class Session:
         items = make_items(recipe, count, self.out_dir)
         runner = Runner(self.backend(), pack, self.out_dir, on_progress=on_progress or self.show_progress,
                         should_stop=self.should_stop, should_skip=self.take_skip,
-                        contact_sheets=self.contact_sheets, save=self.saver)
+                        contact_sheets=self.contact_sheets, journal=Journal(self.saver))
         result = runner.run(recipe, items)
         if not self.save_intermediates:
             for o in result.outputs:
@@ -184,8 +184,8 @@ class Session:
 
     def run_batch(self, job: BatchJob, on_progress: Optional[Callable[[Progress], None]] = None,
                   executor: Optional[Executor] = None) -> Summary:
-        """A folder through the recipe (batch.run_batch: stage-major, resumable); `executor` runs the passes
-        elsewhere (cluster.RayExecutor)."""
+        """A folder through the recipe (batch.run_batch: each checkpoint loaded once, resumable); `executor`
+        computes the passes elsewhere (cluster.RayExecutor)."""
         pack = self.check(job.recipe)
         outputs.check_output_folder(job.out_dir, "a batch")
         self._stop.clear()

@@ -336,7 +336,7 @@ def batch_results(summary: Summary) -> tuple:
     """The output panel after a batch: the finals (the first 24) and the summary."""
     gallery = [(str(path), name) for name, path in list(summary.finals.items())[:24]]
     log = "<br>".join(html.escape(line) for line in summary.text().splitlines())
-    if summary.data["interrupted"]:
+    if summary.interrupted:
         log = "Interrupted — finished passes are kept; run the batch again to continue.<br>" + log
     return gallery, "", "", f"<p>{log}</p>"
 

@@ -15,6 +15,7 @@ from typing import List, Tuple
 from PIL import Image
 
 from .. import attention, inpaint_region, model_hash
+from ..outputs import first_line
 from .base import BUILTIN_UPSCALERS, MODES, Backend, PassRequest, StepCallback
 from .checkpoint_files import CheckpointError, check_folder, loadable_single_file
 from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
@@ -195,7 +196,7 @@ class DiffusersBackend(Backend):
         try:
             return load()
         except Exception as error:
-            raise CheckpointError(f"{path}: cannot load as an SD1.x model: {_first_line(error)}") from error
+            raise CheckpointError(f"{path}: cannot load as an SD1.x model: {first_line(error)}") from error
 
 
 def _prompt_embeddings(pipe, prompt: str, negative: str):
@@ -231,8 +232,3 @@ def _encode_chunks(pipe, chunks):
             z = z * (mean / z.mean())
         encoded.append(z)
     return torch.cat(encoded, dim=1)
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -18,7 +18,7 @@ from PIL import Image
 
 from modules import images, processing, sd_models, sd_samplers, shared
 
-from ..runner import Interrupted, Skipped
+from ..control import Interrupted, Skipped
 from .base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
 
 try:  # schedule types exist from 1.9 on
