@@ -180,3 +180,41 @@ def test_a_recipe_without_upscale_passes_imports_as_no_ladder(panel):
     back = ui.values_from_recipe(panel.pack, recipe)
     assert back["ladder"] == "none"
     assert ui.recipe_from_values(panel.pack, panel.host, dict(v, **back)) == recipe
+
+
+def test_the_ui_command_starts_without_warnings_and_serves_our_stylesheet(tmp_path):
+    """`python -m tlok_workflow ui` as a user starts it: no DeprecationWarning or UserWarning about our gradio
+    calls on its console (gradio 6 moved css to launch() and renamed col_count), and the page has style.css."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False",
+               PYTHONWARNINGS="always::DeprecationWarning,always::UserWarning")
+    process = subprocess.Popen([sys.executable, "-m", "tlok_workflow", "ui", "--port", str(port), "--out",
+                                str(tmp_path / "out")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.time() + 120
+        while time.time() < deadline and not any("TLOK Workflow: http" in line for line in lines):
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "".join(lines)
+            lines.append(line)
+        page = "".join(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30).read().decode()
+                       for path in ("/", "/config"))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    ours = [line for line in lines if "Warning" in line and any(word in line for word in (
+        "css", "col_count", "column_count", "column_limits", "tlok_workflow"))]
+    assert ours == [], "".join(lines)
+    assert "tlok-plan" in page   # a rule of style.css, in the page or its config

@@ -4,6 +4,7 @@ The demo models are the default checkpoints, so the app works before any real ch
 `--models` folder adds its .safetensors/.ckpt files and diffusers folders to the dropdowns. The REST API of the
 WebUI extension is mounted too (/tlok-workflow/v1/...).
 """
+import inspect
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -20,6 +21,7 @@ from .session import Session
 from .ui import TAB, Host, build_panel
 
 STYLE_CSS = EXTENSION_ROOT / "style.css"  # the extension's stylesheet
+CSS_AT_LAUNCH = "css" in inspect.signature(gr.Blocks.launch).parameters   # gradio 6 took css from Blocks to launch
 
 
 def list_checkpoints(models: Optional[Path]) -> List[str]:
@@ -45,9 +47,13 @@ def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[
                 demo_checkpoints=DEMO_MODELS, pack=pack)
 
 
+def stylesheet() -> dict:
+    """The extension's stylesheet as the keyword this gradio takes it by, in Blocks() or (gradio 6) in launch()."""
+    return {"css": STYLE_CSS.read_text(encoding="utf-8") if STYLE_CSS.is_file() else ""}
+
+
 def build_app(host: Host) -> gr.Blocks:
-    css = STYLE_CSS.read_text(encoding="utf-8") if STYLE_CSS.is_file() else ""
-    with gr.Blocks(title="TLOK Workflow", css=css, analytics_enabled=False) as demo:
+    with gr.Blocks(title="TLOK Workflow", analytics_enabled=False, **({} if CSS_AT_LAUNCH else stylesheet())) as demo:
         with gr.Column(elem_id=f"tab_{TAB}"):   # the WebUI's tab id, so style.css applies unchanged
             build_panel(host)
     demo.queue()
@@ -58,7 +64,8 @@ def serve(host: Host, port: Optional[int] = None, block: bool = True):
     """Launch on 127.0.0.1 (port None: the first free one from 7860) and mount the API; returns the FastAPI app
     when block is False."""
     demo = build_app(host)
-    app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                               **(stylesheet() if CSS_AT_LAUNCH else {}))
     api.mount(app, host.session, allowed_hosts=api.local_hosts(port))   # no DNS rebinding onto the local app
     print(f"TLOK Workflow: {url}  (outputs in {host.session.out_dir}/)", flush=True)
     if block:

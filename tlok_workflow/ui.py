@@ -9,6 +9,7 @@ Everything that turns control values into a recipe or results is plain Python he
 Builds under gradio 3.41 (A1111 1.10), 4.40 (Forge) and later 4.x.
 """
 import html
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from .schema import field_info, infotext_keys
 from .session import Busy, Outcome, Session
 
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
+# gradio 6 names the column count column_count (col_count is deprecated there); 3.41 and 4.x take col_count
+COLUMN_COUNT = "column_count" in inspect.signature(gr.Dataframe.__init__).parameters
 TAB = "tlok_workflow"   # the WebUI tab id; every elem_id starts with it
 NONE = "(none)"         # the hairstyle/outfit choice that adds nothing to the prompt
 NO_LADDER = "none"      # the upscale ladder with no passes: the chain stops at the style pass
@@ -38,6 +41,12 @@ EDITABLE = {"upscaler": str, "sampler": str, "schedule type": str, "steps": int,
             "repeat": int}
 _STAGE_FIELDS = {"upscaler": "upscaler", "sampler": "sampler", "schedule type": "scheduler", "steps": "steps",
                  "CFG": "cfg_scale", "denoise": "denoise", "repeat": "repeat"}
+
+
+def fixed_columns(n: int) -> dict:
+    """The Dataframe keywords for n columns, in this gradio's own words: (n, "fixed") up to gradio 5; gradio 6
+    takes only the count (its column_limits, which would fix it, warns that it is not implemented yet)."""
+    return {"column_count": n} if COLUMN_COUNT else {"col_count": (n, "fixed")}
 
 
 def js(name: str) -> dict:
@@ -577,7 +586,7 @@ def build_panel(host: Host) -> Panel:
                 c["stages"] = gr.Dataframe(value=stage_rows(recipe0), headers=STAGE_HEADERS, type="array",
                                            datatype=["number", "str", "str", "str", "str", "str", "str", "str",
                                                      "number", "number", "number", "number"],
-                                           col_count=(len(STAGE_HEADERS), "fixed"), interactive=True,
+                                           **fixed_columns(len(STAGE_HEADERS)), interactive=True,
                                            elem_id=f"{TAB}_stages")
                 gr.HTML("<p class='tlok-note'>Edit upscaler (img2img: Lanczos or an upscaler's name), sampler, "
                         "schedule type, steps, CFG, denoise and repeat; the other "
