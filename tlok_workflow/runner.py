@@ -121,6 +121,16 @@ class Executor:
         return []
 
 
+def upscaler_problems(backend: Backend, recipe: Recipe) -> List[str]:
+    """One line per img2img stage whose upscaler cannot run on this backend, naming it and why."""
+    problems = []
+    for stage in recipe.stages:
+        problem = backend.upscaler_problem(stage.upscaler) if stage.kind == "img2img" else ""
+        if problem:
+            problems.append(f"stage {stage.label}: upscaler {stage.upscaler!r} {problem}")
+    return problems
+
+
 def resolve_seed(seed: int) -> int:
     return random.randrange(2**32) if seed == -1 else seed
 
@@ -246,22 +256,25 @@ class Runner:
             if image is None:
                 return StageOutput(item.name, at.stage, repeat, stage.label, NO_FACE, None, seed, note)
         else:
+            note = ""
             if stage.kind == "img2img":
                 image = outputs.load_image(source)
                 request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
                                                                   self.backend.size_step)
-                request.image = self.backend.upscale(image, (request.width, request.height), stage.upscaler)
-            image, note = self.backend.generate(request, on_step), ""
+                request.image, request.upscaler = self.backend.upscale(image, (request.width, request.height),
+                                                                       stage.upscaler)
+                if request.upscaler != stage.upscaler:   # recorded as what ran, and said in the log
+                    note = f"upscaler {stage.upscaler} did not run (the host's log says why); {request.upscaler} " \
+                           "enlarged the image instead"
+            image = self.backend.generate(request, on_step)
         path = self._save(recipe, request, stage, at, repeat, item, image, note)
         return StageOutput(item.name, at.stage, repeat, stage.label, DONE, path, seed, note)
 
     def _check_upscalers(self, recipe: Recipe) -> None:
-        """An unknown upscaler fails before any pass, not after the earlier stages ran."""
-        known = self.backend.upscaler_names()
-        for stage in recipe.stages:
-            if stage.kind == "img2img" and stage.upscaler not in known:
-                raise ValueError(f"stage {stage.label}: upscaler {stage.upscaler!r} not found; available: "
-                                 f"{', '.join(known)}")
+        """An unknown upscaler, or one that could not load, fails before any pass, not after the earlier stages."""
+        problems = upscaler_problems(self.backend, recipe)
+        if problems:
+            raise ValueError(problems[0])
 
     def _redraw_faces(self, request: PassRequest, stage: Stage, image: Image.Image, on_step):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
@@ -328,13 +341,13 @@ class Runner:
             "Model hash": self.backend.model_hash(request.checkpoint) or None,
             "Model": self.backend.model_name(request.checkpoint),
             KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
-            "Upscaler": stage.upscaler if stage.kind == "img2img" else None,
+            "Upscaler": request.upscaler if stage.kind == "img2img" else None,
             "Mask blur": face.mask_blur if face else None,
             "Inpaint area": "Only masked" if face else None,
             "Masked area padding": face.padding if face else None,
             "TLOK stage": f"{at.stage}/{at.stages} {stage.label}",
             "TLOK pack": recipe.pack,
-            "TLOK faces": note or None,
+            "TLOK faces": (note or None) if stage.kind == "face" else None,
             "TLOK demo": "random-weight demo models" if recipe.demo else None,
             "TLOK version": __version__,
             "Version": self.backend.host_version() or None,

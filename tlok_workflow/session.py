@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 
 from . import batch, outputs
+from .backends.base import BUILTIN_UPSCALERS
 from .batch import BatchJob, Summary
 from .chain import Plan, plan
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
 from .recipe import Recipe
-from .runner import Executor, Progress, RunResult, Runner, make_items, resolve_seed
+from .runner import Executor, Progress, RunResult, Runner, make_items, resolve_seed, upscaler_problems
 
 
 class Busy(RuntimeError):
@@ -63,6 +64,9 @@ class Session:
         pack = self.pack(recipe.pack)
         compose(pack, recipe.prompt)   # unknown negative preset keys fail here
         self.check_host(recipe)
+        problems = self.upscaler_problems(recipe)   # the plan shows the same lines as warnings
+        if problems:
+            raise ValueError(problems[0])
         return pack
 
     def check_host(self, recipe: Recipe) -> None:
@@ -75,11 +79,18 @@ class Session:
     def plan(self, recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
         """The plan, with this host's policy in it: what is kept and where."""
         the_plan = plan(recipe, pack or self.pack(recipe.pack))
-        the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe)
+        the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe) + \
+            self.upscaler_problems(recipe)
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))
         return the_plan
+
+    def upscaler_problems(self, recipe: Recipe) -> List[str]:
+        """Stages whose upscaler cannot run here (runner.upscaler_problems); the built-in resizes need no backend."""
+        if all(s.kind != "img2img" or s.upscaler in BUILTIN_UPSCALERS for s in recipe.stages):
+            return []
+        return upscaler_problems(self.backend(), recipe)
 
     def hash_warnings(self, recipe: Recipe) -> List[str]:
         """A saved recipe names the hash of each checkpoint it ran with: say when a file differs now."""

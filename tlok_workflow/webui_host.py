@@ -23,7 +23,7 @@ from .faces import detectors
 from .recipe import Recipe
 from .session import Session
 from .ui import (TAB, Host, OutputPanel, Panel, batch_results, build_panel, error_html, infotext_fields, js,
-                 results, selections_in_prompt, stage_at)
+                 results, selections_in_prompt, shown, stage_at)
 
 TITLE = "TLOK Workflow"
 SECTION = (TAB, TITLE)
@@ -162,7 +162,7 @@ class WebUIHost(Host):
                          default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
                                               "style": opt("tlok_workflow_style_checkpoint") or current},
                          samplers=sd_samplers.visible_sampler_names(), schedulers=schedulers(),
-                         upscalers=[u.name for u in shared.sd_upscalers])
+                         upscalers=WebUIBackend().upscaler_names())
         self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
 
     def checkpoints(self) -> List[str]:
@@ -236,8 +236,10 @@ class WebUIHost(Host):
 
     def sent(self, prompt: str, negative: str) -> tuple:
         """What 🌀 Send to TLOK Workflow sets: the prompts, and the dropdowns their tokens name."""
-        found = selections_in_prompt(self.panel.pack, prompt or "")
-        return (prompt, negative, *[gr.update() if found[n] is None else found[n] for n in SENT_SELECTIONS])
+        pack = self.panel.pack
+        found = selections_in_prompt(pack, prompt or "")
+        return (prompt, negative, *[gr.update() if found[n] is None else shown(pack, n, found[n])
+                                    for n in SENT_SELECTIONS])
 
     def connect_batch(self, panel: Panel, inputs: list, targets: list) -> None:
         def run_batch(id_task, *values):

@@ -61,11 +61,11 @@ def test_choose_outfit_generate_and_see_every_stage(app_url, tmp_path):
         page.goto(url)
         page.wait_for_selector("#tlok_workflow_generate")
         page.click("#tlok_workflow_outfit input")
-        page.click('ul.options li[aria-label="runa"], ul.options li[data-value="runa"], '   # gradio 4, 3
-                   '[role="listbox"] li[aria-label="runa"]')                                    # gradio 5+
+        # the list shows each outfit with the pack's description (gradio 3, 4; 5+ lists in a listbox)
+        page.locator('ul.options li, [role="listbox"] li', has_text="runa — Earth Kingdom runaway").first.click()
         hairstyle = page.locator("#tlok_workflow_hairstyle input")
         prompt = page.locator("#tlok_workflow_prompt textarea")
-        sync_api.expect(hairstyle).to_have_value("shoa", timeout=15000)   # the outfit's paired hairstyle
+        sync_api.expect(hairstyle).to_have_value("shoa — Season 4 short hair", timeout=15000)   # the outfit's pair
         sync_api.expect(prompt).to_have_value("full-shot Korra wearing runa outfit shoa hairstyle tlok artstyle",
                                               timeout=15000)
         # every change event settles: the lint matches the final prompt
