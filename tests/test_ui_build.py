@@ -259,3 +259,11 @@ def test_txt2img_and_face_rows_have_no_upscaler_cell_and_ignore_an_edit_to_it(pa
     assert [s.upscaler for s in recipe.stages] == ["Lanczos"] * 5
     assert [r[column] for r in ui.merge_rows(ui.stage_rows(recipe), rows)] == ["–", "Lanczos", "Lanczos", "Lanczos",
                                                                                "–"]
+
+
+def test_the_standalone_plan_warns_when_base_and_style_are_one_checkpoint(panel, tmp_path):
+    v = values(panel, base=str(tmp_path / "model.safetensors"), style="model.safetensors")
+    plan = ui.plan_html(panel.host, ui.recipe_from_values(panel.pack, panel.host, v), panel.pack, 1)
+    assert "warning: base and style are the same checkpoint (model.safetensors)" in plan
+    assert "same checkpoint" not in ui.plan_html(panel.host, ui.recipe_from_values(panel.pack, panel.host,
+                                                                                   values(panel)), panel.pack, 1)

@@ -332,8 +332,27 @@ def test_selecting_a_gallery_image_shows_that_stages_infotext():
 def test_on_a_fresh_install_the_checkpoint_boxes_hold_a_checkpoint(webui):
     del webui.shared.opts.data["sd_model_checkpoint"]
     _, host, _ = build_webui(webui)
-    assert host.panel.base.value == host.panel.style.value == webui.sd_models.checkpoint_tiles()[0]
+    assert {host.panel.base.value, host.panel.style.value} <= set(webui.sd_models.checkpoint_tiles())
+    assert host.panel.base.value == title(BASE) and host.panel.style.value == title(STYLE)   # v1-5 is the vanilla one
     assert all(getattr(c, "do_not_save_to_config", False) for c in host.panel.controls.values())
+
+
+def test_with_the_style_model_loaded_the_base_box_holds_another_checkpoint(webui, monkeypatch):
+    """Forge Neo starts with the checkpoint used last, often the style model: txt2img must not run on it."""
+    webui.shared.opts.data["sd_model_checkpoint"] = title(STYLE)
+    tabs, host, _ = build_webui(webui)
+    assert (host.panel.base.value, host.panel.style.value) == (title(BASE), title(STYLE))
+    from tlok_workflow.webui_host import default_checkpoints   # names that say nothing: the first other one
+    assert default_checkpoints(["a.safetensors", "b.safetensors"], "b.safetensors") == {"base": "a.safetensors",
+                                                                                        "style": "b.safetensors"}
+    assert default_checkpoints(["a.safetensors", "b.safetensors"], "a.safetensors") == {"base": "b.safetensors",
+                                                                                        "style": "a.safetensors"}
+    assert default_checkpoints(["base.safetensors", "style.safetensors"], "base.safetensors") == {
+        "base": "base.safetensors", "style": "style.safetensors"}
+    # both boxes on one checkpoint: the plan says so
+    values = panel_values(host, base=title(STYLE), style="4elements-diffusion")
+    *_, plan = wired(tabs[0][0], host.panel.style, "change")(*values.values())
+    assert "warning: base and style are the same checkpoint (4elements-diffusion)" in html.unescape(plan)
 
 
 def test_send_to_tlok_sets_the_dropdowns_the_prompt_names(webui):

@@ -7,6 +7,7 @@ sampler lists with the 🔄 button, its output panel, its queue, progress bar an
 import functools
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -151,16 +152,29 @@ class WebUISession(Session):
 
 
 SENT_SELECTIONS = ("outfit", "hairstyle", "shot", "medium")
+VANILLA = re.compile(r"v1[-_.]?5|sd[-_]?v?1[-_.]?5|sd15|vanilla|(?<![a-z])base(?![a-z])", re.IGNORECASE)
+
+
+def default_checkpoints(titles: List[str], current: str) -> Dict[str, str]:
+    """The checkpoint boxes at start: the settings, else for the base role a vanilla SD model by its name (v1-5,
+    sd-v1-5, sd15, vanilla, base) and for the style role the loaded checkpoint; the two differ whenever there are
+    two checkpoints (Forge Neo loads the last one used, often the style model: txt2img must not run on it)."""
+    current = current or next(iter(titles), "")
+    base = opt("tlok_workflow_base_checkpoint") or next((t for t in titles if VANILLA.search(t)), "")
+    style = opt("tlok_workflow_style_checkpoint") or \
+        (current if current != base else next((t for t in titles if t != base), current))
+    if not base:
+        base = next((t for t in titles if t != style), style)
+    return {"base": base, "style": style}
 
 
 class WebUIHost(Host):
     webui = True
 
     def __init__(self, session: WebUISession):
-        current = shared.opts.data.get("sd_model_checkpoint") or next(iter(sd_models.checkpoint_tiles()), "")
         super().__init__(session, checkpoints=[],
-                         default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
-                                              "style": opt("tlok_workflow_style_checkpoint") or current},
+                         default_checkpoints=default_checkpoints(sd_models.checkpoint_tiles(),
+                                                                 shared.opts.data.get("sd_model_checkpoint") or ""),
                          samplers=sd_samplers.visible_sampler_names(), schedulers=schedulers(),
                          upscalers=WebUIBackend().upscaler_names())
         self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
