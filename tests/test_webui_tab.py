@@ -499,3 +499,34 @@ def test_none_is_not_offered_and_the_table_note_names_every_upscaler_that_runs(w
     client = api_client(webui)
     ran = client.post("/tlok-workflow/v1/run", json={"recipe": with_upscaler(tiny_recipe(), "None").to_dict()})
     assert ran.status_code == 400 and "upscaler 'None' not found; available: Lanczos, Nearest" in ran.json()["detail"]
+
+
+def test_a_run_sent_while_the_webui_loads_its_first_model_waits_for_it(webui, monkeypatch):
+    """A1111 answers its API while a start-up thread still loads the first model (shared.sd_model); a run that
+    swapped checkpoints meanwhile failed with a 500, while a core txt2img sent at the same moment waited."""
+    import threading
+
+    build_webui(webui)
+    client = api_client(webui)
+    loading, release = threading.Event(), threading.Event()
+    real_load = webui.sd_models.load_model
+
+    def slow_load(*args, **kwargs):   # the start-up load, held until the run has been sent
+        loading.set()
+        release.wait(30)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(webui.sd_models, "load_model", slow_load)
+    startup = threading.Thread(target=webui.sd_models.model_data.get_sd_model)   # initialize.load_model
+    startup.start()
+    assert loading.wait(30)
+    answer = {}
+    run = threading.Thread(target=lambda: answer.update(
+        response=client.post("/tlok-workflow/v1/run", json={"recipe": tiny_recipe().to_dict()})))
+    run.start()
+    run.join(2)   # a run that does not wait has its 500 by now
+    release.set()
+    run.join(60)
+    startup.join(30)
+    assert answer["response"].status_code == 200, answer["response"].text
+    assert webui.sd_models.loads == [title(BASE), title(STYLE)]   # the start-up load (the user's), then the swap

@@ -119,7 +119,8 @@ class WebUISession(Session):
 
     def check_host(self, recipe: Recipe) -> None:
         """Unknown checkpoints, samplers and schedule types fail now, not after the first passes (the WebUI would
-        silently run another sampler)."""
+        silently run another sampler). First, the WebUI's start-up model load is waited for."""
+        wait_for_model_load()
         for stage in recipe.stages:
             find_checkpoint(recipe.checkpoint_of(stage))
             try:
@@ -149,6 +150,19 @@ class WebUISession(Session):
                 progress.finish_task(task_id)
                 shared.state.end()
                 shared.total_tqdm.clear()
+
+
+def wait_for_model_load() -> None:
+    """Wait while the WebUI loads its first model. A1111 starts that load in a thread at start-up and answers its
+    API meanwhile; its own txt2img waits by reading shared.sd_model, whose getter holds sd_models.model_data.lock
+    for the whole load. A run meanwhile would load a checkpoint over the half-built model ("Cannot copy out of meta
+    tensor") or read the checkpoint list while the load re-keys it by hash ("dictionary changed size during
+    iteration"). Waiting on the lock, rather than reading shared.sd_model, loads nothing where no load is going
+    (--skip-load-model-at-start). Forge loads on its main thread, where our runs go too: it has no such lock."""
+    lock = getattr(sd_models.model_data, "lock", None)
+    if lock is not None:
+        with lock:
+            pass
 
 
 SENT_SELECTIONS = ("outfit", "hairstyle", "shot", "medium")

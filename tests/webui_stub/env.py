@@ -32,6 +32,7 @@ def webui(tmp_path, monkeypatch):
     sd_models.list_models()
     sd_models.loads.clear()
     sd_models.model_data.sd_model = None
+    sd_models.model_data.was_loaded_at_least_once = False
     shared.opts.data["sd_model_checkpoint"] = sd_models.get_closet_checkpoint_match(BASE).title
     shared.opts.data["interrupt_after_current"] = True
     shared.state.__dict__.clear()   # back to the class defaults (processing holds this very object)

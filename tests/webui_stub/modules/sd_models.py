@@ -3,12 +3,15 @@
 CheckpointInfo, checkpoint_tiles, list_models, get_closet_checkpoint_match, select_checkpoint follow the real
 code. The sha256 is "in the cache" for every file (the real reads hashes' cache), so titles are 'name [hash]'.
 Loading records the checkpoint in `loads` instead of building a model; like the real load_model_weights it
-writes opts.data["sd_model_checkpoint"] = info.title.
+writes opts.data["sd_model_checkpoint"] = info.title. SdModelData.get_sd_model loads the first model under its
+lock, as the thread A1111 starts at start-up does (shared.sd_model); a reload_model_weights while that load runs
+fails as two overlapping loads do in the real one ("Cannot copy out of meta tensor").
 """
 import collections
 import hashlib
 import os
 import re
+import threading
 
 from modules import paths_internal, shared
 
@@ -102,16 +105,40 @@ class SdModelData:
         self.sd_model = None     # stand-in: the CheckpointInfo of the loaded model
         self.loaded_sd_models = []
         self.was_loaded_at_least_once = False
+        self.lock = threading.Lock()
+
+    def get_sd_model(self):
+        if self.was_loaded_at_least_once:
+            return self.sd_model
+        if self.sd_model is None:
+            with self.lock:
+                if self.sd_model is not None or self.was_loaded_at_least_once:
+                    return self.sd_model
+                load_model()
+        return self.sd_model
 
 
 model_data = SdModelData()
 
 
+def load_model(checkpoint_info=None, already_loaded_state_dict=None):
+    checkpoint_info = checkpoint_info or select_checkpoint()
+    model_data.sd_model = checkpoint_info
+    loads.append(checkpoint_info.title)
+    shared.opts.data["sd_model_checkpoint"] = checkpoint_info.title
+    model_data.was_loaded_at_least_once = True
+    return model_data.sd_model
+
+
 def reload_model_weights(sd_model=None, info=None, forced_reload=False):
+    if model_data.lock.locked() and not model_data.was_loaded_at_least_once:   # the start-up load is running
+        raise RuntimeError("Error(s) in loading state_dict for LatentDiffusion: Cannot copy out of meta tensor; "
+                           "no data!")
     checkpoint_info = info or select_checkpoint()
     if model_data.sd_model is checkpoint_info and not forced_reload:
         return model_data.sd_model
     model_data.sd_model = checkpoint_info
+    model_data.was_loaded_at_least_once = True
     loads.append(checkpoint_info.title)
     shared.opts.data["sd_model_checkpoint"] = checkpoint_info.title
     return model_data.sd_model
