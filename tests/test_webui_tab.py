@@ -530,3 +530,27 @@ def test_a_run_sent_while_the_webui_loads_its_first_model_waits_for_it(webui, mo
     startup.join(30)
     assert answer["response"].status_code == 200, answer["response"].text
     assert webui.sd_models.loads == [title(BASE), title(STYLE)]   # the start-up load (the user's), then the swap
+
+
+def test_a_checkpoint_has_one_spelling_before_and_after_the_run_that_hashes_it(webui):
+    """A1111 titles a checkpoint 'style.safetensors' until it first hashes it (at its first load), then
+    'style.safetensors [faa827b3c9]': the boxes showed the first and a paste the second."""
+    from tlok_workflow.ui import infotext_fields
+
+    webui.sd_models.unhashed.add(STYLE)
+    webui.sd_models.list_models()
+    tabs, host, _ = build_webui(webui)
+    panel = host.panel
+    assert panel.style.value == STYLE and STYLE in webui.sd_models.checkpoint_tiles()   # no hash yet
+    values = panel_values(host, base=BASE, style=panel.style.value, face_after="off", ladder="none", seed=4)
+    host.generate_fn("task(t)", *values.values())   # the run hashes the style model for its infotext
+    hashed = title(STYLE)
+    assert hashed == f"{STYLE} [{webui.sd_models.get_closet_checkpoint_match(STYLE).shorthash}]"
+    base_box, style_box = wired(tabs[0][0], panel.generate, "click", then=True)(values["base"], values["style"])
+    assert style_box["value"] == hashed and hashed in style_box["choices"] and STYLE not in style_box["choices"]
+    assert base_box["value"] == title(BASE)
+    info = f"x\nSteps: 2, Seed: 1, Model hash: {hashed[-11:-1]}, Model: 4elements-diffusion, TLOK stage: 2/2 style"
+    fields = infotext_fields(panel)
+    pasted = {c.elem_id: u.get("value") for (c, _), u in zip(fields, webui.infotext_utils.paste_values(
+        fields, webui.infotext_utils.parse_generation_parameters(info)))}
+    assert pasted["tlok_workflow_style"] == style_box["value"]   # the paste spells it as the box now does

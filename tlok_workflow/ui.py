@@ -77,6 +77,10 @@ class Host:
     def checkpoints(self) -> List[str]:
         return self._checkpoints
 
+    def checkpoint_title(self, name: str) -> str:
+        """A checkpoint as the checkpoint boxes spell it (the WebUI: its title)."""
+        return name
+
     # --- UI pieces -------------------------------------------------------------------------------------------
     def refresh_button(self, dropdowns: list) -> None:
         """The WebUI adds its 🔄 button; the standalone checkpoint list does not change."""
@@ -810,6 +814,7 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, recipe_status, export_b
             values = values_from_recipe(pack, Recipe.from_json(text))
         except ValueError as e:
             return [gr.update()] * len(import_outputs) + [error_html(e)]
+        values["base"], values["style"] = host.checkpoint_title(values["base"]), host.checkpoint_title(values["style"])
         return [gr.update(value=values[n]) for n in imported] + ["<p>Recipe imported.</p>"]
 
     import_button.click(fn=do_import, inputs=[recipe_json], outputs=import_outputs + [recipe_status],

@@ -169,13 +169,19 @@ SENT_SELECTIONS = ("outfit", "hairstyle", "shot", "medium")
 VANILLA = re.compile(r"v1[-_.]?5|sd[-_]?v?1[-_.]?5|sd15|vanilla|(?<![a-z])base(?![a-z])", re.IGNORECASE)
 
 
+def checkpoint_title(name: str) -> str:
+    """The WebUI's title of a checkpoint ('name [hash]' once it is hashed), as its own lists spell it."""
+    info = sd_models.get_closet_checkpoint_match(name) if name else None
+    return info.title if info else name
+
+
 def default_checkpoints(titles: List[str], current: str) -> Dict[str, str]:
     """The checkpoint boxes at start: the settings, else for the base role a vanilla SD model by its name (v1-5,
     sd-v1-5, sd15, vanilla, base) and for the style role the loaded checkpoint; the two differ whenever there are
     two checkpoints (Forge Neo loads the last one used, often the style model: txt2img must not run on it)."""
     current = current or next(iter(titles), "")
-    base = opt("tlok_workflow_base_checkpoint") or next((t for t in titles if VANILLA.search(t)), "")
-    style = opt("tlok_workflow_style_checkpoint") or \
+    base = checkpoint_title(opt("tlok_workflow_base_checkpoint")) or next((t for t in titles if VANILLA.search(t)), "")
+    style = checkpoint_title(opt("tlok_workflow_style_checkpoint")) or \
         (current if current != base else next((t for t in titles if t != base), current))
     if not base:
         base = next((t for t in titles if t != style), style)
@@ -195,6 +201,16 @@ class WebUIHost(Host):
 
     def checkpoints(self) -> List[str]:
         return sd_models.checkpoint_tiles()
+
+    def checkpoint_title(self, name: str) -> str:
+        return checkpoint_title(name)
+
+    def retitle(self, base: str, style: str) -> list:
+        """The checkpoint boxes after a run: A1111 hashes a checkpoint when a run first uses it, which changes its
+        title to 'name [hash]'; the boxes and their lists take the new titles, so a checkpoint has one spelling
+        in the boxes, the plan and a later paste."""
+        titles = self.checkpoints()
+        return [gr.update(choices=titles, value=self.checkpoint_title(name)) for name in (base, style)]
 
     # --- UI pieces -------------------------------------------------------------------------------------------
     def refresh_button(self, dropdowns: list) -> None:
@@ -236,7 +252,8 @@ class WebUIHost(Host):
 
         self.generate_fn = call_queue.wrap_gradio_gpu_call(generate, extra_outputs=[None, "", ""])
         panel.generate.click(fn=self.generate_fn, inputs=[task_id] + inputs, outputs=targets, show_progress="hidden",
-                             **js(f"{TAB}_submit"))
+                             **js(f"{TAB}_submit")).then(fn=self.retitle, inputs=[panel.base, panel.style],
+                                                          outputs=[panel.base, panel.style], show_progress="hidden")
         panel.interrupt.click(fn=interrupt, **js(f'function(){{ showSubmitInterruptingPlaceholder("{TAB}"); }}'))
         panel.interrupting.click(fn=interrupt)
         panel.skip.click(fn=shared.state.skip)
@@ -279,7 +296,8 @@ class WebUIHost(Host):
 
         self.batch_fn = call_queue.wrap_gradio_gpu_call(run_batch, extra_outputs=[None, "", ""])
         panel.batch.click(fn=self.batch_fn, inputs=[self.task_id] + inputs, outputs=targets,
-                          show_progress="hidden", **js(f"{TAB}_submit"))
+                          show_progress="hidden", **js(f"{TAB}_submit")).then(
+            fn=self.retitle, inputs=[panel.base, panel.style], outputs=[panel.base, panel.style], show_progress="hidden")
 
 
 # --- callbacks ---------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ def webui(tmp_path, monkeypatch):
     folder.mkdir(parents=True, exist_ok=True)
     for name in (BASE, STYLE):
         (folder / name).touch()
+    sd_models.unhashed.clear()
     sd_models.list_models()
     sd_models.loads.clear()
     sd_models.model_data.sd_model = None
