@@ -554,3 +554,16 @@ def test_a_checkpoint_has_one_spelling_before_and_after_the_run_that_hashes_it(w
     pasted = {c.elem_id: u.get("value") for (c, _), u in zip(fields, webui.infotext_utils.paste_values(
         fields, webui.infotext_utils.parse_generation_parameters(info)))}
     assert pasted["tlok_workflow_style"] == style_box["value"]   # the paste spells it as the box now does
+
+
+def test_after_generate_the_gallery_preview_selects_the_last_stage(webui):
+    """The WebUI's preview opens on the first image; the infotext shows the last stage: the page script selects the
+    last thumbnail once the new generation info arrives (tried live in A1111 and Forge Neo)."""
+    tabs, host, _ = build_webui(webui)
+    blocks, info = tabs[0][0], host.panel.output.generation_info
+    if isinstance(blocks.fns, dict):
+        scripts = [f.js for f in blocks.fns.values() if (info._id, "change") in [tuple(t) for t in f.targets]]
+    else:
+        scripts = [d.get("js") for d in blocks.dependencies if info._id in d["targets"] and d["trigger"] == "change"]
+    assert "tlok_workflow_select_last" in scripts
+    assert "function tlok_workflow_select_last(info)" in (ROOT / "javascript" / "tlok_workflow.js").read_text()

@@ -21,7 +21,9 @@ from .session import Session
 from .ui import TAB, Host, build_panel
 
 STYLE_CSS = EXTENSION_ROOT / "style.css"  # the extension's stylesheet
-CSS_AT_LAUNCH = "css" in inspect.signature(gr.Blocks.launch).parameters   # gradio 6 took css from Blocks to launch
+STAGE_TABLE_JS = EXTENSION_ROOT / "javascript" / "tlok_stage_table.js"   # the WebUI loads it itself
+AT_LAUNCH = "css" in inspect.signature(gr.Blocks.launch).parameters   # gradio 6 took css and js from Blocks to launch
+TAKES_JS = "js" in inspect.signature(gr.Blocks.launch if AT_LAUNCH else gr.Blocks.__init__).parameters   # not 3.41
 
 
 def list_checkpoints(models: Optional[Path]) -> List[str]:
@@ -47,13 +49,17 @@ def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[
                 demo_checkpoints=DEMO_MODELS, pack=pack)
 
 
-def stylesheet() -> dict:
-    """The extension's stylesheet as the keyword this gradio takes it by, in Blocks() or (gradio 6) in launch()."""
-    return {"css": STYLE_CSS.read_text(encoding="utf-8") if STYLE_CSS.is_file() else ""}
+def page_assets() -> dict:
+    """The extension's stylesheet and the stage table's script (run on load, where this gradio runs one), as the
+    keywords this gradio takes them by: in Blocks(), or (gradio 6) in launch()."""
+    assets = {"css": STYLE_CSS.read_text(encoding="utf-8") if STYLE_CSS.is_file() else ""}
+    if TAKES_JS and STAGE_TABLE_JS.is_file():
+        assets["js"] = "() => {\n" + STAGE_TABLE_JS.read_text(encoding="utf-8") + "\n}"
+    return assets
 
 
 def build_app(host: Host) -> gr.Blocks:
-    with gr.Blocks(title="TLOK Workflow", analytics_enabled=False, **({} if CSS_AT_LAUNCH else stylesheet())) as demo:
+    with gr.Blocks(title="TLOK Workflow", analytics_enabled=False, **({} if AT_LAUNCH else page_assets())) as demo:
         with gr.Column(elem_id=f"tab_{TAB}"):   # the WebUI's tab id, so style.css applies unchanged
             build_panel(host)
     demo.queue()
@@ -65,7 +71,7 @@ def serve(host: Host, port: Optional[int] = None, block: bool = True):
     when block is False."""
     demo = build_app(host)
     app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                               **(stylesheet() if CSS_AT_LAUNCH else {}))
+                               **(page_assets() if AT_LAUNCH else {}))
     api.mount(app, host.session, allowed_hosts=api.local_hosts(port))   # no DNS rebinding onto the local app
     print(f"TLOK Workflow: {url}  (outputs in {host.session.out_dir}/)", flush=True)
     if block:

@@ -222,12 +222,16 @@ class WebUIHost(Host):
 
     def connect_stage_select(self, panel: Panel) -> None:
         """As txt2img's output panel: a gallery click presses a hidden button that sends selected_gallery_index()
-        (gradio 4's select event would hand the server our output file, which it refuses as outside its cache)."""
+        (gradio 4's select event would hand the server our output file, which it refuses as outside its cache).
+        After Generate the preview opens on the last stage, whose infotext the panel shows."""
         o = panel.output
         button = gr.Button(visible=False, elem_id=f"{TAB}_generation_info_button")
         button.click(fn=stage_at, inputs=[o.generation_info, o.infotext, o.infotext],
                      outputs=[o.infotext, panel.stage_infotext], show_progress="hidden",
                      **js("function(x, y, z){ return [x, y, selected_gallery_index()] }"))
+        # the preview opens on the last stage, whose infotext is shown (javascript/tlok_workflow.js)
+        o.generation_info.change(fn=None, inputs=[o.generation_info], show_progress="hidden",
+                                 **js(f"{TAB}_select_last"))
 
     def output_panel(self) -> OutputPanel:
         out = ui_common.create_output_panel(TAB, str(self.session.out_dir))
