@@ -236,12 +236,13 @@ def test_the_panel_says_what_each_choice_is_in_the_packs_words(tmp_path):
     assert ui._key(hairstyle) == "shoa" and "wearing runa outfit shoa hairstyle" in prompt
     label_of = {getattr(b, "elem_id", None): getattr(b, "label", None) for b in blocks.blocks.values()}
     assert list(label_of.values()).count("Recipe") == 0
-    assert label_of["tlok_workflow_preset"] == "Sampler recipe" and label_of["tlok_workflow_recipe_json"] == "Recipe JSON"
+    assert label_of["tlok_workflow_preset"] == "Sampler recipe"
+    assert label_of["tlok_workflow_recipe_json"] == "Recipe JSON"
 
 
 def test_a_recipe_import_error_shows_beside_the_import_button(tmp_path):
     with gr.Blocks() as blocks:
-        panel = ui.build_panel(make_host(tmp_path, backend_factory=FakeBackend))
+        ui.build_panel(make_host(tmp_path, backend_factory=FakeBackend))
     [import_button] = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "tlok_workflow_import"]
     *controls, status = wired(blocks, import_button, "click")('{"stages": "nope"}')
     assert "tlok-error" in status and "stages" in status

@@ -567,7 +567,7 @@ def build_panel(host: Host) -> Panel:
                 c["outfit_weight"] = gr.Slider(label="Outfit weight", minimum=weight["ge"], maximum=weight["le"],
                                                step=0.05, value=weight["default"], elem_id=f"{TAB}_outfit_weight")
             c["extra"] = gr.Textbox(label="Extra words", elem_id=f"{TAB}_extra", placeholder="appended at the end")
-            c["negatives"] = gr.CheckboxGroup(label="Negative presets", elem_id=f"{TAB}_negatives",   # the words they add
+            c["negatives"] = gr.CheckboxGroup(label="Negative presets", elem_id=f"{TAB}_negatives",   # their words
                                               choices=[(n.text, key) for key, n in pack.negatives.items()],
                                               value=spec0.negatives)
             c["negative_extra"] = gr.Textbox(label="More negative words", elem_id=f"{TAB}_negative_extra")

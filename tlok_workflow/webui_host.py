@@ -301,7 +301,8 @@ class WebUIHost(Host):
         self.batch_fn = call_queue.wrap_gradio_gpu_call(run_batch, extra_outputs=[None, "", ""])
         panel.batch.click(fn=self.batch_fn, inputs=[self.task_id] + inputs, outputs=targets,
                           show_progress="hidden", **js(f"{TAB}_submit")).then(
-            fn=self.retitle, inputs=[panel.base, panel.style], outputs=[panel.base, panel.style], show_progress="hidden")
+            fn=self.retitle, inputs=[panel.base, panel.style], outputs=[panel.base, panel.style],
+            show_progress="hidden")
 
 
 # --- callbacks ---------------------------------------------------------------------------------------------------

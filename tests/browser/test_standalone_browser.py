@@ -109,7 +109,8 @@ def test_panel_words_the_import_error_by_its_button_and_the_stage_table_rows(app
         rows = ("Array.from(document.querySelectorAll('#tlok_workflow_stages tbody tr, #tlok_workflow_stages "
                 ".virtual-row')).filter(r => r.getBoundingClientRect().height > 0 && /img2img|txt2img|face/"
                 ".test(r.textContent)).length")
-        page.wait_for_function(f"{rows} >= 5", timeout=15000)   # base, style, 1024, 1536, face (gradio 4 adds a sizing row)
+        # base, style, 1024, 1536, face (gradio 4 adds a sizing row)
+        page.wait_for_function(f"{rows} >= 5", timeout=15000)
         # a bad recipe: the error shows by the Import button, not 1,300 px above it
         page.evaluate("document.querySelector('#tlok_workflow_recipe_accordion .label-wrap').click()")
         page.locator("#tlok_workflow_recipe_json textarea").fill('{"stages": "nope"}')
