@@ -149,7 +149,8 @@ def model_upscaler_problem(name: str) -> str:
     data = webui_upscaler(name)
     path = getattr(data, "local_data_path", None) or data.data_path   # Forge Neo's UpscalerData has no local path
     if not path:
-        return ""   # a plain resize, or an upscaler that finds its own files (LDSR)
+        return ""   # a plain resize, or an upscaler that finds its own files (LDSR: its fallback is recorded)
+    path = str(path)   # another extension's upscaler may hold a Path
     if path.startswith(("http://", "https://")):
         folder = getattr(data.scaler, "model_download_path", None) or data.scaler.model_path
         return (f"has no weights on disk: put {os.path.basename(path.split('?')[0])} in {folder} (the WebUI would "
@@ -163,8 +164,8 @@ def model_upscaler_problem(name: str) -> str:
 @functools.lru_cache(maxsize=256)
 def pickle_check(path: str, mtime_ns: int, size: int) -> str:
     """What the WebUI's pickle check says of a .pth/.pt file ('' when it passes), as its loader would meet it:
-    A1111 and Forge check every torch.load with modules.safe (torch ≥ 2.6 zip files fail it, "bad file inside …
-    .format_version"); Forge Neo has no such check."""
+    A1111 checks every torch.load with modules.safe.check_pt (torch ≥ 2.6 zip files fail it, "bad file inside …
+    .format_version"); Forge Neo's modules.safe has no check_pt, and its loader takes those files."""
     try:
         from modules import safe
     except ImportError:
