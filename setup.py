@@ -2,7 +2,7 @@
 
 The WebUI reads style.css and tlok_presets/ at the extension's root, so that is where they live in git. An
 installed package has no extension root, so the wheel gets copies inside the package (tlok_workflow/extension/,
-where presets.EXTENSION_ROOT looks first). javascript/ is the WebUI's alone: nothing installed reads it.
+where presets.EXTENSION_ROOT looks first). Of javascript/, the WebUI's, the standalone app reads the stage-table script.
 """
 import shutil
 from pathlib import Path
@@ -10,7 +10,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-EXTENSION_FILES = ["style.css", "tlok_presets"]
+EXTENSION_FILES = ["style.css", "tlok_presets", "javascript/tlok_stage_table.js"]
 
 
 class BuildPyWithExtensionFiles(build_py):
@@ -25,7 +25,7 @@ class BuildPyWithExtensionFiles(build_py):
                 shutil.copytree(source, target / name, dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("__pycache__"))
             else:
-                target.mkdir(parents=True, exist_ok=True)
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target / name)
 
 

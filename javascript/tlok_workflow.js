@@ -17,6 +17,30 @@ function tlok_workflow_submit() {
     return res;
 }
 
+// After Generate the WebUI's gallery preview opens on the first image, while the infotext shows the last stage:
+// select the last stage's thumbnail once the gallery holds every stage (a click, so the WebUI's own listener shows
+// its infotext too). `info` is the run's generation info JSON, one infotext per stage.
+function tlok_workflow_select_last(info) {
+    var count = 0;
+    try {
+        count = JSON.parse(info || "{}").infotexts.length;
+    } catch (e) {
+        count = 0;
+    }
+    var tries = 0;
+    (function pick() {
+        var thumbnails = gradioApp().querySelectorAll('#tlok_workflow_gallery .thumbnail-item.thumbnail-small');
+        if (count && thumbnails.length === count) {
+            if (!thumbnails[count - 1].classList.contains('selected')) {
+                thumbnails[count - 1].click();
+            }
+        } else if (count && tries++ < 50) {   // the images are still arriving
+            setTimeout(pick, 100);
+        }
+    })();
+    return [];
+}
+
 // "Send to TLOK Workflow": open our tab; found by position, since Forge adds and renames tabs.
 function switch_to_tlok_workflow() {
     var app = gradioApp();

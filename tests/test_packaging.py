@@ -14,6 +14,8 @@ def test_the_built_package_finds_its_presets_and_stylesheet_away_from_the_checko
                    capture_output=True, timeout=300)
     extension = lib / "tlok_workflow" / "extension"
     assert (extension / "style.css").read_bytes() == (ROOT / "style.css").read_bytes()
+    script = "javascript/tlok_stage_table.js"   # the standalone app runs it on load
+    assert (extension / script).read_bytes() == (ROOT / script).read_bytes()
     probe = ("from tlok_workflow import presets; print(presets.EXTENSION_ROOT); "
              "print(' '.join(sorted(presets.load_packs())))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,

@@ -7,6 +7,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from fakes import FakeBackend  # noqa: E402
+from panel_events import labels, wired  # noqa: E402
 from tlok_workflow import ui  # noqa: E402
 from tlok_workflow.app import build_app, make_host  # noqa: E402
 from tlok_workflow.chain import build_recipe  # noqa: E402
@@ -197,3 +198,90 @@ def test_a_recipe_without_upscale_passes_imports_as_no_ladder(panel):
     back = ui.values_from_recipe(panel.pack, recipe)
     assert back["ladder"] == "none"
     assert ui.recipe_from_values(panel.pack, panel.host, dict(v, **back)) == recipe
+
+
+def test_the_ui_command_starts_without_warnings_and_serves_our_stylesheet(tmp_path):
+    """`python -m tlok_workflow ui` as a user starts it: no DeprecationWarning or UserWarning about our gradio
+    calls on its console (gradio 6 moved css to launch() and renamed col_count), and the page has style.css."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False",
+               PYTHONWARNINGS="always::DeprecationWarning,always::UserWarning")
+    process = subprocess.Popen([sys.executable, "-m", "tlok_workflow", "ui", "--port", str(port), "--out",
+                                str(tmp_path / "out")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.time() + 120
+        while time.time() < deadline and not any("TLOK Workflow: http" in line for line in lines):
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "".join(lines)
+            lines.append(line)
+        page = "".join(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30).read().decode()
+                       for path in ("/", "/config"))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    ours = [line for line in lines if "Warning" in line and any(word in line for word in (
+        "css", "col_count", "column_count", "column_limits", "tlok_workflow"))]
+    assert ours == [], "".join(lines)
+    assert "tlok-plan" in page   # a rule of style.css, in the page or its config
+
+
+def test_the_panel_says_what_each_choice_is_in_the_packs_words(tmp_path):
+    with gr.Blocks() as blocks:
+        panel = ui.build_panel(make_host(tmp_path, backend_factory=FakeBackend))
+    assert "defa — Default outfit" in labels(panel.outfit) and "runa — Earth Kingdom runaway" in labels(panel.outfit)
+    assert "stada — Default ponytail hair" in labels(panel.hairstyle)
+    assert labels(panel.negatives) == ["blur, vignette, instagram", "photo, tlok artstyle", "white skin",
+                                       "tlok artstyle"]   # the words each preset adds, not its key ("card")
+    # a choice picked in the list makes the recipe of its key, in either gradio's way of listing it
+    runa = next(c for c in panel.outfit.choices if "runa" in str(c))
+    picked = runa[1] if isinstance(runa, (tuple, list)) else runa
+    choose_outfit = wired(blocks, panel.outfit, "input")
+    hairstyle, prompt, *_ = choose_outfit(*values(panel, outfit=picked).values())
+    assert ui._key(hairstyle) == "shoa" and "wearing runa outfit shoa hairstyle" in prompt
+    label_of = {getattr(b, "elem_id", None): getattr(b, "label", None) for b in blocks.blocks.values()}
+    assert list(label_of.values()).count("Recipe") == 0
+    assert label_of["tlok_workflow_preset"] == "Sampler recipe"
+    assert label_of["tlok_workflow_recipe_json"] == "Recipe JSON"
+
+
+def test_a_recipe_import_error_shows_beside_the_import_button(tmp_path):
+    with gr.Blocks() as blocks:
+        ui.build_panel(make_host(tmp_path, backend_factory=FakeBackend))
+    [import_button] = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "tlok_workflow_import"]
+    *controls, status = wired(blocks, import_button, "click")('{"stages": "nope"}')
+    assert "tlok-error" in status and "stages" in status
+    assert wired(blocks, import_button, "click", outputs=True)[-1].elem_id == "tlok_workflow_recipe_status"
+
+
+def test_txt2img_and_face_rows_have_no_upscaler_cell_and_ignore_an_edit_to_it(panel):
+    v = values(panel)   # full-shot: base, style, 1024, 1536, face
+    rows = ui.stage_rows(ui.recipe_from_values(panel.pack, panel.host, v, table=[]))
+    column = ui.STAGE_HEADERS.index("upscaler")
+    assert [(r[2], r[column]) for r in rows] == [("txt2img", "–"), ("img2img", "Lanczos"), ("img2img", "Lanczos"),
+                                                 ("img2img", "Lanczos"), ("face", "–")]
+    rows[0][column] = rows[4][column] = "Nearest"   # typed where nothing is enlarged
+    recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
+    assert [s.upscaler for s in recipe.stages] == ["Lanczos"] * 5
+    assert [r[column] for r in ui.merge_rows(ui.stage_rows(recipe), rows)] == ["–", "Lanczos", "Lanczos", "Lanczos",
+                                                                               "–"]
+
+
+def test_the_standalone_plan_warns_when_base_and_style_are_one_checkpoint(panel, tmp_path):
+    v = values(panel, base=str(tmp_path / "model.safetensors"), style="model.safetensors")
+    plan = ui.plan_html(panel.host, ui.recipe_from_values(panel.pack, panel.host, v), panel.pack, 1)
+    assert "warning: base and style are the same checkpoint (model.safetensors)" in plan
+    assert "same checkpoint" not in ui.plan_html(panel.host, ui.recipe_from_values(panel.pack, panel.host,
+                                                                                   values(panel)), panel.pack, 1)

@@ -2,6 +2,7 @@
 
 Needs gradio: runs in the gradio 3.41 (A1111) and 4.40 (Forge) venvs of .ci/run_ui.sh.
 """
+import html
 import importlib.util
 import json
 import sys
@@ -11,6 +12,8 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
+from panel_events import wired  # noqa: E402
+from tlok_workflow.ui import stage_rows  # noqa: E402
 from webui_stub.env import BASE, STYLE, title  # noqa: E402
 pytest_plugins = ["webui_stub.env"]   # the `webui` fixture
 
@@ -149,7 +152,7 @@ def test_batch_section_runs_in_the_queue_with_one_load_per_checkpoint(webui, tmp
 
 
 def test_pasting_our_infotext_restores_what_was_pasted(webui):
-    from tlok_workflow.ui import STAGE_HEADERS, infotext_fields
+    from tlok_workflow.ui import STAGE_HEADERS, infotext_fields, shown
 
     _, host, _ = build_webui(webui)
     panel = host.panel
@@ -166,7 +169,8 @@ def test_pasting_our_infotext_restores_what_was_pasted(webui):
     warning = pasted.pop("tlok_workflow_warnings")
     assert pasted == {"tlok_workflow_prompt": "closeup Korra wearing runa outfit shoa hairstyle cosplay photo, smiling",
                       "tlok_workflow_neg_prompt": "blur, photo", "tlok_workflow_seed": 42.0,
-                      "tlok_workflow_outfit": "runa", "tlok_workflow_hairstyle": "shoa",
+                      "tlok_workflow_outfit": shown(panel.pack, "outfit", "runa"),   # with its description
+                      "tlok_workflow_hairstyle": shown(panel.pack, "hairstyle", "shoa"),
                       "tlok_workflow_shot": "closeup", "tlok_workflow_medium": "cosplay photo",
                       "tlok_workflow_preset": None, "tlok_workflow_base": None,
                       "tlok_workflow_style": title(STYLE)}
@@ -374,17 +378,39 @@ def test_selecting_a_gallery_image_shows_that_stages_infotext():
 def test_on_a_fresh_install_the_checkpoint_boxes_hold_a_checkpoint(webui):
     del webui.shared.opts.data["sd_model_checkpoint"]
     _, host, _ = build_webui(webui)
-    assert host.panel.base.value == host.panel.style.value == webui.sd_models.checkpoint_tiles()[0]
+    assert {host.panel.base.value, host.panel.style.value} <= set(webui.sd_models.checkpoint_tiles())
+    assert host.panel.base.value == title(BASE) and host.panel.style.value == title(STYLE)   # v1-5 is the vanilla one
     assert all(getattr(c, "do_not_save_to_config", False) for c in host.panel.controls.values())
 
 
+def test_with_the_style_model_loaded_the_base_box_holds_another_checkpoint(webui, monkeypatch):
+    """Forge Neo starts with the checkpoint used last, often the style model: txt2img must not run on it."""
+    webui.shared.opts.data["sd_model_checkpoint"] = title(STYLE)
+    tabs, host, _ = build_webui(webui)
+    assert (host.panel.base.value, host.panel.style.value) == (title(BASE), title(STYLE))
+    from tlok_workflow.webui_host import default_checkpoints   # names that say nothing: the first other one
+    assert default_checkpoints(["a.safetensors", "b.safetensors"], "b.safetensors") == {"base": "a.safetensors",
+                                                                                        "style": "b.safetensors"}
+    assert default_checkpoints(["a.safetensors", "b.safetensors"], "a.safetensors") == {"base": "b.safetensors",
+                                                                                        "style": "a.safetensors"}
+    assert default_checkpoints(["base.safetensors", "style.safetensors"], "base.safetensors") == {
+        "base": "base.safetensors", "style": "style.safetensors"}
+    # both boxes on one checkpoint: the plan says so
+    values = panel_values(host, base=title(STYLE), style="4elements-diffusion")
+    *_, plan = wired(tabs[0][0], host.panel.style, "change")(*values.values())
+    assert "warning: base and style are the same checkpoint (4elements-diffusion)" in html.unescape(plan)
+
+
 def test_send_to_tlok_sets_the_dropdowns_the_prompt_names(webui):
+    from tlok_workflow.ui import shown
+
     _, host, _ = build_webui(webui)
+    pack = host.panel.pack
     prompt, negative, outfit, hairstyle, shot, medium = host.sent(
         "closeup Korra wearing runa outfit shoa hairstyle cosplay photo, smiling", "blur")
     assert (prompt, negative, outfit, hairstyle, shot, medium) == (
-        "closeup Korra wearing runa outfit shoa hairstyle cosplay photo, smiling", "blur", "runa", "shoa", "closeup",
-        "cosplay photo")
+        "closeup Korra wearing runa outfit shoa hairstyle cosplay photo, smiling", "blur",
+        shown(pack, "outfit", "runa"), shown(pack, "hairstyle", "shoa"), "closeup", "cosplay photo")
     *_, outfit, hairstyle, shot, medium = host.sent("a dog in a park", "")
     assert hairstyle == "(none)" and all(u == gr.update() for u in (outfit, shot, medium))
 
@@ -410,3 +436,180 @@ def test_paste_finds_the_checkpoint_by_name_where_titles_have_no_hash(webui, mon
     fields = infotext_fields(host.panel)
     pasted = {c.elem_id: u.get("value") for (c, _), u in zip(fields, webui.infotext_utils.paste_values(fields, params))}
     assert pasted["tlok_workflow_style"] == "sub/style.safetensors" and pasted["tlok_workflow_base"] is None
+
+
+def panel_values(host, **changes):
+    values = {name: getattr(component, "value", None) for name, component in host.panel.controls.items()}
+    values.update(changes)
+    return values
+
+
+def with_upscaler(recipe, name):
+    for stage in recipe.stages:
+        if stage.kind == "img2img":
+            stage.upscaler = name
+    return recipe
+
+
+def api_client(webui):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()
+    webui.script_callbacks.app_started_callback(None, app)
+    return TestClient(app)
+
+
+def tiny_recipe(**kw):
+    from tlok_workflow.chain import build_recipe
+    from tlok_workflow.presets import load_pack
+    from tlok_workflow.recipe import PromptSpec
+
+    return build_recipe(load_pack(), PromptSpec(), face_after="off", seed=3, ladder=[1024],
+                        checkpoints={"base": BASE, "style": STYLE}, **kw)
+
+
+def test_an_upscaler_without_weights_on_disk_is_refused_before_any_pass_and_in_the_plan(webui):
+    """A1111 lists R-ESRGAN 4x+ Anime6B by its download URL until its .pth is in models/RealESRGAN; offline the
+    download fails, the WebUI logs it and resizes with Lanczos, and the run said Upscaler: R-ESRGAN 4x+ Anime6B."""
+    (Path(webui.paths_internal.models_path) / "RealESRGAN" / "RealESRGAN_x4plus_anime_6B.pth").unlink()
+    webui.modelloader.load_upscalers()   # as at the WebUI's start
+    tabs, host, _ = build_webui(webui)
+    client = api_client(webui)
+    recipe = with_upscaler(tiny_recipe(), "R-ESRGAN 4x+ Anime6B").to_dict()
+    planned = client.post("/tlok-workflow/v1/plan", json={"recipe": recipe})
+    ran = client.post("/tlok-workflow/v1/run", json={"recipe": recipe})
+    assert planned.status_code == ran.status_code == 400 and planned.json() == ran.json()
+    assert ran.json()["detail"] == ("stage style: upscaler 'R-ESRGAN 4x+ Anime6B' has no weights on disk: put "
+                                    "RealESRGAN_x4plus_anime_6B.pth in "
+                                    f"{Path(webui.paths_internal.models_path) / 'RealESRGAN'} (the WebUI would "
+                                    "download https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.2.4/"
+                                    "RealESRGAN_x4plus_anime_6B.pth)")
+    assert webui.processing.calls == [] and webui.images.resized == []
+    # the tab: the plan warns with the same line, and Generate refuses before the base pass
+    values = panel_values(host, base=BASE, style=STYLE, face_after="off", ladder="1024",
+                          stages=stage_rows(with_upscaler(tiny_recipe(), "R-ESRGAN 4x+ Anime6B")))
+    *_, plan = wired(tabs[0][0], host.panel.style, "change")(*values.values())
+    assert f"warning: {ran.json()['detail']}" in html.unescape(plan)
+    gallery, _, _, log = host.generate_fn("task(u)", *values.values())
+    assert gallery is None and "has no weights on disk" in log and webui.processing.calls == []
+    assert "R-ESRGAN 4x+ Anime6B" not in host.upscalers and "R-ESRGAN 4x+" in host.upscalers   # the table's note
+
+
+def test_an_esrgan_file_the_webuis_pickle_check_refuses_is_refused_before_any_pass(webui):
+    """A .pth saved by torch >= 2.6 (zip format with .format_version): A1111's check refuses it at every load."""
+    torch = pytest.importorskip("torch")
+    esrgan = Path(webui.paths_internal.models_path) / "ESRGAN"
+    torch.save({"w": torch.zeros(1)}, esrgan / "4x-new.pth")
+    torch.save({"w": torch.zeros(1)}, esrgan / "4x-old.pth", _use_new_zipfile_serialization=False)
+    webui.modelloader.load_upscalers()
+    _, host, _ = build_webui(webui)
+    assert "4x-old" in host.upscalers and "4x-new" not in host.upscalers
+    client = api_client(webui)
+    ran = client.post("/tlok-workflow/v1/run", json={"recipe": with_upscaler(tiny_recipe(), "4x-new").to_dict()})
+    assert ran.status_code == 400 and webui.processing.calls == []
+    assert ran.json()["detail"] == (f"stage style: upscaler '4x-new' is refused by the WebUI's pickle check: bad "
+                                    f"file inside {esrgan / '4x-new.pth'}: 4x-new/.format_version")
+    ran = client.post("/tlok-workflow/v1/run", json={"recipe": with_upscaler(tiny_recipe(), "4x-old").to_dict()})
+    assert ran.status_code == 200 and webui.realesrgan_model.runs == ["4x-old.pth"]   # 512 → 1024: one model pass
+    assert "Upscaler: 4x-old" in ran.json()["infotexts"][-1]
+
+
+def test_an_upscaler_that_falls_back_at_run_time_is_recorded_as_what_ran(webui):
+    """The weights go missing after the check (or fail to load for another reason): the WebUI logs it and resizes
+    with Lanczos; the image says Lanczos, and the log says the chosen one did not run."""
+    weights = Path(webui.paths_internal.models_path) / "RealESRGAN" / "RealESRGAN_x4plus_anime_6B.pth"
+    _, host, _ = build_webui(webui)
+    webui.processing.on_sampling_step.append(lambda p, step: weights.unlink(missing_ok=True))
+    values = panel_values(host, base=BASE, style=STYLE, face_after="off", ladder="1024", seed=3,
+                          stages=stage_rows(with_upscaler(tiny_recipe(), "R-ESRGAN 4x+ Anime6B")))
+    gallery, info, _, log = host.generate_fn("task(f)", *values.values())
+    assert len(gallery) == 3 and webui.realesrgan_model.runs == []
+    assert webui.errors.reported == ["Unable to load RealESRGAN model https://github.com/xinntao/Real-ESRGAN/"
+                                     "releases/download/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth"]
+    last = json.loads(info)["infotexts"][-1]
+    assert "Upscaler: Lanczos" in last and "R-ESRGAN" not in last
+    assert "s3 1024: upscaler R-ESRGAN 4x+ Anime6B did not run (the host&#x27;s log says why); Lanczos enlarged " \
+           "the image instead" in log
+
+
+def test_none_is_not_offered_and_the_table_note_names_every_upscaler_that_runs(webui, monkeypatch):
+    """"None" is a Lanczos resize on both hosts; Forge Neo lists neither Lanczos nor Nearest, which are ours."""
+    _, host, _ = build_webui(webui)
+    assert host.upscalers == ["Lanczos", "Nearest", "R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B"]
+    monkeypatch.setattr(webui.shared, "sd_upscalers", [u for u in webui.shared.sd_upscalers
+                                                       if u.name not in ("Lanczos", "Nearest")])   # as Neo's
+    tabs, host, _ = build_webui(webui)
+    [note] = [b.value for b in tabs[0][0].blocks.values() if "Upscalers (enlarge" in str(getattr(b, "value", ""))]
+    assert "Upscalers (enlarge before an img2img pass): Lanczos, Nearest, R-ESRGAN 4x+, R-ESRGAN 4x+ Anime6B." in note
+    client = api_client(webui)
+    ran = client.post("/tlok-workflow/v1/run", json={"recipe": with_upscaler(tiny_recipe(), "None").to_dict()})
+    assert ran.status_code == 400 and "upscaler 'None' not found; available: Lanczos, Nearest" in ran.json()["detail"]
+
+
+def test_a_run_sent_while_the_webui_loads_its_first_model_waits_for_it(webui, monkeypatch):
+    """A1111 answers its API while a start-up thread still loads the first model (shared.sd_model); a run that
+    swapped checkpoints meanwhile failed with a 500, while a core txt2img sent at the same moment waited."""
+    import threading
+
+    build_webui(webui)
+    client = api_client(webui)
+    loading, release = threading.Event(), threading.Event()
+    real_load = webui.sd_models.load_model
+
+    def slow_load(*args, **kwargs):   # the start-up load, held until the run has been sent
+        loading.set()
+        release.wait(30)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(webui.sd_models, "load_model", slow_load)
+    startup = threading.Thread(target=webui.sd_models.model_data.get_sd_model)   # initialize.load_model
+    startup.start()
+    assert loading.wait(30)
+    answer = {}
+    run = threading.Thread(target=lambda: answer.update(
+        response=client.post("/tlok-workflow/v1/run", json={"recipe": tiny_recipe().to_dict()})))
+    run.start()
+    run.join(2)   # a run that does not wait has its 500 by now
+    release.set()
+    run.join(60)
+    startup.join(30)
+    assert answer["response"].status_code == 200, answer["response"].text
+    assert webui.sd_models.loads == [title(BASE), title(STYLE)]   # the start-up load (the user's), then the swap
+
+
+def test_a_checkpoint_has_one_spelling_before_and_after_the_run_that_hashes_it(webui):
+    """A1111 titles a checkpoint 'style.safetensors' until it first hashes it (at its first load), then
+    'style.safetensors [faa827b3c9]': the boxes showed the first and a paste the second."""
+    from tlok_workflow.ui import infotext_fields
+
+    webui.sd_models.unhashed.add(STYLE)
+    webui.sd_models.list_models()
+    tabs, host, _ = build_webui(webui)
+    panel = host.panel
+    assert panel.style.value == STYLE and STYLE in webui.sd_models.checkpoint_tiles()   # no hash yet
+    values = panel_values(host, base=BASE, style=panel.style.value, face_after="off", ladder="none", seed=4)
+    host.generate_fn("task(t)", *values.values())   # the run hashes the style model for its infotext
+    hashed = title(STYLE)
+    assert hashed == f"{STYLE} [{webui.sd_models.get_closet_checkpoint_match(STYLE).shorthash}]"
+    base_box, style_box = wired(tabs[0][0], panel.generate, "click", then=True)(values["base"], values["style"])
+    assert style_box["value"] == hashed and hashed in style_box["choices"] and STYLE not in style_box["choices"]
+    assert base_box["value"] == title(BASE)
+    info = f"x\nSteps: 2, Seed: 1, Model hash: {hashed[-11:-1]}, Model: 4elements-diffusion, TLOK stage: 2/2 style"
+    fields = infotext_fields(panel)
+    pasted = {c.elem_id: u.get("value") for (c, _), u in zip(fields, webui.infotext_utils.paste_values(
+        fields, webui.infotext_utils.parse_generation_parameters(info)))}
+    assert pasted["tlok_workflow_style"] == style_box["value"]   # the paste spells it as the box now does
+
+
+def test_after_generate_the_gallery_preview_selects_the_last_stage(webui):
+    """The WebUI's preview opens on the first image; the infotext shows the last stage: the page script selects the
+    last thumbnail once the new generation info arrives (tried live in A1111 and Forge Neo)."""
+    tabs, host, _ = build_webui(webui)
+    blocks, info = tabs[0][0], host.panel.output.generation_info
+    if isinstance(blocks.fns, dict):
+        scripts = [f.js for f in blocks.fns.values() if (info._id, "change") in [tuple(t) for t in f.targets]]
+    else:
+        scripts = [d.get("js") for d in blocks.dependencies if info._id in d["targets"] and d["trigger"] == "change"]
+    assert "tlok_workflow_select_last" in scripts
+    assert "function tlok_workflow_select_last(info)" in (ROOT / "javascript" / "tlok_workflow.js").read_text()

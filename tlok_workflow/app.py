@@ -4,6 +4,7 @@ The demo models are the default checkpoints, so the app works before any real ch
 `--models` folder adds its .safetensors/.ckpt files and diffusers folders to the dropdowns. The REST API of the
 WebUI extension is mounted too (/tlok-workflow/v1/...).
 """
+import inspect
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -20,6 +21,9 @@ from .session import Session
 from .ui import TAB, Host, build_panel
 
 STYLE_CSS = EXTENSION_ROOT / "style.css"  # the extension's stylesheet
+STAGE_TABLE_JS = EXTENSION_ROOT / "javascript" / "tlok_stage_table.js"   # the WebUI loads it itself
+AT_LAUNCH = "css" in inspect.signature(gr.Blocks.launch).parameters   # gradio 6 took css and js from Blocks to launch
+TAKES_JS = "js" in inspect.signature(gr.Blocks.launch if AT_LAUNCH else gr.Blocks.__init__).parameters   # not 3.41
 
 
 def list_checkpoints(models: Optional[Path]) -> List[str]:
@@ -46,9 +50,17 @@ def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[
                 pack=pack)
 
 
+def page_assets() -> dict:
+    """The extension's stylesheet and the stage table's script (run on load, where this gradio runs one), as the
+    keywords this gradio takes them by: in Blocks(), or (gradio 6) in launch()."""
+    assets = {"css": STYLE_CSS.read_text(encoding="utf-8") if STYLE_CSS.is_file() else ""}
+    if TAKES_JS and STAGE_TABLE_JS.is_file():
+        assets["js"] = "() => {\n" + STAGE_TABLE_JS.read_text(encoding="utf-8") + "\n}"
+    return assets
+
+
 def build_app(host: Host) -> gr.Blocks:
-    css = STYLE_CSS.read_text(encoding="utf-8") if STYLE_CSS.is_file() else ""
-    with gr.Blocks(title="TLOK Workflow", css=css, analytics_enabled=False) as demo:
+    with gr.Blocks(title="TLOK Workflow", analytics_enabled=False, **({} if AT_LAUNCH else page_assets())) as demo:
         with gr.Column(elem_id=f"tab_{TAB}"):   # the WebUI's tab id, so style.css applies unchanged
             build_panel(host)
     demo.queue()
@@ -59,7 +71,8 @@ def serve(host: Host, port: Optional[int] = None, block: bool = True):
     """Launch on 127.0.0.1 (port None: the first free one from 7860) and mount the API; returns the FastAPI app
     when block is False."""
     demo = build_app(host)
-    app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                              **(page_assets() if AT_LAUNCH else {}))
     # the port gradio bound (port None: the first free one), for the Host and Origin checks
     api.mount(app, host.session, allowed_hosts=api.local_hosts(demo.server_port))
     print(f"TLOK Workflow: {url}  (outputs in {host.session.out_dir}/)", flush=True)

@@ -6,7 +6,9 @@
   img2img  style 1536  d=0.5
   face     style crop→512 d=0.4, prompt with the pack's face shot ("facial closeup")
 """
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .backends.base import BUILTIN_UPSCALERS
@@ -182,10 +184,22 @@ def _growth(pixels: int) -> float:
     return 1 + pixels / ATTENTION_PIXELS
 
 
+def same_checkpoint(a: str, b: str) -> bool:
+    """Whether two checkpoint names are one file: a WebUI title with or without its " [hash]", a path or a name."""
+    def stem(name: str) -> str:
+        return Path(re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", name.strip())).stem.lower()
+    return bool(a) and stem(a) == stem(b)
+
+
 def _warnings(recipe: Recipe, pack: Optional[Pack]) -> List[str]:
     warnings = []
     if recipe.demo:
         warnings.append("demo models: random weights at 1/8 size; the images are noise, not art")
+    base, style = recipe.checkpoints.get("base", ""), recipe.checkpoints.get("style", "")
+    kinds = {stage.checkpoint: stage.kind for stage in recipe.stages}
+    if "base" in kinds and "style" in kinds and same_checkpoint(base, style):
+        warnings.append(f"base and style are the same checkpoint ({style}): the card generates in vanilla SD and "
+                        "only restyles in the style model; choose a vanilla SD 1.x base")
     if pack is not None:
         high = pack.info.denoise_advice.high
         for stage in recipe.stages:

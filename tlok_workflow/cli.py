@@ -13,7 +13,7 @@ from .chain import FACE_LAST, FACE_OFF, build_recipe, ladder_warning, plan
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
 from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
-from .runner import Progress, Status, resolve_seed, unknown_upscalers
+from .runner import Progress, Status, resolve_seed, upscaler_problems
 from .schema import build
 
 EXIT_CLUSTER_FAILED = 3   # batch --ray: the Ray cluster failed mid-batch (the summary is written; re-run to resume)
@@ -286,7 +286,7 @@ def _cmd_plan(args) -> None:
         return
     _warn(_selection_warnings(args, recipe, pack))
     the_plan = plan(recipe, pack)
-    the_plan.warnings += unknown_upscalers(recipe, lambda: _backend(args).upscaler_names())
+    the_plan.warnings += upscaler_problems(lambda: _backend(args), recipe)
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(args.count))
 
@@ -436,7 +436,7 @@ def _check_before_run(session, recipe: Recipe, args) -> None:
     except outputs.ImageError as e:
         given = "--init-image" if args.init_image else f"--recipe {args.recipe}: init_image"
         raise CliError(f"{given} {e}") from None
-    problems = unknown_upscalers(recipe, lambda: session.backend().upscaler_names())
+    problems = session.upscaler_problems(recipe)
     if problems:
         raise CliError(problems[0])
 

@@ -300,22 +300,49 @@ def fit_size(image_size: Tuple[int, int], width: int, height: int, step: int = 8
 
 
 def contact_sheet(images: Sequence[Tuple[Image.Image, str]], title: str = "", height: int = 320) -> Image.Image:
-    """All stages of one item side by side at one height, each labelled underneath."""
-    font = ImageFont.load_default()
-    band = 18
+    """All stages of one item side by side at one height, each labelled underneath, the title above."""
+    font = _sheet_font()
+    band = 22
     tiles = [im.resize((max(1, round(im.width * height / im.height)), height),
                        Image.NEAREST if im.height < height else Image.LANCZOS) for im, _ in images]
     top = band if title else 0
-    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) + 1), top + height + band + 8), "white")
+    width = max(sum(t.width for t in tiles) + 8 * (len(tiles) + 1), _text_width(title, font) + 16)
+    sheet = Image.new("RGB", (width, top + height + band + 8), "white")
     draw = ImageDraw.Draw(sheet)
     if title:
-        draw.text((8, 3), title, fill="black", font=font)
+        _draw_words(draw, (8, 4), title, font)
     x = 8
     for tile, (_, label) in zip(tiles, images):
         sheet.paste(tile, (x, top + 4))
-        draw.text((x, top + height + 7), label, fill="black", font=font)
+        _draw_words(draw, (x, top + height + 7), label, font)
         x += tile.width + 8
     return sheet
+
+
+def _sheet_font():
+    try:
+        return ImageFont.load_default(size=14)   # Pillow 10.1+: a scalable font
+    except TypeError:                            # Pillow 9.5 (the WebUI's): the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _word_gap(font) -> int:
+    """The space between words: the default scalable font's own space is 3 px at 14 px, too narrow to read
+    ("DEMO OUTPUT" came out as "DEMOOUTPUT"), so words are set half an em apart."""
+    return max(6, round(getattr(font, "size", 12) / 2))
+
+
+def _text_width(text: str, font) -> int:
+    words = text.split(" ")
+    return round(sum(font.getlength(word) for word in words) + _word_gap(font) * (len(words) - 1))
+
+
+def _draw_words(draw: ImageDraw.ImageDraw, at: Tuple[int, int], text: str, font) -> None:
+    """Text with a readable gap at every space (two spaces: twice the gap)."""
+    x, y = at
+    for word in text.split(" "):
+        draw.text((x, y), word, fill="black", font=font)
+        x += font.getlength(word) + _word_gap(font)
 
 
 def save_start_image(out_dir, image) -> Path:

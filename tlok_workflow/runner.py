@@ -192,12 +192,17 @@ class PassComputer:
                     note += "; the demo models' earlier passes paint noise, not faces"
                 return PassResult(job, self.output(job, Status.NO_FACE, seed, note))
         else:
+            note = ""
             if stage.kind == "img2img":
                 image = outputs.load_image(job.source)
                 request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
                                                                   backend.size_step)
-                request.image = backend.upscale(image, (request.width, request.height), stage.upscaler)
-            image, note = backend.generate(request, on_step), ""
+                request.image, request.upscaler = backend.upscale(image, (request.width, request.height),
+                                                                  stage.upscaler)
+                if request.upscaler != stage.upscaler:   # recorded as what ran, and said in the log
+                    note = f"upscaler {stage.upscaler} did not run (the host's log says why); {request.upscaler} " \
+                           "enlarged the image instead"
+            image = backend.generate(request, on_step)
         return PassResult(job, self.output(job, Status.DONE, seed, note),
                           self._image(backend, request, stage, job, image, note))
 
@@ -260,13 +265,13 @@ class PassComputer:
             "Model hash": backend.model_hash(request.checkpoint) or None,
             "Model": backend.model_name(request.checkpoint),
             KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
-            "Upscaler": stage.upscaler if stage.kind == "img2img" else None,
+            "Upscaler": request.upscaler if stage.kind == "img2img" else None,
             "Mask blur": face.mask_blur if face else None,
             "Inpaint area": "Only masked" if face else None,
             "Masked area padding": face.padding if face else None,
             "TLOK stage": f"{number}/{len(self.recipe.stages)} {stage.label}",
             "TLOK pack": self.recipe.pack,
-            "TLOK faces": note or None,
+            "TLOK faces": (note or None) if stage.kind == "face" else None,
             "TLOK demo": "random-weight demo models" if self.recipe.demo else None,
             "TLOK version": __version__,
             "Version": backend.host_version() or None,
@@ -333,6 +338,18 @@ class Executor:
         return []
 
 
+def upscaler_problems(backend: Callable[[], Backend], recipe: Recipe) -> List[str]:
+    """One line per img2img stage whose upscaler cannot run on the backend, naming it and why. The backend can
+    take seconds to make (the standalone one imports torch), so backend() is called only when a stage names an
+    upscaler that is not a built-in resize."""
+    asked = [stage for stage in recipe.stages if stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS]
+    if not asked:
+        return []
+    host = backend()
+    return [f"stage {stage.label}: upscaler {stage.upscaler!r} {problem}" for stage in asked
+            if (problem := host.upscaler_problem(stage.upscaler))]
+
+
 def resolve_seed(seed: int) -> int:
     return random.randrange(2**32) if seed == -1 else seed
 
@@ -344,15 +361,6 @@ def make_items(recipe: Recipe, count: int, out_dir: Path, images: Sequence[Path]
     count = len(starts) or count
     return [Item(name=f"{first + i:05d}-{recipe.seed + i}", seed=recipe.seed + i,
                  image=starts[i] if starts else None) for i in range(count)]
-
-
-def unknown_upscalers(recipe: Recipe, names: Callable[[], Sequence[str]]) -> List[str]:
-    """A line for each img2img stage whose upscaler is not in the backend's `names()`. That list can take seconds
-    to get (the standalone backend imports torch), so it is asked for only when a stage names one not built in."""
-    asked = [stage for stage in recipe.stages if stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS]
-    known = names() if asked else []
-    return [f"stage {stage.label}: upscaler {stage.upscaler!r} not found; available: {', '.join(known)}"
-            for stage in asked if stage.upscaler not in known]
 
 
 def stage_stem(item: str, number: int, stage: Stage, repeat: int) -> str:
@@ -467,8 +475,8 @@ class Runner:
             raise Skipped()
 
     def _check_upscalers(self, recipe: Recipe) -> None:
-        """An unknown upscaler fails before any pass, not after the earlier stages ran."""
-        problems = unknown_upscalers(recipe, self.backend.upscaler_names)
+        """An unknown upscaler, or one that could not load, fails before any pass, not after the earlier stages."""
+        problems = upscaler_problems(lambda: self.backend, recipe)
         if problems:
             raise ValueError(problems[0])
 

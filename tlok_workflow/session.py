@@ -25,7 +25,7 @@ from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
 from .recipe import Recipe
-from .runner import Executor, Journal, Progress, RunResult, Runner, make_items, resolve_seed
+from .runner import Executor, Journal, Progress, RunResult, Runner, make_items, resolve_seed, upscaler_problems
 
 
 class Busy(RuntimeError):
@@ -75,6 +75,9 @@ class Session:
         pack = self.pack(recipe.pack)
         compose(pack, recipe.prompt)   # unknown negative preset keys fail here
         self.check_host(recipe)
+        problems = self.upscaler_problems(recipe)   # the plan shows the same lines as warnings
+        if problems:
+            raise ValueError(problems[0])
         return pack
 
     def check_start(self, recipe: Recipe) -> None:
@@ -134,11 +137,16 @@ class Session:
     def plan(self, recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
         """The plan, with this host's policy in it: what is kept and where."""
         the_plan = plan(recipe, pack or self.pack(recipe.pack))
-        the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe)
+        the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe) + \
+            self.upscaler_problems(recipe)
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))
         return the_plan
+
+    def upscaler_problems(self, recipe: Recipe) -> List[str]:
+        """Stages whose upscaler cannot run here (runner.upscaler_problems)."""
+        return upscaler_problems(self.backend, recipe)
 
     def hash_warnings(self, recipe: Recipe) -> List[str]:
         """A saved recipe names the hash of each checkpoint it ran with: say when a file differs now."""

@@ -9,6 +9,7 @@ Everything that turns control values into a recipe or results is plain Python he
 Builds under gradio 3.41 (A1111 1.10), 4.40 (Forge) and later 4.x.
 """
 import html
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -29,15 +30,25 @@ from .schema import field_info, infotext_keys
 from .session import Busy, Outcome, Session
 
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
+# gradio 6 names the column count column_count (col_count is deprecated there); 3.41 and 4.x take col_count
+COLUMN_COUNT = "column_count" in inspect.signature(gr.Dataframe.__init__).parameters
 TAB = "tlok_workflow"   # the WebUI tab id; every elem_id starts with it
 NONE = "(none)"         # the hairstyle/outfit choice that adds nothing to the prompt
+DESCRIBED = " — "       # "defa — Default outfit": a key and its pack description, as a dropdown shows it
 NO_LADDER = "none"      # the upscale ladder with no passes: the chain stops at the style pass
 STAGE_HEADERS = ["#", "stage", "kind", "model", "size", "upscaler", "sampler", "schedule type", "steps", "CFG",
                  "denoise", "repeat"]
 EDITABLE = {"upscaler": str, "sampler": str, "schedule type": str, "steps": int, "CFG": float, "denoise": float,
             "repeat": int}
+NO_CELL = "–"   # a cell the stage's kind has no use for: only img2img passes are enlarged by an upscaler
 _STAGE_FIELDS = {"upscaler": "upscaler", "sampler": "sampler", "schedule type": "scheduler", "steps": "steps",
                  "CFG": "cfg_scale", "denoise": "denoise", "repeat": "repeat"}
+
+
+def fixed_columns(n: int) -> dict:
+    """The Dataframe keywords for n columns, in this gradio's own words: (n, "fixed") up to gradio 5; gradio 6
+    takes only the count (its column_limits, which would fix it, warns that it is not implemented yet)."""
+    return {"column_count": n} if COLUMN_COUNT else {"col_count": (n, "fixed")}
 
 
 def js(name: str) -> dict:
@@ -65,6 +76,10 @@ class Host:
 
     def checkpoints(self) -> List[str]:
         return self._checkpoints
+
+    def checkpoint_title(self, name: str) -> str:
+        """A checkpoint as the checkpoint boxes spell it (the WebUI: its title)."""
+        return name
 
     # --- UI pieces -------------------------------------------------------------------------------------------
     def refresh_button(self, dropdowns: list) -> None:
@@ -248,7 +263,8 @@ def stage_rows(recipe: Recipe) -> List[list]:
     rows = []
     for i, s in enumerate(recipe.stages, 1):
         size = f"crop→{s.face.inpaint_size}" if s.kind == "face" else f"{s.width}×{s.height}"
-        rows.append([i, s.label, s.kind, recipe.checkpoint_of(s) or s.checkpoint, size, s.upscaler, s.sampler,
+        upscaler = s.upscaler if s.kind == "img2img" else NO_CELL
+        rows.append([i, s.label, s.kind, recipe.checkpoint_of(s) or s.checkpoint, size, upscaler, s.sampler,
                      s.scheduler, s.steps, s.cfg_scale, s.denoise, s.repeat])
     return rows
 
@@ -264,14 +280,22 @@ def _rows(table) -> List[list]:
     return [list(r) for r in table]
 
 
+def editable(column: str, kind: str) -> bool:
+    """Whether the stage table's `column` is the user's to edit on a row of stage kind `kind`."""
+    return column in EDITABLE and (column != "upscaler" or kind == "img2img")
+
+
 def apply_table(recipe: Recipe, table) -> None:
-    """Copy the editable cells of the stage table onto the recipe's stages with the same label and kind."""
+    """Copy the editable cells of the stage table onto the recipe's stages with the same label and kind (an
+    upscaler typed on a txt2img or face row is left out: nothing is enlarged there)."""
     by_label = {(str(r[1]), str(r[2])): r for r in _rows(table) if len(r) == len(STAGE_HEADERS)}
     for stage in recipe.stages:
         row = by_label.get((stage.label, stage.kind))
         if row is None:
             continue
         for column, kind in EDITABLE.items():
+            if not editable(column, stage.kind):
+                continue
             cell = row[STAGE_HEADERS.index(column)]
             try:
                 value = kind(float(cell)) if kind is int else kind(cell)
@@ -289,13 +313,36 @@ def merge_rows(new: List[list], old) -> List[list]:
     for row in new:
         previous = kept.get((str(row[1]), str(row[2])))
         if previous:
-            row = [previous[i] if h in EDITABLE else row[i] for i, h in enumerate(STAGE_HEADERS)]
+            row = [previous[i] if editable(h, str(row[2])) else row[i] for i, h in enumerate(STAGE_HEADERS)]
         merged.append(row)
     return merged
 
 
 def _key(choice: Optional[str]) -> str:
-    return "" if choice in (None, NONE) else choice
+    """The pack key of a dropdown choice ("defa — Default outfit" → "defa"); NONE adds nothing."""
+    return "" if choice in (None, NONE) else choice.split(DESCRIBED, 1)[0]
+
+
+def described_choices(entries: dict) -> list:
+    """NONE, then each key shown with its pack description. gradio 4 takes (label, value) pairs, so the value stays
+    the key; gradio 3.41's dropdown takes only strings, so there the label is the choice (`_key` reads the key back,
+    and a key set by the program is a custom value)."""
+    pairs = [(NONE, NONE)] + [(f"{key}{DESCRIBED}{e.description}" if e.description else key, key)
+                              for key, e in entries.items()]
+    return pairs if GRADIO_MAJOR >= 4 else [label for label, _ in pairs]
+
+
+def described_value(entries: dict, key: str) -> str:
+    """A key as the dropdown's value: the key itself in gradio 4, its label in gradio 3.41."""
+    if GRADIO_MAJOR >= 4:
+        return key
+    return next((choice for choice in described_choices(entries) if _key(choice) == _key(key)), key)
+
+
+def shown(pack: Pack, name: str, key: Optional[str]) -> Optional[str]:
+    """A pack key as the control `name` shows it: the outfit and hairstyle with their descriptions."""
+    entries = {"outfit": pack.outfits, "hairstyle": pack.hairstyles}.get(name)
+    return key if entries is None or key is None else described_value(entries, key)
 
 
 # --- results -------------------------------------------------------------------------------------------------
@@ -417,7 +464,7 @@ def infotext_fields(panel: Panel) -> List[tuple]:
     pack, host = panel.pack, panel.host
 
     def from_prompt(name):
-        return lambda params: selections_in_prompt(pack, params.get("Prompt", ""))[name]
+        return lambda params: shown(pack, name, selections_in_prompt(pack, params.get("Prompt", ""))[name])
 
     def preset(params):
         for key, r in pack.recipes.items():
@@ -505,11 +552,12 @@ def build_panel(host: Host) -> Panel:
             with gr.Row():
                 c["subject"] = gr.Textbox(label="Subject", value=spec0.subject, elem_id=f"{TAB}_subject",
                                           placeholder="Korra, or free text: 'Zendaya standing in a forest'")
-                c["outfit"] = gr.Dropdown(label="Outfit", choices=[NONE] + list(pack.outfits),
-                                          value=find_key(pack.outfits, d.outfit) or NONE, allow_custom_value=True,
-                                          elem_id=f"{TAB}_outfit")
-                c["hairstyle"] = gr.Dropdown(label="Hairstyle", choices=[NONE] + list(pack.hairstyles),
-                                             value=spec0.hairstyle or NONE, elem_id=f"{TAB}_hairstyle")
+                c["outfit"] = gr.Dropdown(label="Outfit", choices=described_choices(pack.outfits),
+                                          value=described_value(pack.outfits, find_key(pack.outfits, d.outfit) or NONE),
+                                          allow_custom_value=True, elem_id=f"{TAB}_outfit")
+                c["hairstyle"] = gr.Dropdown(label="Hairstyle", choices=described_choices(pack.hairstyles),
+                                             value=described_value(pack.hairstyles, spec0.hairstyle or NONE),
+                                             allow_custom_value=True, elem_id=f"{TAB}_hairstyle")
             with gr.Row():
                 c["shot"] = gr.Dropdown(label="Shot", choices=list(pack.shots), value=d.shot,
                                         allow_custom_value=True, elem_id=f"{TAB}_shot")
@@ -519,8 +567,9 @@ def build_panel(host: Host) -> Panel:
                 c["outfit_weight"] = gr.Slider(label="Outfit weight", minimum=weight["ge"], maximum=weight["le"],
                                                step=0.05, value=weight["default"], elem_id=f"{TAB}_outfit_weight")
             c["extra"] = gr.Textbox(label="Extra words", elem_id=f"{TAB}_extra", placeholder="appended at the end")
-            c["negatives"] = gr.CheckboxGroup(label="Negative presets", choices=list(pack.negatives),
-                                              value=spec0.negatives, elem_id=f"{TAB}_negatives")
+            c["negatives"] = gr.CheckboxGroup(label="Negative presets", elem_id=f"{TAB}_negatives",   # their words
+                                              choices=[(n.text, key) for key, n in pack.negatives.items()],
+                                              value=spec0.negatives)
             c["negative_extra"] = gr.Textbox(label="More negative words", elem_id=f"{TAB}_negative_extra")
             prompts0 = compose(pack, spec0)
             with gr.Row(elem_id=f"{TAB}_prompt_row"):
@@ -531,7 +580,7 @@ def build_panel(host: Host) -> Panel:
                                        elem_id=f"{TAB}_neg_prompt", elem_classes=["prompt"])
             warnings = gr.HTML(warnings_html(prompts0.warnings), elem_id=f"{TAB}_warnings")
             with gr.Row():
-                c["preset"] = gr.Dropdown(label="Recipe", choices=list(pack.recipes), value=d.recipe,
+                c["preset"] = gr.Dropdown(label="Sampler recipe", choices=list(pack.recipes), value=d.recipe,
                                           elem_id=f"{TAB}_preset")
                 c["ladder"] = gr.Textbox(label="Upscale ladder", value="auto", elem_id=f"{TAB}_ladder",
                                          placeholder="auto (by shot), none, or sizes: 1024,1536")
@@ -577,9 +626,9 @@ def build_panel(host: Host) -> Panel:
                 c["stages"] = gr.Dataframe(value=stage_rows(recipe0), headers=STAGE_HEADERS, type="array",
                                            datatype=["number", "str", "str", "str", "str", "str", "str", "str",
                                                      "number", "number", "number", "number"],
-                                           col_count=(len(STAGE_HEADERS), "fixed"), interactive=True,
+                                           **fixed_columns(len(STAGE_HEADERS)), interactive=True,
                                            elem_id=f"{TAB}_stages")
-                gr.HTML("<p class='tlok-note'>Edit upscaler (img2img: Lanczos or an upscaler's name), sampler, "
+                gr.HTML("<p class='tlok-note'>Edit upscaler (img2img rows), sampler, "
                         "schedule type, steps, CFG, denoise and repeat; the other "
                         "columns follow the shot, ladder and face stage. "
                         f"Samplers: {html.escape(', '.join(host.samplers))}."
@@ -592,10 +641,11 @@ def build_panel(host: Host) -> Panel:
                 detectors_button = gr.Button("Check", elem_id=f"{TAB}_check_detectors")
             detectors_button.click(fn=detectors_html, outputs=[detectors_box], show_progress="hidden")
             with gr.Accordion("Recipe JSON (export / import)", open=False, elem_id=f"{TAB}_recipe_accordion"):
-                recipe_json = gr.Textbox(label="Recipe", lines=8, elem_id=f"{TAB}_recipe_json")
+                recipe_json = gr.Textbox(label="Recipe JSON", lines=8, elem_id=f"{TAB}_recipe_json")
                 with gr.Row():
                     export_button = gr.Button("Export", elem_id=f"{TAB}_export")
                     import_button = gr.Button("Import", elem_id=f"{TAB}_import")
+                recipe_status = gr.HTML(elem_id=f"{TAB}_recipe_status")   # what Import/Export did, by the buttons
         with gr.Column(scale=2, elem_id=f"{TAB}_output_column"):
             panel = Panel(host, pack, c, paste=paste, batch=batch_button, batch_controls=b)
             with gr.Row(elem_id=f"{TAB}_generate_box", elem_classes=["generate-box"]):
@@ -610,7 +660,7 @@ def build_panel(host: Host) -> Panel:
             panel.warnings = warnings
             gr.HTML(hints_html(list(c) + list(b)))
 
-    _wire(panel, warnings, plan_box, recipe_json, export_button, import_button)
+    _wire(panel, warnings, plan_box, recipe_json, recipe_status, export_button, import_button)
     o = panel.output
     host.connect_stage_select(panel)
     o.generation_info.change(fn=last_stage_infotext, inputs=[o.generation_info], outputs=[panel.stage_infotext],
@@ -684,7 +734,7 @@ def plan_html(host: Host, recipe: Recipe, pack: Pack, count: int) -> str:
     return f"<pre class='tlok-plan'>{html.escape(host.session.plan(recipe, pack).text(count))}</pre>"
 
 
-def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_button) -> None:
+def _wire(panel: Panel, warnings, plan_box, recipe_json, recipe_status, export_button, import_button) -> None:
     c, pack, host = panel.controls, panel.pack, panel.host
     selection = ["subject", "outfit", "hairstyle", "shot", "medium", "outfit_weight", "extra", "negatives",
                  "negative_extra"]
@@ -714,10 +764,10 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_b
 
     def choose_outfit(*args):   # a person's choice selects the outfit's paired hairstyle, then recomposes
         v = dict(zip(names, args))
-        entry = pack.outfits.get(find_key(pack.outfits, v["outfit"]))
+        entry = pack.outfits.get(find_key(pack.outfits, _key(v["outfit"])))
         if entry:
             v["hairstyle"] = entry.hairstyle or NONE
-        return (v["hairstyle"], *derive(v, recompose=True))
+        return (shown(pack, "hairstyle", v["hairstyle"]), *derive(v, recompose=True))
 
     def choose_medium(*args):   # a person's choice selects the medium's default negative presets
         v = dict(zip(names, args))
@@ -749,11 +799,11 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_b
 
     def export(*args):
         try:
-            return recipe_from_values(pack, host, dict(zip(names, args))).to_json()
+            return recipe_from_values(pack, host, dict(zip(names, args))).to_json(), ""
         except (ValueError, outputs.ImageError) as e:
-            return f"error: {e}"
+            return gr.update(), error_html(e)
 
-    export_button.click(fn=export, inputs=inputs, outputs=[recipe_json], show_progress="hidden")
+    export_button.click(fn=export, inputs=inputs, outputs=[recipe_json, recipe_status], show_progress="hidden")
 
     imported = ["subject", "outfit", "hairstyle", "shot", "medium", "outfit_weight", "extra", "negatives",
                 "negative_extra", "prompt", "negative", "ladder", "face_after", "base", "style", "seed", "stages"]
@@ -764,9 +814,10 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, export_button, import_b
             values = values_from_recipe(pack, Recipe.from_json(text))
         except ValueError as e:
             return [gr.update()] * len(import_outputs) + [error_html(e)]
+        values["base"], values["style"] = host.checkpoint_title(values["base"]), host.checkpoint_title(values["style"])
         return [gr.update(value=values[n]) for n in imported] + ["<p>Recipe imported.</p>"]
 
-    import_button.click(fn=do_import, inputs=[recipe_json], outputs=import_outputs + [warnings],
+    import_button.click(fn=do_import, inputs=[recipe_json], outputs=import_outputs + [recipe_status],
                         show_progress="hidden")
 
 
@@ -794,7 +845,8 @@ def values_from_recipe(pack: Pack, recipe: Recipe) -> Dict[str, Any]:
     return {
         "prompt": stored.positive if stored else composed.positive,
         "negative": stored.negative if stored and stored.negative else composed.negative,
-        "subject": p.subject, "outfit": outfit, "hairstyle": hairstyle or NONE, "shot": p.shot, "medium": p.medium,
+        "subject": p.subject, "outfit": shown(pack, "outfit", outfit),
+        "hairstyle": shown(pack, "hairstyle", hairstyle or NONE), "shot": p.shot, "medium": p.medium,
         "outfit_weight": p.outfit_weight, "extra": p.extra,
         "negatives": p.negatives if p.negatives is not None else pack.default_negatives(medium_kind(pack, p.medium)),
         "negative_extra": p.negative_extra, "ladder": ",".join(str(s * scale) for s in sizes) or NO_LADDER,

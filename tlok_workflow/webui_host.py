@@ -7,6 +7,7 @@ sampler lists with the 🔄 button, its output panel, its queue, progress bar an
 import functools
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -23,7 +24,7 @@ from .faces import detectors
 from .recipe import Recipe
 from .session import NotListed, Session
 from .ui import (TAB, Host, OutputPanel, Panel, batch_results, build_panel, error_html, infotext_fields, js,
-                 results, selections_in_prompt, stage_at)
+                 results, selections_in_prompt, shown, stage_at)
 
 TITLE = "TLOK Workflow"
 SECTION = (TAB, TITLE)
@@ -118,7 +119,8 @@ class WebUISession(Session):
 
     def check_host(self, recipe: Recipe) -> None:
         """Unknown checkpoints, samplers and schedule types fail now, not after the first passes (the WebUI would
-        silently run another sampler)."""
+        silently run another sampler). First, the WebUI's start-up model load is waited for."""
+        wait_for_model_load()
         for stage in recipe.stages:
             find_checkpoint(recipe.checkpoint_of(stage))
             try:
@@ -164,23 +166,65 @@ class WebUISession(Session):
                 shared.total_tqdm.clear()
 
 
+def wait_for_model_load() -> None:
+    """Wait while the WebUI loads its first model. A1111 starts that load in a thread at start-up and answers its
+    API meanwhile; its own txt2img waits by reading shared.sd_model, whose getter holds sd_models.model_data.lock
+    for the whole load. A run meanwhile would load a checkpoint over the half-built model ("Cannot copy out of meta
+    tensor") or read the checkpoint list while the load re-keys it by hash ("dictionary changed size during
+    iteration"). Waiting on the lock, rather than reading shared.sd_model, loads nothing where no load is going
+    (--skip-load-model-at-start). Forge loads on its main thread, where our runs go too: it has no such lock."""
+    lock = getattr(sd_models.model_data, "lock", None)
+    if lock is not None:
+        with lock:
+            pass
+
+
 SENT_SELECTIONS = ("outfit", "hairstyle", "shot", "medium")
+VANILLA = re.compile(r"v1[-_.]?5|sd[-_]?v?1[-_.]?5|sd15|vanilla|(?<![a-z])base(?![a-z])", re.IGNORECASE)
+
+
+def checkpoint_title(name: str) -> str:
+    """The WebUI's title of a checkpoint ('name [hash]' once it is hashed), as its own lists spell it."""
+    info = sd_models.get_closet_checkpoint_match(name) if name else None
+    return info.title if info else name
+
+
+def default_checkpoints(titles: List[str], current: str) -> Dict[str, str]:
+    """The checkpoint boxes at start: the settings, else for the base role a vanilla SD model by its name (v1-5,
+    sd-v1-5, sd15, vanilla, base) and for the style role the loaded checkpoint; the two differ whenever there are
+    two checkpoints (Forge Neo loads the last one used, often the style model: txt2img must not run on it)."""
+    current = current or next(iter(titles), "")
+    base = checkpoint_title(opt("tlok_workflow_base_checkpoint")) or next((t for t in titles if VANILLA.search(t)), "")
+    style = checkpoint_title(opt("tlok_workflow_style_checkpoint")) or \
+        (current if current != base else next((t for t in titles if t != base), current))
+    if not base:
+        base = next((t for t in titles if t != style), style)
+    return {"base": base, "style": style}
 
 
 class WebUIHost(Host):
     webui = True
 
     def __init__(self, session: WebUISession):
-        current = shared.opts.data.get("sd_model_checkpoint") or next(iter(sd_models.checkpoint_tiles()), "")
         super().__init__(session, checkpoints=[],
-                         default_checkpoints={"base": opt("tlok_workflow_base_checkpoint") or current,
-                                              "style": opt("tlok_workflow_style_checkpoint") or current},
+                         default_checkpoints=default_checkpoints(sd_models.checkpoint_tiles(),
+                                                                 shared.opts.data.get("sd_model_checkpoint") or ""),
                          samplers=sd_samplers.visible_sampler_names(), schedulers=schedulers(),
-                         upscalers=[u.name for u in shared.sd_upscalers])
+                         upscalers=WebUIBackend().upscaler_names())
         self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
 
     def checkpoints(self) -> List[str]:
         return sd_models.checkpoint_tiles()
+
+    def checkpoint_title(self, name: str) -> str:
+        return checkpoint_title(name)
+
+    def retitle(self, base: str, style: str) -> list:
+        """The checkpoint boxes after a run: A1111 hashes a checkpoint when a run first uses it, which changes its
+        title to 'name [hash]'; the boxes and their lists take the new titles, so a checkpoint has one spelling
+        in the boxes, the plan and a later paste."""
+        titles = self.checkpoints()
+        return [gr.update(choices=titles, value=self.checkpoint_title(name)) for name in (base, style)]
 
     # --- UI pieces -------------------------------------------------------------------------------------------
     def refresh_button(self, dropdowns: list) -> None:
@@ -192,12 +236,16 @@ class WebUIHost(Host):
 
     def connect_stage_select(self, panel: Panel) -> None:
         """As txt2img's output panel: a gallery click presses a hidden button that sends selected_gallery_index()
-        (gradio 4's select event would hand the server our output file, which it refuses as outside its cache)."""
+        (gradio 4's select event would hand the server our output file, which it refuses as outside its cache).
+        After Generate the preview opens on the last stage, whose infotext the panel shows."""
         o = panel.output
         button = gr.Button(visible=False, elem_id=f"{TAB}_generation_info_button")
         button.click(fn=stage_at, inputs=[o.generation_info, o.infotext, o.infotext],
                      outputs=[o.infotext, panel.stage_infotext], show_progress="hidden",
                      **js("function(x, y, z){ return [x, y, selected_gallery_index()] }"))
+        # the preview opens on the last stage, whose infotext is shown (javascript/tlok_workflow.js)
+        o.generation_info.change(fn=None, inputs=[o.generation_info], show_progress="hidden",
+                                 **js(f"{TAB}_select_last"))
 
     def output_panel(self) -> OutputPanel:
         out = ui_common.create_output_panel(TAB, str(self.session.out_dir))
@@ -222,7 +270,8 @@ class WebUIHost(Host):
 
         self.generate_fn = call_queue.wrap_gradio_gpu_call(generate, extra_outputs=[None, "", ""])
         panel.generate.click(fn=self.generate_fn, inputs=[task_id] + inputs, outputs=targets, show_progress="hidden",
-                             **js(f"{TAB}_submit"))
+                             **js(f"{TAB}_submit")).then(fn=self.retitle, inputs=[panel.base, panel.style],
+                                                          outputs=[panel.base, panel.style], show_progress="hidden")
         panel.interrupt.click(fn=interrupt, **js(f'function(){{ showSubmitInterruptingPlaceholder("{TAB}"); }}'))
         panel.interrupting.click(fn=interrupt)
         panel.skip.click(fn=shared.state.skip)
@@ -250,8 +299,10 @@ class WebUIHost(Host):
 
     def sent(self, prompt: str, negative: str) -> tuple:
         """What 🌀 Send to TLOK Workflow sets: the prompts, and the dropdowns their tokens name."""
-        found = selections_in_prompt(self.panel.pack, prompt or "")
-        return (prompt, negative, *[gr.update() if found[n] is None else found[n] for n in SENT_SELECTIONS])
+        pack = self.panel.pack
+        found = selections_in_prompt(pack, prompt or "")
+        return (prompt, negative, *[gr.update() if found[n] is None else shown(pack, n, found[n])
+                                    for n in SENT_SELECTIONS])
 
     def connect_batch(self, panel: Panel, inputs: list, targets: list) -> None:
         def run_batch(id_task, *values):
@@ -263,7 +314,9 @@ class WebUIHost(Host):
 
         self.batch_fn = call_queue.wrap_gradio_gpu_call(run_batch, extra_outputs=[None, "", ""])
         panel.batch.click(fn=self.batch_fn, inputs=[self.task_id] + inputs, outputs=targets,
-                          show_progress="hidden", **js(f"{TAB}_submit"))
+                          show_progress="hidden", **js(f"{TAB}_submit")).then(
+            fn=self.retitle, inputs=[panel.base, panel.style], outputs=[panel.base, panel.style],
+            show_progress="hidden")
 
 
 # --- callbacks ---------------------------------------------------------------------------------------------------

@@ -61,11 +61,11 @@ def test_choose_outfit_generate_and_see_every_stage(app_url, tmp_path):
         page.goto(url)
         page.wait_for_selector("#tlok_workflow_generate")
         page.click("#tlok_workflow_outfit input")
-        page.click('ul.options li[aria-label="runa"], ul.options li[data-value="runa"], '   # gradio 4, 3
-                   '[role="listbox"] li[aria-label="runa"]')                                    # gradio 5+
+        # the list shows each outfit with the pack's description (gradio 3, 4; 5+ lists in a listbox)
+        page.locator('ul.options li, [role="listbox"] li', has_text="runa — Earth Kingdom runaway").first.click()
         hairstyle = page.locator("#tlok_workflow_hairstyle input")
         prompt = page.locator("#tlok_workflow_prompt textarea")
-        sync_api.expect(hairstyle).to_have_value("shoa", timeout=15000)   # the outfit's paired hairstyle
+        sync_api.expect(hairstyle).to_have_value("shoa — Season 4 short hair", timeout=15000)   # the outfit's pair
         sync_api.expect(prompt).to_have_value("full-shot Korra wearing runa outfit shoa hairstyle tlok artstyle",
                                               timeout=15000)
         # every change event settles: the lint matches the final prompt
@@ -91,3 +91,32 @@ def test_choose_outfit_generate_and_see_every_stage(app_url, tmp_path):
     saved = sorted(p.name for p in out.glob("*.png"))
     assert len(saved) == 4 and saved[0].endswith("-s1-base.png")
     assert "wearing runa outfit shoa hairstyle" in (out / saved[-1]).read_bytes().decode("latin-1")
+
+
+def test_panel_words_the_import_error_by_its_button_and_the_stage_table_rows(app_url):
+    url, _ = app_url
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 700})   # the stage table starts below the fold
+        page.goto(url)
+        page.wait_for_selector("#tlok_workflow_generate")
+        page.wait_for_timeout(1500)   # as a person would: gradio runs the page's load script after the first paint
+        negatives = page.locator("#tlok_workflow_negatives")
+        sync_api.expect(negatives).to_contain_text("blur, vignette, instagram")   # the words, not the key "card"
+        assert "card" not in negatives.inner_text()
+        # open the Stages accordion as a click would, without scrolling to it: every stage's row is drawn
+        page.evaluate("document.querySelector('#tlok_workflow_stages_accordion .label-wrap').click()")
+        rows = ("Array.from(document.querySelectorAll('#tlok_workflow_stages tbody tr, #tlok_workflow_stages "
+                ".virtual-row')).filter(r => r.getBoundingClientRect().height > 0 && /img2img|txt2img|face/"
+                ".test(r.textContent)).length")
+        # base, style, 1024, 1536, face (gradio 4 adds a sizing row)
+        page.wait_for_function(f"{rows} >= 5", timeout=15000)
+        # a bad recipe: the error shows by the Import button, not 1,300 px above it
+        page.evaluate("document.querySelector('#tlok_workflow_recipe_accordion .label-wrap').click()")
+        page.locator("#tlok_workflow_recipe_json textarea").fill('{"stages": "nope"}')
+        page.click("#tlok_workflow_import")
+        status = page.locator("#tlok_workflow_recipe_status")
+        sync_api.expect(status.first).to_contain_text("Error", timeout=15000)
+        gap = status.first.bounding_box()["y"] - page.locator("#tlok_workflow_import").bounding_box()["y"]
+        assert 0 < gap < 150, gap
+        browser.close()

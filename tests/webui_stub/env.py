@@ -1,7 +1,9 @@
 """The `webui` fixture: the WebUI stand-in's `modules` on sys.path for one test, with fresh state.
 
-Only tests that ask for the fixture see `modules`; it is never on the normal import path.
+Only tests that ask for the fixture see `modules`; it is never on the normal import path. The models folder holds
+the two checkpoints and the weights of the two RealESRGAN upscalers (models/ESRGAN is empty).
 """
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +18,7 @@ STYLE = "4elements-diffusion.ckpt"
 def webui(tmp_path, monkeypatch):
     monkeypatch.setenv("TLOK_STUB_DATA", str(tmp_path / "webui"))
     monkeypatch.syspath_prepend(str(STUB))
-    from modules import (images, infotext_utils, modelloader, paths_internal, processing, progress,
+    from modules import (errors, images, infotext_utils, modelloader, paths_internal, processing, progress,
                          realesrgan_model, script_callbacks, sd_models, shared)
     try:  # the UI stand-ins need gradio
         from modules import call_queue, ui_common  # noqa: F401
@@ -27,17 +29,26 @@ def webui(tmp_path, monkeypatch):
     folder.mkdir(parents=True, exist_ok=True)
     for name in (BASE, STYLE):
         (folder / name).touch()
+    sd_models.unhashed.clear()
     sd_models.list_models()
     sd_models.loads.clear()
     sd_models.model_data.sd_model = None
+    sd_models.model_data.was_loaded_at_least_once = False
     shared.opts.data["sd_model_checkpoint"] = sd_models.get_closet_checkpoint_match(BASE).title
     shared.opts.data["interrupt_after_current"] = True
     shared.state.__dict__.clear()   # back to the class defaults (processing holds this very object)
     processing.calls.clear()
     images.saved.clear()
     images.resized.clear()
+    for folder, files in (("RealESRGAN", ["RealESRGAN_x4plus.pth", "RealESRGAN_x4plus_anime_6B.pth"]), ("ESRGAN", [])):
+        upscalers = Path(paths_internal.models_path) / folder
+        shutil.rmtree(upscalers, ignore_errors=True)
+        upscalers.mkdir(parents=True)
+        for name in files:
+            (upscalers / name).write_bytes(b"old-format pickle")   # passes the stand-in's pickle check
     modelloader.load_upscalers()
     realesrgan_model.runs.clear()
+    errors.reported.clear()
     processing.on_sampling_step.clear()
     infotext_utils.reset()
     script_callbacks.clear_callbacks()

@@ -37,6 +37,7 @@ class PassRequest:
     mask: Optional[Image.Image] = None    # inpaint: "L" mask of the full image, white = redraw
     inpaint_padding: int = 32   # inpaint: context pixels kept around the mask's box ("only masked" mode)
     mask_blur: int = 4          # inpaint: feather radius of the paste-back, pixels
+    upscaler: str = ""          # img2img: the upscaler that really enlarged `image` (for infotext)
 
 
 class Backend:
@@ -76,6 +77,12 @@ class Backend:
         """The upscalers `upscale` takes."""
         return list(BUILTIN_UPSCALERS)
 
-    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
-        """`image` resized to `size` (width, height) with the upscaler `name`, one of `upscaler_names()`."""
-        return image.resize(size, BUILTIN_UPSCALERS[name])
+    def upscaler_problem(self, name: str) -> str:
+        """Why the upscaler `name` cannot enlarge an image here ('' when it can), checked before any pass."""
+        known = self.upscaler_names()
+        return "" if name in known else f"not found; available: {', '.join(known)}"
+
+    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Tuple[Image.Image, str]:
+        """`image` resized to `size` (width, height) with the upscaler `name`, one of `upscaler_names()`, and the
+        upscaler that really did it (a WebUI upscaler whose model fails to load falls back to Lanczos)."""
+        return image.resize(size, BUILTIN_UPSCALERS[name]), name

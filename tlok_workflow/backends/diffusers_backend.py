@@ -79,10 +79,10 @@ class DiffusersBackend(Backend):
     def upscaler_names(self) -> List[str]:
         return super().upscaler_names() + self.model_upscalers.names()
 
-    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
+    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Tuple[Image.Image, str]:
         if name in BUILTIN_UPSCALERS:
             return super().upscale(image, size, name)
-        return self.model_upscalers.upscale(image, size, name)
+        return self.model_upscalers.upscale(image, size, name), name
 
     def pipeline(self, checkpoint: str, mode: str):
         """The pipeline for checkpoint and mode (loading the checkpoint if it is not cached)."""

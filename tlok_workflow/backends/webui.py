@@ -8,10 +8,14 @@
 - shared.state: job_count = the run's passes; an Interrupt (or Skip) during a pass makes the WebUI return a
   half-denoised image, which is raised as Interrupted (Skipped) instead of being saved as finished.
 - Upscalers are the WebUI's own (shared.sd_upscalers), run by its images.resize_image, so model loading and
-  tiling follow the user's settings. Lanczos stays the plain PIL resize every backend does.
+  tiling follow the user's settings. Lanczos stays the plain PIL resize every backend does. A model upscaler
+  whose weights are not on disk, or that the WebUI's pickle check refuses, is refused before the first pass: the
+  WebUI would only log the failure and fall back to a Lanczos resize. A fallback that still happens is recorded.
 """
+import functools
 import importlib.util
-from contextlib import closing
+import os
+from contextlib import closing, contextmanager
 from typing import List, Tuple
 
 from PIL import Image
@@ -90,14 +94,20 @@ class WebUIBackend(Backend):
         return (processing.program_version() or "") if shared.opts.data.get("add_version_to_infotext", True) else ""
 
     def upscaler_names(self) -> List[str]:
-        """Ours (Lanczos, Nearest: Forge Neo lists neither) and the WebUI's."""
-        webui_names = [upscaler.name for upscaler in shared.sd_upscalers]
-        return list(BUILTIN_UPSCALERS) + [name for name in webui_names if name not in BUILTIN_UPSCALERS]
+        """The upscalers that can run here: ours (Lanczos, Nearest: Forge Neo lists neither) and the WebUI's model
+        upscalers whose weights are on disk and pass its pickle check."""
+        return list(BUILTIN_UPSCALERS) + [name for name in model_upscaler_names() if not model_upscaler_problem(name)]
 
-    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
+    def upscaler_problem(self, name: str) -> str:
+        return model_upscaler_problem(name) if name in model_upscaler_names() else super().upscaler_problem(name)
+
+    def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Tuple[Image.Image, str]:
         if name in BUILTIN_UPSCALERS:   # the card's resize, pixel for pixel the same on every host
             return super().upscale(image, size, name)
-        return images.resize_image(0, image, size[0], size[1], upscaler_name=name)
+        with model_runs(webui_upscaler(name).scaler) as enlarged:
+            image = images.resize_image(0, image, size[0], size[1], upscaler_name=name)
+        # the model ran at every call, or was not needed (no enlargement); else the WebUI resized with Lanczos
+        return image, name if all(enlarged) else "Lanczos"
 
     def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
         on_step(0, request.steps)  # progress text, and an interrupt between passes stops here
@@ -119,6 +129,79 @@ class WebUIBackend(Backend):
             shared.state.skipped = False
             raise Skipped()
         return processed.images[processed.index_of_first_image].convert("RGB")
+
+
+def model_upscaler_names() -> List[str]:
+    """The WebUI's model upscalers: its list without the plain resizes (its "None" is a Lanczos resize on every
+    host, images.resize_image)."""
+    return [u.name for u in shared.sd_upscalers if u.name not in (*BUILTIN_UPSCALERS, "None")]
+
+
+def webui_upscaler(name: str):
+    """The WebUI's UpscalerData of that name (images.resize_image takes the first)."""
+    return next(u for u in shared.sd_upscalers if u.name == name)
+
+
+def model_upscaler_problem(name: str) -> str:
+    """Why the WebUI's upscaler `name` would not run its model ('' when it can): its weights are not on disk (the
+    WebUI would download them first: offline, or behind a proxy, that fails), or its pickle check refuses the
+    file. In either case the WebUI logs the error and resizes with Lanczos instead."""
+    data = webui_upscaler(name)
+    path = getattr(data, "local_data_path", None) or data.data_path   # Forge Neo's UpscalerData has no local path
+    if not path:
+        return ""   # a plain resize, or an upscaler that finds its own files (LDSR: its fallback is recorded)
+    path = str(path)   # another extension's upscaler may hold a Path
+    if path.startswith(("http://", "https://")):
+        folder = getattr(data.scaler, "model_download_path", None) or data.scaler.model_path
+        return (f"has no weights on disk: put {os.path.basename(path.split('?')[0])} in {folder} (the WebUI would "
+                f"download {path})")
+    if not os.path.isfile(path):
+        return f"has no weights on disk: {path} is missing"
+    stat = os.stat(path)
+    return pickle_check(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def pickle_check(path: str, mtime_ns: int, size: int) -> str:
+    """What the WebUI's pickle check says of a .pth/.pt file ('' when it passes), as its loader would meet it:
+    A1111 checks every torch.load with modules.safe.check_pt (torch ≥ 2.6 zip files fail it, "bad file inside …
+    .format_version"); Forge Neo's modules.safe has no check_pt, and its loader takes those files."""
+    try:
+        from modules import safe
+    except ImportError:
+        return ""
+    if not hasattr(safe, "check_pt") or getattr(shared.cmd_opts, "disable_safe_unpickle", False) or \
+            not path.lower().endswith((".pth", ".pt", ".ckpt", ".bin")):
+        return ""
+    try:
+        safe.check_pt(path, None)
+    except Exception as e:  # noqa: BLE001 - any refusal of the WebUI's check is the reason it would not load
+        return f"is refused by the WebUI's pickle check: {e}"
+    return ""
+
+
+@contextmanager
+def model_runs(scaler):
+    """Whether each model pass of a WebUI upscaler enlarged the image: its do_upscale returns the image unchanged
+    when the model fails to load (A1111, Forge and Neo log the error and go on), and images.resize_image then
+    finishes with a Lanczos resize. Yields the list that fills with one bool per model pass."""
+    enlarged = []
+    own = vars(scaler).get("do_upscale")
+    original = scaler.do_upscale
+
+    def do_upscale(img, *args, **kwargs):
+        out = original(img, *args, **kwargs)
+        enlarged.append(out.size != img.size)
+        return out
+
+    scaler.do_upscale = do_upscale
+    try:
+        yield enlarged
+    finally:
+        if own is None:
+            del scaler.do_upscale
+        else:
+            scaler.do_upscale = own
 
 
 def host_sampler(sampler: str, scheduler: str):

@@ -9,7 +9,7 @@ from modules import options, shared_state
 
 OptionInfo = options.OptionInfo
 cmd_opts = argparse.Namespace(hide_ui_dir_config=False, no_prompt_history=True, freeze_settings=False,
-                              freeze_settings_in_sections=None, nowebui=False)
+                              freeze_settings_in_sections=None, nowebui=False, disable_safe_unpickle=False)
 opts = options.Options({
     "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion checkpoint"),
     "interrupt_after_current": OptionInfo(True, "Interrupt after current image"),
@@ -24,6 +24,8 @@ opts = options.Options({
     "memmon_poll_rate": OptionInfo(0, "VRAM usage polls per second during generation"),
     "hide_samplers": OptionInfo([], "Hide samplers in user interface"),
     "upscaler_for_img2img": OptionInfo(None, "Upscaler for img2img"),
+    "realesrgan_enabled_models": OptionInfo(["R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B"], "Select which Real-ESRGAN "
+                                            "models to show in the web UI."),
 })
 state = shared_state.State()
 demo = None

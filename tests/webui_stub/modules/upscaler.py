@@ -1,6 +1,11 @@
-"""Stand-in for modules/upscaler.py (A1111 v1.10.1): Upscaler.upscale's loop (up to 3 runs of do_upscale towards
-a size floored to a multiple of 8, then Lanczos), UpscalerData, and the built-in None, Lanczos and Nearest."""
+"""Stand-in for modules/upscaler.py (A1111 v1.10.1): Upscaler (its model folder, find_models, and upscale's loop:
+up to 3 runs of do_upscale towards a size floored to a multiple of 8, then Lanczos), UpscalerData, and the
+built-in None, Lanczos and Nearest."""
+import os
+
 from PIL import Image
+
+from modules import modelloader, paths_internal
 
 LANCZOS = Image.LANCZOS
 NEAREST = Image.NEAREST
@@ -8,10 +13,18 @@ NEAREST = Image.NEAREST
 
 class Upscaler:
     name = None
+    model_path = None
+    model_url = None
+    user_path = None
     scalers: list
 
     def __init__(self, create_dirs=False):
         self.scale = 1
+        self.model_download_path = None
+        if self.model_path is None and self.name:
+            self.model_path = os.path.join(paths_internal.models_path, self.name)
+        if self.model_path and create_dirs:
+            os.makedirs(self.model_path, exist_ok=True)
 
     def do_upscale(self, img, selected_model: str):
         return img
@@ -20,8 +33,8 @@ class Upscaler:
         self.scale = scale
         dest_w = int((img.width * scale) // 8 * 8)
         dest_h = int((img.height * scale) // 8 * 8)
-        for _ in range(3):
-            if img.width >= dest_w and img.height >= dest_h:
+        for i in range(3):
+            if img.width >= dest_w and img.height >= dest_h and (i > 0 or scale != 1):
                 break
             shape = (img.width, img.height)
             img = self.do_upscale(img, selected_model)
@@ -31,16 +44,19 @@ class Upscaler:
             img = img.resize((int(dest_w), int(dest_h)), resample=LANCZOS)
         return img
 
+    def find_models(self, ext_filter=None) -> list:
+        return modelloader.load_models(model_path=self.model_path, model_url=self.model_url,
+                                       command_path=self.user_path, ext_filter=ext_filter)
+
 
 class UpscalerData:
-    def __init__(self, name: str, path: str, upscaler: Upscaler = None, scale: int = 4, model=None, sha256=None):
+    def __init__(self, name: str, path: str, upscaler: Upscaler = None, scale: int = 4, model=None):
         self.name = name
         self.data_path = path
         self.local_data_path = path
         self.scaler = upscaler
         self.scale = scale
         self.model = model
-        self.sha256 = sha256
 
 
 class UpscalerNone(Upscaler):
