@@ -19,7 +19,8 @@ from modules import (call_queue, images, infotext_utils, paths_internal, progres
 from modules.ui_components import ToolButton
 
 from . import api
-from .backends.webui import WebUIBackend, find_checkpoint, host_sampler
+from .backends.base import BUILTIN_UPSCALERS
+from .backends.webui import WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
 from .faces import detectors
 from .recipe import Recipe
 from .session import NotListed, Session
@@ -132,7 +133,8 @@ class WebUISession(Session):
         return sd_models.checkpoint_tiles()
 
     def listed_upscalers(self) -> List[str]:
-        return self.backend().upscaler_names()
+        """Every upscaler name the WebUI knows, also one that cannot run now (check() then says why)."""
+        return list(BUILTIN_UPSCALERS) + model_upscaler_names()
 
     def resolve_checkpoint(self, name: str, field: str) -> str:
         """As every WebUI lookup: its own match over its list (sd_models.get_closet_checkpoint_match), which
