@@ -1,8 +1,10 @@
 // TLOK Workflow tab (A1111 1.10, Forge). Generate goes through the WebUI's progress bar; Ctrl+Enter, Alt+Enter
 // and Esc work through the WebUI's own key handler (script.js), which finds our *_generate/_interrupt/_skip.
 
-// Generate: hide Generate, poll /internal/progress into our gallery, hand the task id to the server.
-function tlok_workflow_submit() {
+// Generate (and Run batch): hide Generate, poll /internal/progress into our gallery, hand the task id to the
+// server. gradio passes the button's inputs followed by its outputs; `inputs` (from ui.submit_js) says how many are
+// inputs, and one value per input is returned (Forge requires it).
+function tlok_workflow_submit(inputs, args) {
     showSubmitButtons('tlok_workflow', false);
     var id = randomId();
     localSet("tlok_workflow_task_id", id);
@@ -11,8 +13,7 @@ function tlok_workflow_submit() {
             showSubmitButtons('tlok_workflow', true);
             localRemove("tlok_workflow_task_id");
         });
-    // gradio passes the inputs followed by the 4 output values; return one value per input (Forge requires it)
-    var res = Array.from(arguments).slice(0, arguments.length - 4);
+    var res = Array.from(args).slice(0, inputs);
     res[0] = id;
     return res;
 }

@@ -297,22 +297,19 @@ INFOTEXT_KEYS = st.sampled_from(["Prompt", "Negative prompt", "Steps", "Sampler"
 @FUZZ
 @given(st.dictionaries(INFOTEXT_KEYS | st.text(max_size=5), SCALARS | PROMPTS, max_size=8))
 def test_pasted_infotext_fields_never_raise(params):
-    from types import SimpleNamespace
+    from tlok_workflow import webui_paste
+    from tlok_workflow.panel_model import NONE
 
-    from tlok_workflow.ui import NONE, Panel, infotext_fields
-
-    names = ("prompt", "negative", "seed", "outfit", "hairstyle", "shot", "medium", "preset", "stages", "base",
-             "style")
-    host = SimpleNamespace(checkpoints=lambda: ["base.safetensors [0123456789]"],
-                           default_checkpoints={"base": "base", "style": "style"})
-    panel = Panel(host=host, pack=PACK, controls={n: n for n in names}, warnings="warnings")
-    for target, key in infotext_fields(panel):
-        if not callable(key):
-            continue
-        picked = key(params)
-        if target in ("outfit", "hairstyle", "shot", "medium", "preset"):
-            assert picked is None or picked == NONE or any(picked in getattr(PACK, a) for a in
-                                                            ("outfits", "hairstyles", "shots", "media", "recipes"))
+    params = {k: v for k, v in params.items() if isinstance(k, str) and isinstance(v, str)}   # as the tab gives them
+    picked = dict(webui_paste.prompt_selections(PACK, params.get("Prompt", "")),
+                  preset=webui_paste.pasted_preset(PACK, params))
+    for name, attr in (("outfit", "outfits"), ("hairstyle", "hairstyles"), ("shot", "shots"), ("medium", "media"),
+                       ("preset", "recipes")):
+        assert picked[name] is None or picked[name] == NONE or picked[name] in getattr(PACK, attr)
+    webui_paste.pasted_stage_rows(PACK, {"base": "base", "style": "style"}, params)
+    for role in ("base", "style"):
+        webui_paste.pasted_checkpoint(["base.safetensors [0123456789]"], role, params)
+    webui_paste.not_restored(params)
 
 
 @FUZZ

@@ -10,9 +10,8 @@ from fakes import FakeBackend  # noqa: E402
 from panel_events import labels, wired  # noqa: E402
 from tlok_workflow import ui  # noqa: E402
 from tlok_workflow.app import build_app, make_host  # noqa: E402
-from tlok_workflow.chain import build_recipe  # noqa: E402
 from tlok_workflow.presets import load_pack  # noqa: E402
-from tlok_workflow.recipe import PromptSpec, RecipeError  # noqa: E402
+from tlok_workflow.recipe import PromptSpec  # noqa: E402
 
 PACK = load_pack()
 
@@ -35,50 +34,6 @@ def test_standalone_app_builds_with_the_webui_element_ids(tmp_path):
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"tab_tlok_workflow", "tlok_workflow_generate", "tlok_workflow_interrupt", "tlok_workflow_skip",
             "tlok_workflow_gallery", "tlok_workflow_stages", "tlok_workflow_plan"} <= ids
-
-
-def test_default_controls_make_the_packs_default_recipe(panel):
-    recipe = ui.recipe_from_values(panel.pack, panel.host, values(panel))
-    expected = build_recipe(PACK, PromptSpec(hairstyle="stada", negatives=["card"]), demo=True)
-    assert recipe == expected
-    assert panel.prompt.value == "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
-
-
-def test_edited_prompt_wins_and_composed_one_follows_selections(panel):
-    v = values(panel, prompt="my own prompt")
-    assert ui.recipe_from_values(panel.pack, panel.host, v).prompt.positive == "my own prompt"
-    v = values(panel, outfit="runa", hairstyle="shoa")   # prompt box still holds the old composed text
-    assert ui.selections(panel.pack, dict(v, prompt=None)).outfit == "runa"
-
-
-def test_stage_table_edits_apply_and_survive_a_rebuild(panel):
-    v = values(panel)
-    rows = ui._rows(v["stages"])
-    rows[2][ui.STAGE_HEADERS.index("steps")] = "7"
-    rows[2][ui.STAGE_HEADERS.index("sampler")] = "DPM++ 2M"
-    rows[2][ui.STAGE_HEADERS.index("upscaler")] = "R-ESRGAN 4x+ Anime6B"
-    recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
-    assert [(s.label, s.steps, s.sampler, s.upscaler) for s in recipe.stages][2] == \
-        ("1024", 7, "DPM++ 2M", "R-ESRGAN 4x+ Anime6B")
-    # half-body drops the 1536 pass: the 1024 edit is kept, the table follows the new chain
-    fresh = ui.recipe_from_values(panel.pack, panel.host, dict(v, shot="half-body"), table=[])
-    merged = ui.merge_rows(ui.stage_rows(fresh), rows)
-    steps = ui.STAGE_HEADERS.index("steps")
-    assert [(r[1], r[steps]) for r in merged] == [("base", 20), ("style", 20), ("1024", "7"), ("face", 20)]
-    rows[2][ui.STAGE_HEADERS.index("CFG")] = "lots"
-    with pytest.raises(RecipeError, match="stage table, 1024: CFG 'lots' is not a number"):
-        ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
-
-
-def test_recipe_export_import_round_trip(panel):
-    v = values(panel, outfit="seri", hairstyle="foha", shot="closeup", ladder="1024,1536", face_after="style",
-               seed=99)
-    rows = ui.stage_rows(ui.recipe_from_values(panel.pack, panel.host, v, table=[]))
-    rows[1][ui.STAGE_HEADERS.index("repeat")] = 2
-    recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
-    back = ui.values_from_recipe(panel.pack, recipe)
-    again = ui.recipe_from_values(panel.pack, panel.host, dict(v, **back))
-    assert again == recipe and recipe.stages[1].repeat == 2 and back["face_after"] == "style"
 
 
 def test_generate_streams_progress_then_all_stages(panel):
@@ -139,15 +94,6 @@ def test_an_output_folder_that_is_a_file_is_an_error_before_any_pass(tmp_path):
     assert out.read_text() == "a file"
 
 
-def test_an_edit_to_the_first_of_two_equal_sizes_is_kept(panel):
-    v = values(panel, ladder="1024,1024", face_after="off")
-    rows = ui.stage_rows(ui.recipe_from_values(panel.pack, panel.host, v, table=[]))
-    assert [r[1] for r in rows] == ["base", "style", "1024", "1024-2"]
-    rows[2][ui.STAGE_HEADERS.index("steps")] = 7
-    recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
-    assert [s.steps for s in recipe.stages] == [20, 20, 7, 20]
-
-
 def test_the_panel_takes_bounds_and_hints_from_the_recipe_schema(tmp_path, monkeypatch):
     import dataclasses
     import html
@@ -165,39 +111,6 @@ def test_the_panel_takes_bounds_and_hints_from_the_recipe_schema(tmp_path, monke
     assert hints["tlok_workflow_outfit_weight"] == weight.metadata["doc"]
     assert hints["tlok_workflow_seed"].startswith("seed of the first item")
     assert hints["tlok_workflow_ladder"].startswith("auto follows the shot")
-
-
-def test_importing_a_saved_recipe_restores_its_exact_prompts(panel):
-    v = values(panel, face_after="off", seed=5)
-    recipe = ui.recipe_from_values(panel.pack, panel.host, v)
-    for stage in recipe.stages:   # as a saved PNG's recipe holds them
-        stage.prompt.positive = "closeup Korra wearing a pack that changed since, tlok artstyle"
-        stage.prompt.negative = "blur, vignette, instagram, extra"
-    back = ui.values_from_recipe(panel.pack, recipe)
-    assert back["prompt"] == "closeup Korra wearing a pack that changed since, tlok artstyle"
-    assert back["negative"] == "blur, vignette, instagram, extra"
-    again = ui.recipe_from_values(panel.pack, panel.host, dict(v, **back))
-    assert again.prompt.positive == back["prompt"] and again.prompt.negative == back["negative"]
-
-
-def test_the_panel_says_which_face_detectors_can_run_here(monkeypatch):
-    from tlok_workflow import faces
-
-    monkeypatch.setattr(faces, "available_detectors", lambda: [
-        faces.DetectorStatus("mediapipe", "0.10.31", True, ""),
-        faces.DetectorStatus("yolo", "", False, "ultralytics is not installed")])
-    shown = ui.detectors_html()
-    assert "<td>mediapipe</td><td>0.10.31</td><td>yes</td>" in shown
-    assert "<td>yolo</td><td>-</td><td>no: ultralytics is not installed</td>" in shown
-
-
-def test_a_recipe_without_upscale_passes_imports_as_no_ladder(panel):
-    v = values(panel, ladder="none", face_after="off", seed=4)
-    recipe = ui.recipe_from_values(panel.pack, panel.host, v)
-    assert [s.label for s in recipe.stages] == ["base", "style"]
-    back = ui.values_from_recipe(panel.pack, recipe)
-    assert back["ladder"] == "none"
-    assert ui.recipe_from_values(panel.pack, panel.host, dict(v, **back)) == recipe
 
 
 def test_the_ui_command_starts_without_warnings_and_serves_our_stylesheet(tmp_path):
@@ -250,7 +163,7 @@ def test_the_panel_says_what_each_choice_is_in_the_packs_words(tmp_path):
     picked = runa[1] if isinstance(runa, (tuple, list)) else runa
     choose_outfit = wired(blocks, panel.outfit, "input")
     hairstyle, prompt, *_ = choose_outfit(*values(panel, outfit=picked).values())
-    assert ui._key(hairstyle) == "shoa" and "wearing runa outfit shoa hairstyle" in prompt
+    assert ui.shown_key(hairstyle) == "shoa" and "wearing runa outfit shoa hairstyle" in prompt
     label_of = {getattr(b, "elem_id", None): getattr(b, "label", None) for b in blocks.blocks.values()}
     assert list(label_of.values()).count("Recipe") == 0
     assert label_of["tlok_workflow_preset"] == "Sampler recipe"
@@ -264,24 +177,3 @@ def test_a_recipe_import_error_shows_beside_the_import_button(tmp_path):
     *controls, status = wired(blocks, import_button, "click")('{"stages": "nope"}')
     assert "tlok-error" in status and "stages" in status
     assert wired(blocks, import_button, "click", outputs=True)[-1].elem_id == "tlok_workflow_recipe_status"
-
-
-def test_txt2img_and_face_rows_have_no_upscaler_cell_and_ignore_an_edit_to_it(panel):
-    v = values(panel)   # full-shot: base, style, 1024, 1536, face
-    rows = ui.stage_rows(ui.recipe_from_values(panel.pack, panel.host, v, table=[]))
-    column = ui.STAGE_HEADERS.index("upscaler")
-    assert [(r[2], r[column]) for r in rows] == [("txt2img", "–"), ("img2img", "Lanczos"), ("img2img", "Lanczos"),
-                                                 ("img2img", "Lanczos"), ("face", "–")]
-    rows[0][column] = rows[4][column] = "Nearest"   # typed where nothing is enlarged
-    recipe = ui.recipe_from_values(panel.pack, panel.host, dict(v, stages=rows))
-    assert [s.upscaler for s in recipe.stages] == ["Lanczos"] * 5
-    assert [r[column] for r in ui.merge_rows(ui.stage_rows(recipe), rows)] == ["–", "Lanczos", "Lanczos", "Lanczos",
-                                                                               "–"]
-
-
-def test_the_standalone_plan_warns_when_base_and_style_are_one_checkpoint(panel, tmp_path):
-    v = values(panel, base=str(tmp_path / "model.safetensors"), style="model.safetensors")
-    plan = ui.plan_html(panel.host, ui.recipe_from_values(panel.pack, panel.host, v), panel.pack, 1)
-    assert "warning: base and style are the same checkpoint (model.safetensors)" in plan
-    assert "same checkpoint" not in ui.plan_html(panel.host, ui.recipe_from_values(panel.pack, panel.host,
-                                                                                   values(panel)), panel.pack, 1)

@@ -13,7 +13,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from panel_events import wired  # noqa: E402
-from tlok_workflow.ui import stage_rows  # noqa: E402
+from tlok_workflow.stage_table import rows as stage_rows  # noqa: E402
 from webui_stub.env import BASE, STYLE, title  # noqa: E402
 pytest_plugins = ["webui_stub.env"]   # the `webui` fixture
 
@@ -152,7 +152,9 @@ def test_batch_section_runs_in_the_queue_with_one_load_per_checkpoint(webui, tmp
 
 
 def test_pasting_our_infotext_restores_what_was_pasted(webui):
-    from tlok_workflow.ui import STAGE_HEADERS, infotext_fields, shown
+    from tlok_workflow.stage_table import HEADERS as STAGE_HEADERS
+    from tlok_workflow.ui import shown
+    from tlok_workflow.webui_host import infotext_fields
 
     _, host, _ = build_webui(webui)
     panel = host.panel
@@ -183,7 +185,7 @@ def test_pasting_our_infotext_restores_what_was_pasted(webui):
 
 
 def test_a_pasted_preset_and_a_core_txt2img_infotext(webui):
-    from tlok_workflow.ui import infotext_fields
+    from tlok_workflow.webui_host import infotext_fields
 
     _, host, _ = build_webui(webui)
     base_hash = webui.sd_models.get_closet_checkpoint_match(BASE).shorthash
@@ -365,12 +367,11 @@ def test_send_to_buttons_carry_the_shown_stages_parameters(webui):
 
 
 def test_selecting_a_gallery_image_shows_that_stages_infotext():
-    from types import SimpleNamespace
-
-    from tlok_workflow.ui import last_stage_infotext, selected_stage
+    from tlok_workflow.panel_model import last_stage_infotext, stage_infotext, text_html
 
     info = json.dumps({"infotexts": ["first\nSteps: 20", "second\nSteps: 10"]})
-    html_info, text = selected_stage(info, SimpleNamespace(index=0))
+    text = stage_infotext(info, 0)
+    html_info = text_html(text)
     assert text == "first\nSteps: 20" and "first" in html_info and "second" not in html_info
     assert last_stage_infotext(info) == "second\nSteps: 10" and last_stage_infotext("") == ""
 
@@ -416,18 +417,19 @@ def test_send_to_tlok_sets_the_dropdowns_the_prompt_names(webui):
 
 
 def test_a_gallery_click_shows_the_clicked_stages_infotext(webui):
-    from tlok_workflow.ui import stage_at
+    from tlok_workflow.panel_model import stage_infotext, text_html
 
     info = json.dumps({"infotexts": ["first\nSteps: 20", "second\nSteps: 10"]})
-    assert stage_at(info, "<p>old</p>", 1) == ("<p>second<br>\nSteps: 10</p>", "second\nSteps: 10")
-    assert stage_at(info, "<p>old</p>", -1)[0] == "<p>old</p>" and stage_at("", "<p>old</p>", 0)[0] == "<p>old</p>"
+    assert (text_html(stage_infotext(info, 1)), stage_infotext(info, 1)) == ("<p>second<br>\nSteps: 10</p>",
+                                                                             "second\nSteps: 10")
+    assert stage_infotext(info, -1) is None and stage_infotext("", 0) is None
     tabs, _, _ = build_webui(webui)
     assert "tlok_workflow_generation_info_button" in elem_ids(tabs[0][0])   # what the WebUI's gallery click presses
 
 
 def test_paste_finds_the_checkpoint_by_name_where_titles_have_no_hash(webui, monkeypatch):
     """Forge Neo's checkpoint titles are bare file names ("style.safetensors")."""
-    from tlok_workflow.ui import infotext_fields
+    from tlok_workflow.webui_host import infotext_fields
 
     _, host, _ = build_webui(webui)
     monkeypatch.setattr(host, "checkpoints", lambda: ["base.safetensors", "sub/style.safetensors"])
@@ -544,8 +546,8 @@ def test_none_is_not_offered_and_the_table_note_names_every_upscaler_that_runs(w
     assert "Upscalers (enlarge before an img2img pass): Lanczos, Nearest, R-ESRGAN 4x+, R-ESRGAN 4x+ Anime6B." in note
     client = api_client(webui)
     ran = client.post("/tlok-workflow/v1/run", json={"recipe": with_upscaler(tiny_recipe(), "None").to_dict()})
-    assert ran.status_code == 400 and "upscaler: 'None' is not an upscaler this host lists (listed: Lanczos, Nearest, " \
-        in ran.json()["detail"]
+    assert ran.status_code == 400
+    assert "upscaler: 'None' is not an upscaler this host lists (listed: Lanczos, Nearest, " in ran.json()["detail"]
 
 
 def test_a_run_sent_while_the_webui_loads_its_first_model_waits_for_it(webui, monkeypatch):
@@ -582,7 +584,7 @@ def test_a_run_sent_while_the_webui_loads_its_first_model_waits_for_it(webui, mo
 def test_a_checkpoint_has_one_spelling_before_and_after_the_run_that_hashes_it(webui):
     """A1111 titles a checkpoint 'style.safetensors' until it first hashes it (at its first load), then
     'style.safetensors [faa827b3c9]': the boxes showed the first and a paste the second."""
-    from tlok_workflow.ui import infotext_fields
+    from tlok_workflow.webui_host import infotext_fields
 
     webui.sd_models.unhashed.add(STYLE)
     webui.sd_models.list_models()

@@ -42,9 +42,10 @@ from . import outputs
 from .api_schema import MAX_BODY, SchemaRoute
 from .batch import BatchError, BatchJob, collect_inputs
 from .chain import STEP_BUDGET, WORK_BUDGET, largest_step, work
-from .presets import Pack
+from .presets import DEFAULT_PACK, Pack
 from .prompts import compose
 from .recipe import PATH, Recipe, RunOptions, check_recipe
+from .request import Request
 from .runner import Status
 from .schema import spec
 from .session import Busy
@@ -53,23 +54,28 @@ PREFIX = "/tlok-workflow/v1"
 
 
 @dataclass(kw_only=True)
-class RunRequest(RunOptions):
-    """A recipe to run for `count` images, from its txt2img stage or from an uploaded start image."""
-    recipe: Recipe = spec(doc="a recipe as `python -m tlok_workflow plan --json` prints it")
+class Chain:
+    """The chain to run: a recipe, or a request the host turns into one as its panel and CLI do (exactly one)."""
+    recipe: Optional[Recipe] = spec(None, "a recipe as `python -m tlok_workflow plan --json` prints it")
+    request: Optional[Request] = spec(None, "the choices a recipe is made from: selections, ladder, sampler "
+                                            "recipe, checkpoints, seed, stage settings")
+
+
+@dataclass(kw_only=True)
+class RunRequest(RunOptions, Chain):
+    """A chain to run for `count` images, from its txt2img stage or from an uploaded start image."""
     init_image: Optional[str] = spec(None, "start image, base64 (a data: URI is fine); the recipe must then start "
                                            "with an img2img stage", max_length=MAX_BODY)
 
 
 @dataclass(kw_only=True)
-class PlanRequest(RunOptions):
-    """A recipe to plan for `count` images: what would run, nothing is run."""
-    recipe: Recipe = spec(doc="a recipe as `python -m tlok_workflow plan --json` prints it")
+class PlanRequest(RunOptions, Chain):
+    """A chain to plan for `count` images: what would run, nothing is run."""
 
 
-@dataclass
-class BatchRequest:
-    """A recipe over the images of a folder, glob or list, into an output folder (resumable)."""
-    recipe: Recipe = spec(doc="a recipe; a txt2img first stage is left out")
+@dataclass(kw_only=True)
+class BatchRequest(Chain):
+    """A chain over the images of a folder, glob or list, into an output folder (resumable; no txt2img stage)."""
     input: str = spec(doc="input folder, glob pattern or .txt list of images (inside a batch root)",
                       max_length=PATH)
     output: str = spec(doc="output folder (inside a batch root, not inside the input folder)", max_length=PATH)
@@ -88,6 +94,7 @@ class RunResponse(BaseModel):
 
 
 class PlanResponse(BaseModel):
+    recipe: Dict[str, Any] = Field(..., description="the recipe planned (made of the request, if one was given)")
     text: str
     rows: List[List[str]]
     loads: List[str]
@@ -99,6 +106,22 @@ class PlanResponse(BaseModel):
 
 def bad_request(error: Exception) -> HTTPException:
     return HTTPException(status_code=400, detail=str(error))
+
+
+def recipe_of(body: Chain, session, from_image: bool = False) -> Recipe:
+    """The body's recipe, or the one the host makes of its request (`from_image`: an upload or a batch's images
+    start the chain)."""
+    if body.recipe is not None and body.request is not None:
+        raise HTTPException(status_code=400, detail="recipe: give a recipe or a request, not both")
+    if body.recipe is not None:
+        return body.recipe
+    if body.request is None:
+        raise HTTPException(status_code=400, detail="recipe: required (or a request to make one)")
+    body.request.from_image = body.request.from_image or from_image
+    try:
+        return session.recipe_for(body.request)
+    except ValueError as e:   # an unknown pack, preset, face placement or stage label
+        raise bad_request(e) from None
 
 
 def check_request(recipe: Recipe, session, count: int) -> Pack:
@@ -168,7 +191,7 @@ def confine_recipe_paths(recipe: Recipe, session) -> None:
             setattr(owner, name, str(confine(getattr(owner, name), roots, field, allowed)))
 
 
-def confine_batch(request: BatchRequest, roots: Sequence[Path]) -> BatchJob:
+def confine_batch(request: BatchRequest, recipe: Recipe, roots: Sequence[Path]) -> BatchJob:
     """The batch job if every input file and the output folder lie inside the roots, links followed: a folder,
     glob or .txt list inside a root may still reach elsewhere through a link or a listed path."""
     source = confine(request.input, roots, "input")
@@ -186,7 +209,7 @@ def confine_batch(request: BatchRequest, roots: Sequence[Path]) -> BatchJob:
         for path in (Path(folder, name) for name in dirs + names):
             if path.is_symlink() and not within(path, roots):
                 raise HTTPException(status_code=403, detail=f"output: {path} links outside the allowed batch folders")
-    return BatchJob(request.recipe, str(source), target, request.recursive, request.final_only,
+    return BatchJob(recipe, str(source), target, request.recursive, request.final_only,
                     request.prompt_from_infotext)
 
 
@@ -261,7 +284,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             raise HTTPException(status_code=409, detail=str(e)) from None
 
     def run(request: RunRequest, caller_gone) -> Dict[str, Any]:
-        recipe = request.recipe
+        recipe = recipe_of(request, session, from_image=bool(request.init_image))
         check_request(recipe, session, request.count)
         confine_recipe_paths(recipe, session)
         start = None
@@ -304,15 +327,16 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
                     seed=recipe.seed, interrupted=result.interrupted)
 
     def plan_route(request: PlanRequest, caller_gone) -> Dict[str, Any]:
-        recipe = request.recipe
+        recipe = recipe_of(request, session)
         pack = check_request(recipe, session, request.count)
         the_plan = session.plan(recipe, pack)
         prompts = compose(pack, recipe.prompt)
-        return dict(text=the_plan.text(request.count), rows=the_plan.rows, loads=the_plan.loads,
-                    passes=the_plan.passes_per_item * request.count, warnings=the_plan.warnings + prompts.warnings,
+        return dict(recipe=recipe.to_dict(), text=the_plan.text(request.count), rows=the_plan.rows,
+                    loads=the_plan.loads, passes=the_plan.passes_per_item * request.count,
+                    warnings=the_plan.warnings + prompts.warnings,
                     prompt=prompts.positive, negative_prompt=prompts.negative)
 
-    def presets(pack: str = "4elements") -> Dict[str, Any]:
+    def presets(pack: str = DEFAULT_PACK) -> Dict[str, Any]:
         try:
             packs = session.packs()
         except ValueError as e:
@@ -326,9 +350,10 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
                     pack_error=session.pack_error)   # a broken user pack: why the bundled one answers
 
     def batch_route(request: BatchRequest, caller_gone) -> Dict[str, Any]:
-        check_request(request.recipe, session, 1)   # the budget holds for each image
-        confine_recipe_paths(request.recipe, session)
-        job = confine_batch(request, session.batch_roots)
+        recipe = recipe_of(request, session, from_image=True)
+        check_request(recipe, session, 1)   # the budget holds for each image
+        confine_recipe_paths(recipe, session)
+        job = confine_batch(request, recipe, session.batch_roots)
         try:
             summary = exclusive(lambda: session.run_batch(job), caller_gone)
         except ValueError as e:   # output inside input, another recipe in the output folder, …

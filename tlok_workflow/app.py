@@ -16,7 +16,7 @@ from .backends.demo_model import DEMO_MODELS
 from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .backends.model_upscalers import model_files
 from .backends.schedulers import SAMPLERS, SCHEDULE_TYPES
-from .presets import EXTENSION_ROOT
+from .presets import DEFAULT_PACK, EXTENSION_ROOT
 from .session import Session
 from .ui import TAB, Host, build_panel
 
@@ -36,7 +36,7 @@ def list_checkpoints(models: Optional[Path]) -> List[str]:
 
 
 def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[str] = (), backend_factory=None,
-              pack: str = "4elements", batch_roots: Sequence[str] = ()) -> Host:
+              pack: str = DEFAULT_PACK, batch_roots: Sequence[str] = ()) -> Host:
     def diffusers_backend():
         from .backends.diffusers_backend import DiffusersBackend  # lazy: torch loads at the first run
         return DiffusersBackend()

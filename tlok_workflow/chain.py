@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from . import stage_table
 from .backends.base import BUILTIN_UPSCALERS
 from .presets import Pack, find_key
-from .recipe import DEFAULT_UPSCALER, FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
+from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
 
 DEMO_CHECKPOINTS = {"base": "demo-base", "style": "demo-style"}
 DEMO_SCALE = 8  # the demo chain runs at 1/8 of the real sizes: 512 → 64, 1536 → 192
@@ -101,7 +102,7 @@ class Plan:
     notes: List[str] = field(default_factory=list)    # face detectors; the host's saving policy (the session's)
 
     def text(self, items: int = 1) -> str:
-        header = ["#", "stage", "kind", "model", "size", "denoise", "steps", "sampler", "cfg", "x"]
+        header = [column.header for column in stage_table.PLAN_COLUMNS]
         widths = [max(len(r[i]) for r in [header] + self.rows) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + self.rows]
         lines.append(f"{self.passes_per_item} passes per item × {items} item(s) = {self.passes_per_item * items} "
@@ -113,29 +114,16 @@ class Plan:
 
 def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
     """What will run: one row per stage, and the model loads of a stage-major run."""
-    rows, loads, previous = [], [], None
-    for i, stage in enumerate(recipe.stages, 1):
+    loads, previous = [], None
+    for stage in recipe.stages:
         checkpoint = recipe.checkpoint_of(stage)
         if checkpoint != previous:
             loads.append(checkpoint)
             previous = checkpoint
-        if stage.kind == "face":
-            size = f"crop→{stage.face.inpaint_size}"
-        else:
-            size = f"{stage.width}×{stage.height}"
-            if stage.kind == "img2img" and stage.upscaler != DEFAULT_UPSCALER:
-                size += f" via {stage.upscaler}"
-        steps = str(stage.steps)
-        if stage.kind != "txt2img":
-            steps += f" ({max(1, int(stage.steps * stage.denoise))} run)"
-        denoise = "" if stage.kind == "txt2img" else f"{stage.denoise:g}"
-        sampler = stage.sampler + ("" if stage.scheduler == "Automatic" else f" {stage.scheduler}")
-        rows.append([str(i), stage.label, stage.kind, checkpoint, size, denoise, steps, sampler,
-                     f"{stage.cfg_scale:g}", str(stage.repeat)])
     passes = sum(s.repeat for s in recipe.stages)
     notes = [f"{s.label}: faces found by {', then '.join(s.face.detectors)}; each redrawn at {s.face.inpaint_size}"
              for s in recipe.stages if s.kind == "face"]
-    return Plan(rows, loads, passes, _warnings(recipe, pack), notes)
+    return Plan(stage_table.plan_rows(recipe), loads, passes, _warnings(recipe, pack), notes)
 
 
 # The work budget of a request, in work units: one sampling step over one pixel of a small image.

@@ -9,11 +9,12 @@ from typing import List, Optional
 
 from . import outputs
 from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
-from .chain import FACE_LAST, FACE_OFF, build_recipe, ladder_warning, plan
-from .presets import Pack, load_pack, load_packs
+from .chain import FACE_LAST, FACE_OFF, ladder_warning, plan
+from .presets import DEFAULT_PACK, Pack, load_pack, load_packs
 from .prompts import compose
 from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
 from .runner import Progress, Status, resolve_seed, upscaler_problems
+from .request import Request, StageSettings, apply_settings, parse_ladder, recipe_for
 from .schema import build
 
 EXIT_CLUSTER_FAILED = 3   # batch --ray: the Ray cluster failed mid-batch (the summary is written; re-run to resume)
@@ -173,7 +174,7 @@ def _positive_int(text: str) -> int:
 
 
 def _pack(args) -> Pack:
-    return load_pack(args.pack or "4elements", args.presets)
+    return load_pack(args.pack or DEFAULT_PACK, args.presets)
 
 
 def _selections(args, pack: Pack) -> PromptSpec:
@@ -196,11 +197,14 @@ def _selections(args, pack: Pack) -> PromptSpec:
 def _recipe_and_pack(args, from_images: bool = False, to_run: bool = False):
     """The recipe from --recipe, or built from the flags; and the pack it refers to. `to_run`: the --base and
     --style files must exist (a plan may name files it does not have yet)."""
+    every_pass = StageSettings(upscaler=args.upscaler)
     if args.recipe:
-        recipe = _read_recipe(args.recipe)
+        recipe = apply_settings(_read_recipe(args.recipe), every_pass)
         pack = load_pack(args.pack or recipe.pack, args.presets)
         if args.seed is not None:
             recipe.seed = args.seed
+        if args.init_image:
+            recipe.init_image = str(args.init_image)
     else:
         pack = _pack(args)
         if args.demo and (args.base or args.style):
@@ -214,17 +218,12 @@ def _recipe_and_pack(args, from_images: bool = False, to_run: bool = False):
         if not demo and not start_from_image and not args.base:
             raise CliError("--base is needed for the txt2img stage (a vanilla SD1.x checkpoint), "
                            "or start from an image with --init-image")
-        ladder = None if args.ladder == "auto" else _sizes(args.ladder)
-        recipe = build_recipe(pack, _selections(args, pack), sampler_recipe=args.preset, ladder=ladder,
-                              face_after=args.face_after, start_from_image=start_from_image, demo=demo,
-                              checkpoints={"base": args.base or "", "style": args.style or ""},
-                              seed=-1 if args.seed is None else args.seed)
-    if args.init_image:
-        recipe.init_image = str(args.init_image)
-    if args.upscaler:
-        for stage in recipe.stages:
-            if stage.kind == "img2img":
-                stage.upscaler = args.upscaler
+        request = Request(pack=pack.name, prompt=_selections(args, pack), preset=args.preset,
+                          ladder=_ladder(args.ladder), face_after=args.face_after, demo=demo,
+                          checkpoints={"base": args.base or "", "style": args.style or ""},
+                          seed=-1 if args.seed is None else args.seed, init_image=str(args.init_image or ""),
+                          from_image=start_from_image, every_pass=every_pass)
+        recipe = recipe_for(pack, request)
     return recipe, pack
 
 
@@ -249,15 +248,11 @@ def _read_recipe(path: Path) -> Recipe:
         raise CliError(f"--recipe {path}: {e}") from None
 
 
-def _sizes(text: str) -> List[int]:
+def _ladder(text: str) -> Optional[List[int]]:
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise CliError(f"--ladder {text!r}: expected sizes like 1024,1536") from None
-    bad = [s for s in sizes if s < 64 or s % 8]
-    if bad:
-        raise CliError(f"--ladder {text!r}: {bad[0]} is not a multiple of 8 of at least 64")
-    return sizes
+        return parse_ladder(text)
+    except RecipeError as e:
+        raise CliError(f"--{e}") from None
 
 
 def _cmd_prompt(args) -> None:

@@ -7,7 +7,7 @@ on the prompt text, so they apply the same way to a prompt the user edited by ha
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import List
+from typing import Dict, List, Optional
 
 from .presets import Pack, find_key
 from .recipe import PromptSpec, StagePrompt
@@ -53,6 +53,18 @@ def compose_negative(pack: Pack, s: PromptSpec) -> str:
             if term and term.lower() not in (t.lower() for t in terms):
                 terms.append(term)
     return ", ".join(terms)
+
+
+def keys_in_prompt(pack: Pack, prompt: str) -> Dict[str, Optional[str]]:
+    """The outfit, hairstyle, shot and medium keys whose tokens a prompt holds, the longest token of each kind
+    (None: no token of that kind), for a prompt pasted or sent into the panel."""
+    found = {}
+    for name, entries in (("outfit", pack.outfits), ("hairstyle", pack.hairstyles), ("shot", pack.shots),
+                          ("medium", pack.media)):
+        tokens = [(len(e.token), k) for k, e in entries.items()
+                  if e.token and re.search(r"(?<![\w-])" + re.escape(e.token) + r"(?![\w-])", prompt, re.IGNORECASE)]
+        found[name] = max(tokens)[1] if tokens else None
+    return found
 
 
 def medium_kind(pack: Pack, medium: str) -> str:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+from .presets import DEFAULT_PACK
 from .schema import SchemaError, build, loads_json, spec
 
 STAGE_KINDS = ("txt2img", "img2img", "face")
@@ -122,7 +123,7 @@ class Stage:
 class Recipe:
     """A whole chain: the prompt, the checkpoints by role, the seed and the ordered stages."""
     version: int = spec(RECIPE_VERSION, "recipe format version", ge=1, le=RECIPE_VERSION)
-    pack: str = spec("4elements", "preset pack the prompt keys refer to", max_length=NAME)
+    pack: str = spec(DEFAULT_PACK, "preset pack the prompt keys refer to", max_length=NAME)
     prompt: PromptSpec = spec(doc="the prompt selections", factory=PromptSpec)
     checkpoints: Dict[str, str] = spec(doc="checkpoint for each role",
                                        factory=lambda: {"base": "demo-base", "style": "demo-style"}, max_length=16)

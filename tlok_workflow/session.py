@@ -25,6 +25,7 @@ from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
 from .recipe import Recipe
+from .request import Request, recipe_for
 from .runner import Executor, Journal, Progress, RunResult, Runner, make_items, resolve_seed, upscaler_problems
 
 
@@ -79,6 +80,10 @@ class Session:
         if problems:
             raise ValueError(problems[0])
         return pack
+
+    def recipe_for(self, request: Request) -> Recipe:
+        """The recipe of a request, with this host's face detectors (its setting) in the face stage."""
+        return recipe_for(self.pack(request.pack), request, self.face_detectors)
 
     def check_start(self, recipe: Recipe) -> None:
         """What would stop a run at its first pass or save, found before anything runs or loads: the output folder

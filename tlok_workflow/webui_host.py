@@ -24,8 +24,9 @@ from .backends.webui import WebUIBackend, find_checkpoint, host_sampler, model_u
 from .faces import detectors
 from .recipe import Recipe
 from .session import NotListed, Session
-from .ui import (TAB, Host, OutputPanel, Panel, batch_results, build_panel, error_html, infotext_fields, js,
-                 results, selections_in_prompt, shown, stage_at)
+from . import webui_paste
+from .panel_model import batch_results, error_html, results, stage_infotext, text_html, warnings_html
+from .ui import TAB, Host, OutputPanel, Panel, build_panel, js, shown, submit_js
 
 TITLE = "TLOK Workflow"
 SECTION = (TAB, TITLE)
@@ -242,7 +243,11 @@ class WebUIHost(Host):
         After Generate the preview opens on the last stage, whose infotext the panel shows."""
         o = panel.output
         button = gr.Button(visible=False, elem_id=f"{TAB}_generation_info_button")
-        button.click(fn=stage_at, inputs=[o.generation_info, o.infotext, o.infotext],
+        def show(info_json, html_info, index):
+            text = stage_infotext(info_json, index)
+            return (html_info, gr.update()) if text is None else (text_html(text), text)
+
+        button.click(fn=show, inputs=[o.generation_info, o.infotext, o.infotext],
                      outputs=[o.infotext, panel.stage_infotext], show_progress="hidden",
                      **js("function(x, y, z){ return [x, y, selected_gallery_index()] }"))
         # the preview opens on the last stage, whose infotext is shown (javascript/tlok_workflow.js)
@@ -257,7 +262,7 @@ class WebUIHost(Host):
         self.task_id = task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
 
         def generate(id_task, *values):
-            recipe, count = panel.recipe_and_count(values)
+            recipe, count = panel.model.run_recipe(panel.values(values))
             shared.state.textinfo = "TLOK Workflow: starting"
             result = on_main_thread(self.session.run, recipe, count)
             shared.total_tqdm.clear()
@@ -272,7 +277,7 @@ class WebUIHost(Host):
 
         self.generate_fn = call_queue.wrap_gradio_gpu_call(generate, extra_outputs=[None, "", ""])
         panel.generate.click(fn=self.generate_fn, inputs=[task_id] + inputs, outputs=targets, show_progress="hidden",
-                             **js(f"{TAB}_submit")).then(fn=self.retitle, inputs=[panel.base, panel.style],
+                             **submit_js(1 + len(inputs))).then(fn=self.retitle, inputs=[panel.base, panel.style],
                                                           outputs=[panel.base, panel.style], show_progress="hidden")
         panel.interrupt.click(fn=interrupt, **js(f'function(){{ showSubmitInterruptingPlaceholder("{TAB}"); }}'))
         panel.interrupting.click(fn=interrupt)
@@ -302,13 +307,13 @@ class WebUIHost(Host):
     def sent(self, prompt: str, negative: str) -> tuple:
         """What 🌀 Send to TLOK Workflow sets: the prompts, and the dropdowns their tokens name."""
         pack = self.panel.pack
-        found = selections_in_prompt(pack, prompt or "")
+        found = webui_paste.prompt_selections(pack, prompt or "")
         return (prompt, negative, *[gr.update() if found[n] is None else shown(pack, n, found[n])
                                     for n in SENT_SELECTIONS])
 
     def connect_batch(self, panel: Panel, inputs: list, targets: list) -> None:
         def run_batch(id_task, *values):
-            job = panel.batch_job(values)
+            job = panel.model.batch_job(panel.values(values), panel.batch_values(values))
             shared.state.textinfo = "TLOK Workflow: batch starting"
             summary = on_main_thread(self.session.run_batch, job)
             shared.total_tqdm.clear()
@@ -316,9 +321,41 @@ class WebUIHost(Host):
 
         self.batch_fn = call_queue.wrap_gradio_gpu_call(run_batch, extra_outputs=[None, "", ""])
         panel.batch.click(fn=self.batch_fn, inputs=[self.task_id] + inputs, outputs=targets,
-                          show_progress="hidden", **js(f"{TAB}_submit")).then(
+                          show_progress="hidden", **submit_js(1 + len(inputs))).then(
             fn=self.retitle, inputs=[panel.base, panel.style], outputs=[panel.base, panel.style],
             show_progress="hidden")
+
+
+def infotext_fields(panel: Panel) -> List[tuple]:
+    """(component, infotext key or function of the parsed params) pairs: the WebUI's paste fields for our tab
+    (webui_paste says what each control takes)."""
+    pack, host = panel.pack, panel.host
+
+    def from_prompt(name):
+        return lambda params: shown(pack, name, webui_paste.prompt_selections(pack, params.get("Prompt", ""))[name])
+
+    def stage_table(params):   # an update, not a value: the paste would convert a value to the table's type
+        rows = webui_paste.pasted_stage_rows(pack, host.default_checkpoints, params)
+        return None if rows is None else gr.update(value=rows)
+
+    def checkpoint(role):
+        return lambda params: webui_paste.pasted_checkpoint(host.checkpoints(), role, params)
+
+    def not_restored(params):
+        left = webui_paste.not_restored(params)
+        return warnings_html([f"pasted infotext: not restored here: {', '.join(left)}"]) if left else None
+
+    def texts_only(pick):   # infotext_pasted callbacks of other extensions may put anything into params
+        return lambda params: pick({k: v for k, v in params.items() if isinstance(k, str) and isinstance(v, str)})
+
+    return [
+        (panel.prompt, "Prompt"), (panel.negative, "Negative prompt"), (panel.seed, "Seed"),
+        *[(target, texts_only(pick)) for target, pick in (
+            (panel.outfit, from_prompt("outfit")), (panel.hairstyle, from_prompt("hairstyle")),
+            (panel.shot, from_prompt("shot")), (panel.medium, from_prompt("medium")),
+            (panel.preset, lambda params: webui_paste.pasted_preset(pack, params)), (panel.stages, stage_table),
+            (panel.base, checkpoint("base")), (panel.style, checkpoint("style")), (panel.warnings, not_restored))],
+    ]
 
 
 # --- callbacks ---------------------------------------------------------------------------------------------------
