@@ -13,7 +13,9 @@ import asyncio
 import dataclasses
 import json
 import math
+import sys
 import threading
+import traceback
 import typing
 from typing import Any, Callable, Dict, List, Literal, Optional
 
@@ -115,8 +117,9 @@ REFUSED = {"4XX": {"description": "refused: `detail` says why in one line, namin
 class SchemaRoute(APIRoute):
     """A POST route whose body is dataclass `body_type`, checked by schema.build rather than by pydantic:
     `answer(body, caller_gone)` gets the built dataclass and an Event set once the client went away (a run
-    stops then), and returns what is sent back as JSON. `models` holds the models made for this app so far, so
-    that routes sharing a dataclass (the recipe) share its model."""
+    stops then), and returns what is sent back as JSON. It refuses with an HTTPException (a UserError it turns into
+    one); anything else it raises is a fault of ours or of the backend, a 500 (server_failure). `models` holds the
+    models made for this app so far, so that routes sharing a dataclass (the recipe) share its model."""
 
     def __init__(self, path: str, answer: Callable[[Any, threading.Event], Any], *, body_type: type,
                  models: Dict[type, Any], **kwargs):
@@ -144,8 +147,21 @@ class SchemaRoute(APIRoute):
                 await asyncio.wait({answer}, timeout=DISCONNECT_POLL)
                 if not answer.done() and await request.is_disconnected():
                     caller_gone.set()
-            return JSONResponse(answer.result())
+            try:
+                return JSONResponse(answer.result())
+            except HTTPException:
+                raise
+            except Exception as e:   # noqa: BLE001 - not the user's: a one-line 500, the traceback to the log
+                raise server_failure(self.path.rsplit("/", 1)[-1], e) from None
         return handler
+
+
+def server_failure(what: str, error: Exception) -> HTTPException:
+    """A 500 whose detail is the error's first line (the WebUI's own can be pages long); the whole traceback is
+    printed to the server's log, where it can be read."""
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    first = (str(error).strip().splitlines() or [""])[0]
+    return HTTPException(status_code=500, detail=f"{what} failed: {type(error).__name__}: {first[:300]}")
 
 
 DISCONNECT_POLL = 0.5   # seconds between looks at whether the client is still there

@@ -33,6 +33,7 @@ from PIL import Image
 
 from . import outputs
 from .backends.base import Backend
+from .errors import UserError
 from .presets import Pack
 from .recipe import Recipe
 from .runner import (Item, Journal, PassImage, Runner, RunResult, StageOutput, Status, resolve_seed,
@@ -49,7 +50,7 @@ NAME_MAX = 255            # bytes in a file name on ext4, btrfs, xfs, APFS (NTFS
 FREE_NAME_ROOM = len("-99999.png")   # what outputs.free_png_name may add to a stem
 
 
-class BatchError(ValueError):
+class BatchError(UserError):
     """The batch cannot start or go on; the message names the folder or file."""
 
 

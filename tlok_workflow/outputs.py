@@ -15,6 +15,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
+from .errors import UserError
+
 INFOTEXT_CHUNK = "parameters"   # the WebUI's PNG text chunk
 RECIPE_CHUNK = "tlok_recipe"    # the whole recipe as JSON, for `run --recipe IMAGE`
 MAX_PIXELS = 64 * 1024 * 1024   # larger inputs are refused rather than risking memory
@@ -22,11 +24,11 @@ MAX_TEXT_CHUNK = 8 * 1024 * 1024   # bytes of one PNG text chunk, read or inflat
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An input image cannot be used; the message names the file."""
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(UserError):
     """No file can be saved in the output folder; the message names it and says why."""
 
 

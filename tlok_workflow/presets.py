@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .errors import UserError
 from .schema import SchemaError, build, loads_json, show_key, spec
 
 # The extension's root files (tlok_presets/, style.css): beside the package in a checkout; a wheel carries copies
@@ -22,7 +23,7 @@ DEFAULT_PACK = "4elements"
 MEDIUM_KINDS = ("style", "photo", "other")
 
 
-class PresetError(ValueError):
+class PresetError(UserError):
     """A pack file is missing, unreadable or holds a bad value; the message names file, key and value."""
 
 
@@ -172,7 +173,7 @@ def usable_user_dirs(user_dirs: Sequence[str]) -> Tuple[Tuple[str, ...], str]:
     the bundled packs down with it, so hosts fall back to those and show the error."""
     try:
         load_packs(user_dirs)
-    except (ValueError, OSError) as e:
+    except (UserError, OSError) as e:
         return (), f"{e} (using the bundled packs)"
     return tuple(user_dirs), ""
 

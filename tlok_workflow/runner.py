@@ -25,6 +25,7 @@ from PIL import Image
 from . import __version__, outputs
 from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
+from .errors import UserError
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
 from .recipe import Recipe, Stage
@@ -396,7 +397,7 @@ class Runner:
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
-            raise ValueError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
+            raise UserError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
         self._check_upscalers(recipe)
         computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir)
         run = _Run(recipe, items, sum(stage.repeat for stage in recipe.stages) * len(items))
@@ -478,7 +479,7 @@ class Runner:
         """An unknown upscaler, or one that could not load, fails before any pass, not after the earlier stages."""
         problems = upscaler_problems(lambda: self.backend, recipe)
         if problems:
-            raise ValueError(problems[0])
+            raise UserError(problems[0])
 
     def _save_sheets(self, recipe: Recipe, result: RunResult, items: Sequence[Item]) -> Dict[str, Path]:
         sheets = {}

@@ -16,6 +16,8 @@ import typing
 from dataclasses import field
 from typing import Any, Optional
 
+from .errors import UserError
+
 
 MAX_JSON_CHARS = 4 * 1024 * 1024   # a recipe or preset file is a few KB
 MAX_JSON_DEPTH = 64                # a recipe is 4 levels deep
@@ -23,7 +25,7 @@ _LONGEST_INT = 1000                # digits; Python refuses str <-> int past 430
 MAX_ITEM_CHARS = 4096              # a text inside a list or an object: a key, a name, a path (PATH_MAX)
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError):
     """A value is missing, of the wrong type or out of bounds; the message names the field path."""
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 from . import batch, outputs
 from .batch import BatchJob, Summary
 from .chain import Plan, plan
+from .errors import UserError
 from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
@@ -32,7 +33,7 @@ class Busy(RuntimeError):
     """Another run holds the session."""
 
 
-class NotListed(ValueError):
+class NotListed(UserError):
     """A request names a checkpoint, upscaler or face model this host does not list."""
 
 
@@ -77,7 +78,7 @@ class Session:
         self.check_host(recipe)
         problems = self.upscaler_problems(recipe)   # the plan shows the same lines as warnings
         if problems:
-            raise ValueError(problems[0])
+            raise UserError(problems[0])
         return pack
 
     def check_start(self, recipe: Recipe) -> None:
@@ -157,7 +158,7 @@ class Session:
             saved, checkpoint = recipe.hashes[role], recipe.checkpoints.get(role, role)
             try:
                 now = self.backend().model_hash(checkpoint)
-            except ValueError:   # a checkpoint the host does not know: check() says so
+            except UserError:   # a checkpoint the host does not know: check() says so
                 continue
             if now != saved:
                 warnings.append(f"{role} checkpoint {checkpoint}: hash {now or 'unknown'}, but the recipe was made "

@@ -20,7 +20,8 @@ from modules.ui_components import ToolButton
 
 from . import api
 from .backends.base import BUILTIN_UPSCALERS
-from .backends.webui import WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
+from .backends.webui import CheckpointNotFound, WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
+from .errors import UserError
 from .faces import detectors
 from .recipe import Recipe
 from .session import NotListed, Session
@@ -126,8 +127,8 @@ class WebUISession(Session):
             find_checkpoint(recipe.checkpoint_of(stage))
             try:
                 host_sampler(stage.sampler, stage.scheduler)
-            except ValueError as e:
-                raise ValueError(f"stage {stage.label}: {e}") from None
+            except UserError as e:
+                raise UserError(f"stage {stage.label}: {e}") from None
 
     def listed_checkpoints(self) -> List[str]:
         return sd_models.checkpoint_tiles()
@@ -141,7 +142,7 @@ class WebUISession(Session):
         returns only listed checkpoints; '' is the user's current one."""
         try:
             return find_checkpoint(name).title
-        except ValueError as e:
+        except CheckpointNotFound as e:
             raise NotListed(f"{field}: {e}") from None
 
     def should_stop(self) -> bool:   # also the session's own stop: the API's client went away

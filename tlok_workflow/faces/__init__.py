@@ -10,6 +10,7 @@ from typing import List, Tuple
 
 from PIL import Image
 
+from ..errors import UserError
 from ..recipe import FaceOptions
 from . import detectors
 from .detectors import DETECTORS, Detection, DetectorStatus, FaceSearch, Unavailable, available_detectors, box_area
@@ -23,11 +24,11 @@ def find_faces(image: Image.Image, options: FaceOptions) -> FaceSearch:
     """Try options.detectors in order until one finds a face that passes the filters.
 
     An unavailable detector is skipped with a note; finding no face is a normal, empty result.
-    A detector name that does not exist raises ValueError.
+    A detector name that does not exist raises UserError.
     """
     unknown = [name for name in options.detectors if name not in DETECTORS]
     if unknown:
-        raise ValueError(f"unknown face detector {unknown[0]!r} (known: {', '.join(DETECTORS)})")
+        raise UserError(f"unknown face detector {unknown[0]!r} (known: {', '.join(DETECTORS)})")
     image = image.convert("RGB")
     tried: List[str] = []
     notes: List[str] = []

@@ -26,6 +26,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import UserError
 from ..recipe import FaceOptions
 
 Box = Tuple[int, int, int, int]
@@ -265,12 +266,12 @@ def mask_faces(image: Image.Image, options: FaceOptions) -> List[Detection]:
     """The user's mask image (white = face) as one detection; an unreadable file is the user's error."""
     path = options.mask_image
     if not path:
-        raise ValueError("the 'mask' face detector needs a mask image (face options: mask_image)")
+        raise UserError("the 'mask' face detector needs a mask image (face options: mask_image)")
     try:
         with Image.open(path) as file:
             mask = file.convert("L").resize(image.size)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"mask image {path}: cannot read it ({e})") from None
+        raise UserError(f"mask image {path}: cannot read it ({e})") from None
     mask = mask.point(lambda v: 255 if v >= 128 else 0)
     box = mask.getbbox()
     return [Detection(box, 1.0, "mask", mask)] if box else []
