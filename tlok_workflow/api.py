@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketClose
 
-from . import outputs
+from . import infotext, outputs
 from .api_schema import MAX_BODY, SchemaRoute
 from .batch import BatchError, BatchJob, collect_inputs
 from .chain import STEP_BUDGET, WORK_BUDGET, largest_step, work
@@ -285,7 +285,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             data = o.path.read_bytes()
             images.append(base64.b64encode(data).decode("ascii"))
             with Image.open(io.BytesIO(data)) as im:
-                infotexts.append(im.info.get("parameters", ""))
+                infotexts.append(im.info.get(infotext.CHUNK, ""))
         return dict(images=images, infotexts=infotexts, stages=[f"{o.item} s{o.stage} {o.label}" for o in saved],
                     notes=[f"{o.item} s{o.stage} {o.label}: {o.status} {o.note}".strip() for o in result.outputs
                            if o.status != Status.DONE or o.note],

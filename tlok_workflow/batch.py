@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import socket
 from contextlib import contextmanager, suppress
@@ -31,7 +30,7 @@ else:
 
 from PIL import Image
 
-from . import outputs
+from . import infotext, outputs
 from .backends.base import Backend
 from .errors import UserError
 from .presets import Pack
@@ -325,13 +324,12 @@ def _shortened(name: str, limit: int, digest: str) -> str:
 
 
 def _prompt_of(path: Path) -> str:
-    """The prompt line of a PNG's WebUI infotext ('' when there is none or the file is unreadable)."""
+    """The first line of the prompt of a PNG's WebUI infotext ('' when there is none or the file is unreadable)."""
     try:
-        text = outputs.read_png_text(path).get(outputs.INFOTEXT_CHUNK, "")
+        text = outputs.read_png_text(path).get(infotext.CHUNK, "")
     except Exception:  # a broken file is reported when the run reads it
         return ""
-    first = text.split("\n", 1)[0]
-    return "" if first.startswith(("Negative prompt:", "Steps:")) else first.strip()
+    return infotext.parse(text)[0].split("\n", 1)[0]
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -464,7 +462,7 @@ class Manifest(Journal):
             with Image.open(path) as im:
                 im.load()
                 text = dict(im.info)
-            return text.get(outputs.INFOTEXT_CHUNK, "") \
+            return text.get(infotext.CHUNK, "") \
                 if recipe_hash(Recipe.from_json(text[outputs.RECIPE_CHUNK])) == self.hash else None
         except Exception:
             return None
@@ -474,9 +472,10 @@ class Manifest(Journal):
         info = self._our_image(self.folder / entry.path)
         if info is None:
             return   # not written: the pass runs again
-        seed = re.search(r"\bSeed: (\d+)", info)
+        seed = infotext.value(info, infotext.SEED)
         done = replace(entry, event="done", label=self.recipe.stages[entry.stage - 1].label, status=Status.DONE.value,
-                       seed=int(seed.group(1)) if seed else 0, note=_infotext_value(info, "TLOK faces"), seconds=0.0)
+                       seed=int(seed) if seed.isdecimal() else 0, note=infotext.value(info, infotext.TLOK_FACES),
+                       seconds=0.0)
         self._append(done.to_dict())
         self.entries[entry.key] = done
 
@@ -530,15 +529,6 @@ class Manifest(Journal):
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.folder).as_posix()
-
-
-def _infotext_value(info: str, key: str) -> str:
-    """One 'Key: value' of WebUI infotext ('' if absent); quoted values are JSON strings (outputs.quote)."""
-    found = re.search(rf'\b{re.escape(key)}: ("(?:[^"\\]|\\.)*"|[^,\n]*)', info)
-    if not found:
-        return ""
-    value = found.group(1)
-    return json.loads(value) if value.startswith('"') else value
 
 
 InputStatus = Literal["done", "failed", "skipped", "incomplete"]

@@ -1,9 +1,8 @@
-"""Reading inputs and writing outputs: images, WebUI infotext, the recipe chunk, contact sheets.
+"""Reading inputs and writing outputs: images with their infotext (infotext.py) and recipe chunks, contact sheets.
 
 Writes never overwrite and are atomic: a PNG is written to a temporary file in the target folder and then
 hard-linked to a free name, so a file either appears complete under its name or not at all.
 """
-import json
 import os
 import re
 import struct
@@ -15,9 +14,10 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
+from . import infotext
 from .errors import UserError
 
-INFOTEXT_CHUNK = "parameters"   # the WebUI's PNG text chunk
+INFOTEXT_CHUNK = infotext.CHUNK   # ui.py's name for it, until the panel reads infotext.CHUNK
 RECIPE_CHUNK = "tlok_recipe"    # the whole recipe as JSON, for `run --recipe IMAGE`
 MAX_PIXELS = 64 * 1024 * 1024   # larger inputs are refused rather than risking memory
 MAX_TEXT_CHUNK = 8 * 1024 * 1024   # bytes of one PNG text chunk, read or inflated; a recipe is a few KB
@@ -30,21 +30,6 @@ class ImageError(UserError):
 
 class OutputFolderError(UserError):
     """No file can be saved in the output folder; the message names it and says why."""
-
-
-def quote(value) -> str:
-    """Infotext value quoting, as the WebUI's infotext_utils.quote."""
-    text = str(value)
-    if "," not in text and "\n" not in text and ":" not in text:
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
-def infotext(prompt: str, negative: str, params: Dict[str, object]) -> str:
-    """WebUI infotext: prompt, 'Negative prompt: …', then 'Key: value, …' (None values left out)."""
-    pairs = ", ".join(f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
-    negative_line = f"\nNegative prompt: {negative}" if negative else ""
-    return f"{prompt}{negative_line}\n{pairs}".strip()
 
 
 def save_png(folder: Path, stem: str, image: Image.Image, info: str = "", recipe_json: str = "") -> Path:
@@ -83,7 +68,7 @@ def _png_names(folder: Path, stem: str):
 def _png_writer(image: Image.Image, info: str, recipe_json: str):
     png = PngImagePlugin.PngInfo()
     if info:
-        png.add_text(INFOTEXT_CHUNK, printable(info))
+        png.add_text(infotext.CHUNK, printable(info))
     if recipe_json:
         png.add_text(RECIPE_CHUNK, printable(recipe_json))
     # level 1: photos encode ~4.7x faster than PIL's default 6 (1536²: 0.14 s vs 0.65 s) for ~17 % more bytes

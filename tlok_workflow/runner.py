@@ -22,17 +22,13 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from PIL import Image
 
-from . import __version__, outputs
+from . import __version__, infotext, outputs
 from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
 from .errors import UserError
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
 from .recipe import Recipe, Stage
-from .schema import infotext_keys
-
-
-KEYS = infotext_keys(Stage)   # the stage fields' WebUI infotext keys ("steps" → "Steps"), from the schema
 
 
 @dataclass
@@ -236,8 +232,8 @@ class PassComputer:
     def _image(self, backend: Backend, request: PassRequest, stage: Stage, job: PassJob, image: Image.Image,
                note: str) -> PassImage:
         target = self.out_dir / stage_stem(job.item.name, job.stage, stage, job.repeat)  # names may hold a folder
-        info = outputs.infotext(request.prompt, request.negative_prompt,
-                                self._infotext_params(backend, request, stage, job.stage, image, note))
+        info = infotext.format(request.prompt, request.negative_prompt,
+                               self._infotext_params(backend, request, stage, job.stage, image, note))
         recipe_json = self._item_recipe(backend, job.item).to_json(indent=None)
         return PassImage(target.parent, target.name, image, info, recipe_json)
 
@@ -256,26 +252,27 @@ class PassComputer:
     def _infotext_params(self, backend: Backend, request: PassRequest, stage: Stage, number: int,
                          image: Image.Image, note: str) -> dict:
         face = stage.face if stage.kind == "face" else None
+        keys = infotext.KEYS
         return {
-            KEYS["steps"]: request.steps,
-            KEYS["sampler"]: request.sampler,
-            KEYS["scheduler"]: request.scheduler,
-            KEYS["cfg_scale"]: request.cfg_scale,
-            "Seed": request.seed,
-            "Size": f"{image.width}x{image.height}",
-            "Model hash": backend.model_hash(request.checkpoint) or None,
-            "Model": backend.model_name(request.checkpoint),
-            KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
-            "Upscaler": request.upscaler if stage.kind == "img2img" else None,
-            "Mask blur": face.mask_blur if face else None,
-            "Inpaint area": "Only masked" if face else None,
-            "Masked area padding": face.padding if face else None,
-            "TLOK stage": f"{number}/{len(self.recipe.stages)} {stage.label}",
-            "TLOK pack": self.recipe.pack,
-            "TLOK faces": (note or None) if stage.kind == "face" else None,
-            "TLOK demo": "random-weight demo models" if self.recipe.demo else None,
-            "TLOK version": __version__,
-            "Version": backend.host_version() or None,
+            keys["steps"]: request.steps,
+            keys["sampler"]: request.sampler,
+            keys["scheduler"]: request.scheduler,
+            keys["cfg_scale"]: request.cfg_scale,
+            infotext.SEED: request.seed,
+            infotext.SIZE: f"{image.width}x{image.height}",
+            infotext.MODEL_HASH: backend.model_hash(request.checkpoint) or None,
+            infotext.MODEL: backend.model_name(request.checkpoint),
+            keys["denoise"]: request.denoise if stage.kind != "txt2img" else None,
+            infotext.UPSCALER: request.upscaler if stage.kind == "img2img" else None,
+            infotext.MASK_BLUR: face.mask_blur if face else None,
+            infotext.INPAINT_AREA: infotext.ONLY_MASKED if face else None,
+            infotext.MASKED_PADDING: face.padding if face else None,
+            infotext.TLOK_STAGE: f"{number}/{len(self.recipe.stages)} {stage.label}",
+            infotext.TLOK_PACK: self.recipe.pack,
+            infotext.TLOK_FACES: (note or None) if stage.kind == "face" else None,
+            infotext.TLOK_DEMO: "random-weight demo models" if self.recipe.demo else None,
+            infotext.TLOK_VERSION: __version__,
+            infotext.VERSION: backend.host_version() or None,
         }
 
 

@@ -18,7 +18,7 @@ from modules import (call_queue, images, infotext_utils, paths_internal, progres
                      sd_samplers, shared, ui_common)
 from modules.ui_components import ToolButton
 
-from . import api
+from . import api, outputs
 from .backends.base import BUILTIN_UPSCALERS
 from .backends.webui import CheckpointNotFound, WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
 from .errors import UserError
@@ -74,7 +74,7 @@ def write_png(path: Path, image, info: str, recipe_json: str) -> Path:
         raise FileExistsError(f"{path}: already there")
     fullfn, _ = images.save_image(image, str(path.parent), "", extension=path.suffix[1:], info=info,
                                   forced_filename=path.stem, save_to_dirs=False,
-                                  existing_info={"tlok_recipe": recipe_json} if recipe_json else None)
+                                  existing_info={outputs.RECIPE_CHUNK: recipe_json} if recipe_json else None)
     return Path(fullfn)
 
 
