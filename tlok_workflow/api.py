@@ -44,7 +44,7 @@ from .chain import STEP_BUDGET, WORK_BUDGET, largest_step, work
 from .errors import UserError
 from .presets import Pack
 from .prompts import compose
-from .recipe import PATH, Recipe, RunOptions, check_recipe
+from .recipe import PATH, TXT2IMG, Recipe, RunOptions, check_recipe
 from .runner import Status
 from .schema import spec
 from .session import Busy
@@ -258,7 +258,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         confine_recipe_paths(recipe, session)
         start = None
         if request.init_image:
-            if recipe.stages and recipe.stages[0].kind == "txt2img":
+            if recipe.stages and recipe.stages[0].kind == TXT2IMG:
                 raise HTTPException(status_code=400, detail="init_image: the recipe starts with txt2img; drop its "
                                                             "first stage to start from the image")
             start = decode_image(request.init_image)

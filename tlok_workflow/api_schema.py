@@ -17,7 +17,7 @@ import sys
 import threading
 import traceback
 import typing
-from typing import Any, Callable, Dict, List, Literal, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from fastapi import HTTPException
 from fastapi.routing import APIRoute
@@ -39,7 +39,7 @@ def pydantic_model(cls, made: Optional[Dict[type, Any]] = None):
     made = {} if made is None else made
     if cls not in made:
         hints = typing.get_type_hints(cls)
-        fields = {f.name: (_annotation(hints[f.name], f.metadata, made), _field(f, hints[f.name]))
+        fields = {f.name: (_annotation(hints[f.name], made), _field(f, hints[f.name]))
                   for f in dataclasses.fields(cls)}
         model = create_model(MODEL_PREFIX + cls.__name__, **fields)
         model.__doc__ = cls.__doc__
@@ -47,19 +47,17 @@ def pydantic_model(cls, made: Optional[Dict[type, Any]] = None):
     return made[cls]
 
 
-def _annotation(tp: Any, meta: Any, made: Dict[type, Any]) -> Any:
+def _annotation(tp: Any, made: Dict[type, Any]) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Union:   # Optional[X]
-        return Optional[_annotation(next(a for a in args if a is not type(None)), meta, made)]
+        return Optional[_annotation(next(a for a in args if a is not type(None)), made)]
     if origin is list:
-        return List[_item(_annotation(args[0], {}, made))]
+        return List[_item(_annotation(args[0], made))]
     if origin is dict:
-        return Dict[_item(args[0]), _item(_annotation(args[1], {}, made))]
+        return Dict[_item(args[0]), _item(_annotation(args[1], made))]
     if dataclasses.is_dataclass(tp):
         return pydantic_model(tp, made)
-    if meta.get("choices"):
-        return Literal[tuple(meta["choices"])]
-    return tp
+    return tp   # a Literal is the enum of its choices on the OpenAPI page
 
 
 def _item(tp: Any) -> Any:

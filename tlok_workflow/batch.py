@@ -34,7 +34,7 @@ from . import infotext, outputs
 from .backends.base import Backend
 from .errors import UserError
 from .presets import Pack
-from .recipe import Recipe
+from .recipe import FACE, TXT2IMG, Recipe
 from .runner import (Item, Journal, PassImage, Runner, RunResult, StageOutput, Status, resolve_seed,
                      stage_stem)
 
@@ -95,8 +95,8 @@ def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir
 def for_images(recipe: Recipe) -> Recipe:
     """The recipe without its txt2img stage: a batch starts from its images."""
     recipe = Recipe.from_dict(recipe.to_dict())
-    recipe.stages = [stage for stage in recipe.stages if stage.kind != "txt2img"]
-    if not recipe.stages or recipe.stages[0].kind == "face":
+    recipe.stages = [stage for stage in recipe.stages if stage.kind != TXT2IMG]
+    if not recipe.stages or recipe.stages[0].kind == FACE:
         raise BatchError("a batch recipe needs an img2img stage before anything else")
     recipe.init_image = ""
     return recipe
@@ -630,7 +630,8 @@ def finish_batch(result: RunResult, recipe: Recipe, inputs: BatchInputs, items: 
         rows.append(Row(item.name, outputs.printable(str(item.image)),
                         "failed" if failed else "done" if complete else "incomplete",
                         outputs.printable(str(final or "")),
-                        faces=next((o.note for o in done if o.label == "face" or o.status == Status.NO_FACE), ""),
+                        faces=next((o.note for o in done if recipe.stages[o.stage - 1].kind == FACE
+                                     or o.status == Status.NO_FACE), ""),
                         reason=outputs.printable(failed.note) if failed else ""))
     rows += [Row("", outputs.printable(str(path)), "skipped", "", "", reason) for path, reason in inputs.skipped]
     if final_only and all(r.status != "incomplete" for r in rows):

@@ -13,7 +13,7 @@ from .chain import FACE_LAST, FACE_OFF, build_recipe, ladder_warning, plan
 from .errors import UserError
 from .presets import Pack, load_pack, load_packs
 from .prompts import compose
-from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
+from .recipe import IMG2IMG, FaceOptions, PromptSpec, Recipe, RecipeError
 from .runner import Progress, Status, resolve_seed, upscaler_problems
 from .schema import build
 
@@ -237,7 +237,7 @@ def _recipe_and_pack(args, from_images: bool = False, to_run: bool = False):
         recipe.init_image = str(args.init_image)
     if args.upscaler:
         for stage in recipe.stages:
-            if stage.kind == "img2img":
+            if stage.kind == IMG2IMG:
                 stage.upscaler = args.upscaler
     return recipe, pack
 

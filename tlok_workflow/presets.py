@@ -9,7 +9,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, get_args
 
 from .errors import UserError
 from .schema import SchemaError, build, loads_json, show_key, spec
@@ -20,7 +20,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 EXTENSION_ROOT = _PACKAGE_DIR / "extension" if (_PACKAGE_DIR / "extension").is_dir() else _PACKAGE_DIR.parent
 BUNDLED_DIR = EXTENSION_ROOT / "tlok_presets"
 DEFAULT_PACK = "4elements"
-MEDIUM_KINDS = ("style", "photo", "other")
+MediumKind = Literal["style", "photo", "other"]
+MEDIUM_KINDS = get_args(MediumKind)
 
 
 class PresetError(UserError):
@@ -39,7 +40,7 @@ class Outfit:
     hairstyle: str = spec("", "key of the hairstyle it was trained with (its pair)")
     description: str = spec("", "what it is")
     warning: str = spec("", "shown when chosen, e.g. 'doesn't work so well'")
-    group: str = spec("adult", "grouping in the UI", choices=("adult", "child"))
+    group: Literal["adult", "child"] = spec("adult", "grouping in the UI")
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Shot:
 @dataclass
 class Medium:
     token: str = spec(doc="prompt text, e.g. 'cosplay photo'")
-    kind: str = spec("other", "style, photo or other: picks default negatives and lint rules", choices=MEDIUM_KINDS)
+    kind: MediumKind = spec("other", "style, photo or other: picks default negatives and lint rules")
     description: str = spec("", "what it gives")
 
 

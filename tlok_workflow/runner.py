@@ -23,12 +23,12 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 from PIL import Image
 
 from . import __version__, infotext, outputs
-from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
+from .backends.base import BUILTIN_UPSCALERS, INPAINT, Backend, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
 from .errors import UserError
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
-from .recipe import Recipe, Stage
+from .recipe import FACE, FIXED_SEED, IMG2IMG, OFFSET_SEED, TXT2IMG, Recipe, Stage
 
 
 @dataclass
@@ -178,11 +178,12 @@ class PassComputer:
         item = job.item
         seed = _stage_seed(stage, job.stage, item) + job.repeat
         positive, negative = self.stage_prompts(stage, item)
-        request = PassRequest(
-            mode=stage.kind, checkpoint=self.recipe.checkpoint_of(stage), prompt=positive, negative_prompt=negative,
-            width=stage.width, height=stage.height, steps=stage.steps, cfg_scale=stage.cfg_scale,
-            sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise)
-        if stage.kind == "face":
+        request = PassRequest(   # a face stage's passes are inpaints; the others' are passes of their kind
+            mode=INPAINT if stage.kind == FACE else stage.kind, checkpoint=self.recipe.checkpoint_of(stage),
+            prompt=positive, negative_prompt=negative, width=stage.width, height=stage.height, steps=stage.steps,
+            cfg_scale=stage.cfg_scale, sampler=stage.sampler, scheduler=stage.scheduler, seed=seed,
+            denoise=stage.denoise)
+        if stage.kind == FACE:
             image, note = self._redraw_faces(backend, request, stage, outputs.load_image(job.source), on_step)
             if image is None:
                 if self.recipe.demo and job.stage > 1:   # the image is the demo's own: noise, whatever it started from
@@ -190,7 +191,7 @@ class PassComputer:
                 return PassResult(job, self.output(job, Status.NO_FACE, seed, note))
         else:
             note = ""
-            if stage.kind == "img2img":
+            if stage.kind == IMG2IMG:
                 image = outputs.load_image(job.source)
                 request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
                                                                   backend.size_step)
@@ -212,7 +213,6 @@ class PassComputer:
         search = find_faces(image, stage.face)
         if not search.detections:
             return None, no_face_note(search, image.size)
-        request.mode = "inpaint"
         request.width = request.height = stage.face.inpaint_size
         request.inpaint_padding, request.mask_blur = stage.face.padding, stage.face.mask_blur
         masks = face_masks(image.size, search, stage.face)
@@ -251,7 +251,7 @@ class PassComputer:
 
     def _infotext_params(self, backend: Backend, request: PassRequest, stage: Stage, number: int,
                          image: Image.Image, note: str) -> dict:
-        face = stage.face if stage.kind == "face" else None
+        face = stage.face if stage.kind == FACE else None
         keys = infotext.KEYS
         return {
             keys["steps"]: request.steps,
@@ -262,14 +262,14 @@ class PassComputer:
             infotext.SIZE: f"{image.width}x{image.height}",
             infotext.MODEL_HASH: backend.model_hash(request.checkpoint) or None,
             infotext.MODEL: backend.model_name(request.checkpoint),
-            keys["denoise"]: request.denoise if stage.kind != "txt2img" else None,
-            infotext.UPSCALER: request.upscaler if stage.kind == "img2img" else None,
+            keys["denoise"]: request.denoise if stage.kind != TXT2IMG else None,
+            infotext.UPSCALER: request.upscaler if stage.kind == IMG2IMG else None,
             infotext.MASK_BLUR: face.mask_blur if face else None,
             infotext.INPAINT_AREA: infotext.ONLY_MASKED if face else None,
             infotext.MASKED_PADDING: face.padding if face else None,
             infotext.TLOK_STAGE: f"{number}/{len(self.recipe.stages)} {stage.label}",
             infotext.TLOK_PACK: self.recipe.pack,
-            infotext.TLOK_FACES: (note or None) if stage.kind == "face" else None,
+            infotext.TLOK_FACES: (note or None) if stage.kind == FACE else None,
             infotext.TLOK_DEMO: "random-weight demo models" if self.recipe.demo else None,
             infotext.TLOK_VERSION: __version__,
             infotext.VERSION: backend.host_version() or None,
@@ -278,9 +278,9 @@ class PassComputer:
 
 def _stage_seed(stage: Stage, number: int, item: Item) -> int:
     """`number` is the stage's 1-based position: two stages with equal settings still get their own seeds."""
-    if stage.seed_policy == "fixed":
+    if stage.seed_policy == FIXED_SEED:
         return stage.seed
-    if stage.seed_policy == "offset":
+    if stage.seed_policy == OFFSET_SEED:
         return item.seed + number - 1
     return item.seed
 
@@ -340,7 +340,7 @@ def upscaler_problems(backend: Callable[[], Backend], recipe: Recipe) -> List[st
     """One line per img2img stage whose upscaler cannot run on the backend, naming it and why. The backend can
     take seconds to make (the standalone one imports torch), so backend() is called only when a stage names an
     upscaler that is not a built-in resize."""
-    asked = [stage for stage in recipe.stages if stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS]
+    asked = [stage for stage in recipe.stages if stage.kind == IMG2IMG and stage.upscaler not in BUILTIN_UPSCALERS]
     if not asked:
         return []
     host = backend()
@@ -393,7 +393,7 @@ class Runner:
         self.executor = executor or Executor(backend)
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
-        if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
+        if recipe.stages and recipe.stages[0].kind != TXT2IMG and any(item.image is None for item in items):
             raise UserError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
         self._check_upscalers(recipe)
         computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir)
@@ -451,7 +451,7 @@ class Runner:
         finished = self.journal.finished(item.name, number, repeat)
         if finished:
             return finished
-        if source is None and stage.kind != "txt2img":
+        if source is None and stage.kind != TXT2IMG:
             return StageOutput(item.name, number, repeat, stage.label, Status.PASSED_OVER, None, item.seed,
                                "no image from the earlier stages")
         return None

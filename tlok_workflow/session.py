@@ -25,7 +25,7 @@ from .errors import UserError
 from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
-from .recipe import Recipe
+from .recipe import IMG2IMG, Recipe
 from .runner import Executor, Journal, Progress, RunResult, Runner, make_items, resolve_seed, upscaler_problems
 
 
@@ -119,7 +119,7 @@ class Session:
                                                                    f"recipe.checkpoints.{role}")
             else:
                 stage.checkpoint = self.resolve_checkpoint(stage.checkpoint, f"{where}.checkpoint")
-            if stage.kind == "img2img" and stage.upscaler not in upscalers:
+            if stage.kind == IMG2IMG and stage.upscaler not in upscalers:
                 raise NotListed(f"{where}.upscaler: {stage.upscaler!r} is not an upscaler this host lists "
                                 f"(listed: {', '.join(upscalers)})")
             if stage.face and stage.face.yolo_model:

@@ -24,7 +24,7 @@ from modules import images, processing, sd_models, sd_samplers, shared
 
 from ..control import Interrupted, Skipped
 from ..errors import UserError
-from .base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
+from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, TXT2IMG, Backend, PassRequest, StepCallback
 
 try:  # schedule types exist from 1.9 on
     from modules import sd_schedulers
@@ -236,12 +236,12 @@ def make_processing(request: PassRequest, checkpoint_title: str, outpath: str = 
     )
     if scheduler is not None:
         common["scheduler"] = scheduler
-    if request.mode == "txt2img":
+    if request.mode == TXT2IMG:
         p = processing.StableDiffusionProcessingTxt2Img(enable_hr=False, **common)
-    elif request.mode == "img2img":
+    elif request.mode == IMG2IMG:
         p = processing.StableDiffusionProcessingImg2Img(
             init_images=[request.image], resize_mode=0, denoising_strength=request.denoise, mask=None, **common)
-    elif request.mode == "inpaint":
+    elif request.mode == INPAINT:
         p = processing.StableDiffusionProcessingImg2Img(
             init_images=[request.image], resize_mode=0, denoising_strength=request.denoise, mask=request.mask,
             mask_blur=request.mask_blur, inpainting_fill=1, inpaint_full_res=True,
