@@ -67,11 +67,11 @@ class BatchJob:
 def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir: Path, *,
               recursive: bool = False, final_only: bool = False, prompt_from_infotext: bool = False,
               on_progress=None, should_stop=None, write_png=outputs.save_png_as,
-              executor=None) -> "Summary":
+              executor=None, yolo_folder: str = "") -> "Summary":
     """Run `recipe` (from its first img2img stage) over the images of `source` into `out_dir`, resuming.
     A file system error (read-only or full output folder, …) stops the batch as a BatchError naming the file;
     the passes finished so far are kept. `write_png(path, image, infotext, recipe_json)` writes one stage's PNG
-    to exactly `path` (the WebUI's goes through its saver)."""
+    to exactly `path` (the WebUI's goes through its saver); `yolo_folder` is the host's face model folder."""
     inputs = collect_inputs(source, recursive)
     check_output_folder(inputs, out_dir)
     recipe = for_images(recipe)
@@ -85,7 +85,8 @@ def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir
             items = make_batch_items(inputs, recipe.seed, manifest.names, budget, prompt_from_infotext)
             manifest.input_of = {item.name: input_key(inputs, item.image) for item in items}
             runner = Runner(backend, pack, out_dir / WORK_DIR if final_only else out_dir, on_progress=on_progress,
-                            should_stop=should_stop, contact_sheets=False, journal=manifest, executor=executor)
+                            should_stop=should_stop, contact_sheets=False, journal=manifest, executor=executor,
+                            yolo_folder=yolo_folder)
             result = runner.run(recipe, items)
             return finish_batch(result, recipe, inputs, items, manifest, final_only)
     except OSError as e:

@@ -155,6 +155,7 @@ class PassComputer:
     recipe: Recipe
     prompts: Prompts
     out_dir: Path
+    yolo_folder: str = ""   # the host's face model folder (the WebUI's models/adetailer), for the yolo detector
 
     def compute(self, backend: Backend, job: PassJob, on_step: StepCallback) -> PassResult:
         """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result)."""
@@ -204,13 +205,12 @@ class PassComputer:
         return PassResult(job, self.output(job, Status.DONE, seed, note),
                           self._image(backend, request, stage, job, image, note))
 
-    @staticmethod
-    def _redraw_faces(backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
+    def _redraw_faces(self, backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
                       on_step: StepCallback):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
         from .faces import face_masks, find_faces, no_face_note  # lazy: detector packages load only for a face stage
 
-        search = find_faces(image, stage.face)
+        search = find_faces(image, stage.face, self.yolo_folder)
         if not search.detections:
             return None, no_face_note(search, image.size)
         request.width = request.height = stage.face.inpaint_size
@@ -381,7 +381,7 @@ class Runner:
                  on_progress: Optional[Callable[[Progress], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, should_skip: Optional[Callable[[], bool]] = None,
                  contact_sheets: bool = True, journal: Optional[Journal] = None,
-                 executor: Optional[Executor] = None):
+                 executor: Optional[Executor] = None, yolo_folder: str = ""):
         self.backend = backend
         self.pack = pack
         self.out_dir = Path(out_dir)
@@ -391,12 +391,13 @@ class Runner:
         self.contact_sheets = contact_sheets
         self.journal = journal or Journal()
         self.executor = executor or Executor(backend)
+        self.yolo_folder = yolo_folder
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != TXT2IMG and any(item.image is None for item in items):
             raise UserError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
         self._check_upscalers(recipe)
-        computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir)
+        computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir, self.yolo_folder)
         run = _Run(recipe, items, sum(stage.repeat for stage in recipe.stages) * len(items))
         control = RunControl(self.should_stop, partial(self._on_step, run))
         loads_before = len(self.backend.loads)
