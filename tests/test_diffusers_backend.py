@@ -45,6 +45,11 @@ def make_request(**changes):
     return dataclasses.replace(request, **changes)
 
 
+def pipeline(backend, checkpoint, mode):
+    """The backend's cached pipeline of a checkpoint and mode (loading the checkpoint if it is not cached)."""
+    return backend._model(checkpoint).pipelines[mode]
+
+
 def no_steps(step, total):
     pass
 
@@ -149,7 +154,7 @@ def test_inpaint_redraws_only_inside_the_feathered_mask(backend):
 
 def test_inpaint_redraws_the_crop_at_the_inpaint_resolution(backend, monkeypatch):
     sizes = []
-    pipe = backend.pipeline("demo-base", "inpaint")
+    pipe = pipeline(backend, "demo-base", "inpaint")
     original_call = type(pipe).__call__
 
     def spy(self, **kwargs):
@@ -203,7 +208,7 @@ def test_cache_size_2_loads_each_model_once():
     backend = DiffusersBackend(cache_size=2, device="cpu")
     for checkpoint in ["demo-base", "demo-style", "demo-base", "demo-style"]:
         for mode in ("txt2img", "img2img"):
-            backend.pipeline(checkpoint, mode)
+            pipeline(backend, checkpoint, mode)
     assert backend.loads == ["demo-base", "demo-style"]
 
 
@@ -212,21 +217,21 @@ def test_the_least_recently_used_model_is_evicted(tmp_path):
     build_demo_pipeline("demo-base").save_pretrained(third)
     backend = DiffusersBackend(cache_size=2, device="cpu")
     for checkpoint in ["demo-base", "demo-style", "demo-base", third, "demo-base", "demo-style"]:
-        backend.pipeline(checkpoint, "txt2img")
+        pipeline(backend, checkpoint, "txt2img")
     # third evicted demo-style (used less recently than demo-base); demo-style's return evicted third.
     assert backend.loads == ["demo-base", "demo-style", third, "demo-style"]
 
 
 def test_an_evicted_model_is_freed():
     backend = DiffusersBackend(cache_size=1, device="cpu")
-    unet = weakref.ref(backend.pipeline("demo-base", "txt2img").unet)
-    backend.pipeline("demo-style", "txt2img")
+    unet = weakref.ref(pipeline(backend, "demo-base", "txt2img").unet)
+    pipeline(backend, "demo-style", "txt2img")
     gc.collect()
     assert unet() is None
 
 
 def test_modes_share_one_set_of_components(backend):
-    pipes = [backend.pipeline("demo-base", mode) for mode in ("txt2img", "img2img", "inpaint")]
+    pipes = [pipeline(backend, "demo-base", mode) for mode in ("txt2img", "img2img", "inpaint")]
     for name in ("unet", "vae", "text_encoder", "tokenizer"):
         assert len({id(getattr(pipe, name)) for pipe in pipes}) == 1, name
     assert pipes[0].safety_checker is None and pipes[1].safety_checker is None
@@ -242,14 +247,14 @@ def test_model_name():
 def test_vae_tiling_follows_the_setting(monkeypatch):
     on = DiffusersBackend(device="cpu", vae_tiling="on")
     assert_a_real_picture(on.generate(make_request(steps=2), no_steps), (64, 64))
-    assert on.pipeline("demo-base", "txt2img").vae.use_tiling
+    assert pipeline(on, "demo-base", "txt2img").vae.use_tiling
 
     auto = DiffusersBackend(device="cpu", vae_tiling="auto")
     auto.generate(make_request(steps=2), no_steps)
-    assert not auto.pipeline("demo-base", "txt2img").vae.use_tiling
+    assert not pipeline(auto, "demo-base", "txt2img").vae.use_tiling
     monkeypatch.setattr(diffusers_backend, "TILING_THRESHOLD", 64 * 64 - 1)
     auto.generate(make_request(steps=2), no_steps)
-    assert auto.pipeline("demo-base", "txt2img").vae.use_tiling
+    assert pipeline(auto, "demo-base", "txt2img").vae.use_tiling
 
     with pytest.raises(ValueError, match="vae_tiling"):
         DiffusersBackend(vae_tiling="sometimes")
@@ -258,7 +263,7 @@ def test_vae_tiling_follows_the_setting(monkeypatch):
 def test_all_modes_keep_the_model_dtype():
     backend = DiffusersBackend(device="cpu", dtype=torch.bfloat16)
     for mode in ("txt2img", "img2img", "inpaint"):
-        pipe = backend.pipeline("demo-base", mode)
+        pipe = pipeline(backend, "demo-base", mode)
         assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16, mode
 
 
@@ -413,7 +418,7 @@ def test_single_files_load_offline_with_the_original_weights(tiny_sd, offline):
     pictures = []
     for checkpoint in ("tiny.safetensors", "tiny.ckpt", "tiny-folder"):
         path = str(config_dir.parent / checkpoint)
-        loaded = backend.pipeline(path, "txt2img")
+        loaded = pipeline(backend, path, "txt2img")
         for name in ("unet", "vae", "text_encoder"):
             original, reloaded = getattr(source, name).state_dict(), getattr(loaded, name).state_dict()
             assert original.keys() == reloaded.keys(), name
@@ -447,7 +452,7 @@ def test_a_config_dir_without_tokenizer_is_refused(tiny_sd, tmp_path, offline):
     config_dir = write_config_dir(source, tmp_path / "config", tokenizer=False)
     checkpoint = str(tiny_sd[1].parent / "tiny.safetensors")
     with pytest.raises(CheckpointError, match="tokenizer"):
-        DiffusersBackend(device="cpu", config_dir=config_dir).pipeline(checkpoint, "txt2img")
+        pipeline(DiffusersBackend(device="cpu", config_dir=config_dir), checkpoint, "txt2img")
 
 
 def save_keys(path, keys):
@@ -555,7 +560,7 @@ def test_lightning_ckpt_loads_through_a_weights_only_copy(tiny_sd, tmp_path, mon
         monkeypatch.delitem(sys.modules, name)   # loading must not need Lightning
     monkeypatch.setattr(checkpoint_files, "CACHE_DIR", tmp_path / "cache")
     backend = DiffusersBackend(device="cpu", config_dir=config_dir)
-    converted = backend.pipeline(str(path), "txt2img")
+    converted = pipeline(backend, str(path), "txt2img")
     copies = list((tmp_path / "cache").glob("dreambooth-*.safetensors"))
     assert len(copies) == 1
     for name in ("unet", "vae", "text_encoder"):
@@ -639,7 +644,7 @@ def test_prompt_embeddings_follow_the_webui_syntax():
 
     from tlok_workflow.backends.diffusers_backend import _prompt_embeddings
 
-    pipe = DiffusersBackend().pipeline("demo-style", "txt2img")
+    pipe = pipeline(DiffusersBackend(), "demo-style", "txt2img")
     plain = "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
     with torch.no_grad():
         ours, negative = _prompt_embeddings(pipe, plain, "blur, vignette, instagram")

@@ -622,3 +622,16 @@ def test_after_generate_the_gallery_preview_selects_the_last_stage(webui):
         scripts = [d.get("js") for d in blocks.dependencies if info._id in d["targets"] and d["trigger"] == "change"]
     assert "tlok_workflow_select_last" in scripts
     assert "function tlok_workflow_select_last(info)" in (ROOT / "javascript" / "tlok_workflow.js").read_text()
+
+
+def test_the_webui_saver_writes_its_format_under_a_free_name(webui, tmp_path):
+    from PIL import Image
+
+    from tlok_workflow import webui_host
+
+    webui.shared.opts.data["samples_format"] = "jpg"
+    (tmp_path / "x.jpg").write_bytes(b"the user's")
+    (tmp_path / "x-1.jpg").symlink_to(tmp_path / "gone.jpg")   # a dangling link is taken too: never written through
+    saved = [webui_host.save_stage(tmp_path, "x", Image.new("RGB", (8, 8)), "info") for _ in range(2)]
+    assert [p.name for p in saved] == ["x-2.jpg", "x-3.jpg"] and webui.images.saved == [str(p) for p in saved]
+    assert (tmp_path / "x.jpg").read_bytes() == b"the user's" and not (tmp_path / "gone.jpg").exists()

@@ -46,7 +46,7 @@ LOCK_FILE = ".tlok-lock"  # held by the batch writing to the folder, removed whe
 WORK_DIR = ".tlok-work"   # intermediates of a final-only batch, removed once the batch is complete
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 NAME_MAX = 255            # bytes in a file name on ext4, btrfs, xfs, APFS (NTFS: 255 UTF-16 units, never more)
-FREE_NAME_ROOM = len("-99999.png")   # what outputs.free_png_name may add to a stem
+FREE_NAME_ROOM = len("-99999.png")   # what outputs.free_name may add to a stem
 
 
 class BatchError(UserError):
@@ -501,7 +501,7 @@ class Manifest(Journal):
 
     def save(self, output: StageOutput, image: PassImage) -> Path:
         """Note the file's name, then write the file (atomically, never over another)."""
-        path = outputs.free_png_name(image.folder, image.stem)
+        path = outputs.free_name(image.folder, image.stem)
         self._append(Event("saving", output.item, self.input_of.get(output.item, ""), output.stage, output.repeat,
                            self._relative(path)).to_dict())
         self.write_png(path, image.image, image.infotext, image.recipe_json)
@@ -520,7 +520,7 @@ class Manifest(Journal):
             return self.folder / self.finals[item]
         target = self.folder / item
         target.parent.mkdir(parents=True, exist_ok=True)
-        target = outputs.free_png_name(target.parent, target.name)
+        target = outputs.free_name(target.parent, target.name)
         entry = Event("placing", item, path=self._relative(target))
         self._append(entry.to_dict())
         os.link(image, target)

@@ -52,17 +52,17 @@ def save_png_as(path: Path, image: Image.Image, info: str = "", recipe_json: str
         os.unlink(tmp)
 
 
-def free_png_name(folder: Path, stem: str) -> Path:
-    """The first of `stem`.png, `stem`-1.png, … that is not taken."""
-    for path in _png_names(folder, stem):
+def free_name(folder: Path, stem: str, suffix: str = ".png") -> Path:
+    """The first of `stem`.png, `stem`-1.png, … (or with another suffix) that is not taken."""
+    for path in _names(folder, stem, suffix):
         if not os.path.lexists(path):
             return path
     raise FileExistsError(f"{folder}: no free file name for {stem}")
 
 
-def _png_names(folder: Path, stem: str):
-    yield folder / f"{stem}.png"
-    yield from (folder / f"{stem}-{n}.png" for n in range(1, 100000))
+def _names(folder: Path, stem: str, suffix: str = ".png"):
+    yield folder / f"{stem}{suffix}"
+    yield from (folder / f"{stem}-{n}{suffix}" for n in range(1, 100000))
 
 
 def _png_writer(image: Image.Image, info: str, recipe_json: str):
@@ -88,7 +88,7 @@ def first_line(error: BaseException) -> str:
 
 
 def _link_to_free_name(tmp: Path, folder: Path, stem: str) -> Path:
-    for path in _png_names(folder, stem):
+    for path in _names(folder, stem):
         try:
             os.link(tmp, path)
             return path

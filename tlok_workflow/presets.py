@@ -7,6 +7,7 @@ key and the value.
 """
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Sequence, Tuple, get_args
@@ -153,9 +154,32 @@ def find_key(entries: dict, value: Optional[str]) -> Optional[str]:
 
 
 def load_packs(user_dirs: Sequence[str] = ()) -> Dict[str, Pack]:
-    """All bundled packs, with each user folder merged over the pack it names (or added as a new one)."""
+    """All bundled packs, with each user folder merged over the pack it names (or added as a new one). Read again
+    only when one of their files changed (the packs are shared, so callers leave them as they are)."""
+    folders = [*_bundled_folders(), *(Path(user_dir).expanduser() for user_dir in user_dirs)]
+    return _read_packs(tuple(str(user_dir) for user_dir in user_dirs), tuple(_stamp(folder) for folder in folders))
+
+
+def _bundled_folders() -> List[Path]:
+    return sorted(p for p in BUNDLED_DIR.iterdir() if (p / "pack.json").is_file())
+
+
+def _stamp(folder: Path) -> tuple:
+    """What changes when a file a pack is read from changes (or appears, or goes)."""
+    def stat(path: Path):
+        try:
+            found = path.stat()
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+    return str(folder), tuple(stat(folder / name) for name in ("pack.json", *CATEGORIES))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_packs(user_dirs: Tuple[str, ...], stamps: tuple) -> Dict[str, Pack]:
+    """load_packs' packs, read from the files; `stamps` (of every folder read) is the cache key."""
     packs: Dict[str, Pack] = {}
-    for folder in sorted(p for p in BUNDLED_DIR.iterdir() if (p / "pack.json").is_file()):
+    for folder in _bundled_folders():
         pack = _merge_folder(None, folder)
         packs[pack.name] = pack
     for user_dir in user_dirs:

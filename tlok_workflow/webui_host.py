@@ -59,12 +59,7 @@ def schedulers() -> List[str]:
 def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "") -> Path:
     """The runner's saver in the WebUI: the WebUI's image format, our file names, never overwriting."""
     extension = shared.opts.data.get("samples_format") or "png"
-    name = stem
-    for n in range(1, 100000):
-        if not (Path(folder) / f"{name}.{extension}").exists():
-            break
-        name = f"{stem}-{n}"
-    return write_png(Path(folder) / f"{name}.{extension}", image, info, recipe_json)
+    return write_png(outputs.free_name(Path(folder), stem, f".{extension}"), image, info, recipe_json)
 
 
 def write_png(path: Path, image, info: str, recipe_json: str) -> Path:

@@ -84,10 +84,6 @@ class DiffusersBackend(Backend):
             return super().upscale(image, size, name)
         return self.model_upscalers.upscale(image, size, name), name
 
-    def pipeline(self, checkpoint: str, mode: str):
-        """The pipeline for checkpoint and mode (loading the checkpoint if it is not cached)."""
-        return self._model(checkpoint).pipelines[mode]
-
     def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
         if request.mode not in MODES:
             raise ValueError(f"unknown mode {request.mode!r}; known: {', '.join(MODES)}")
