@@ -30,7 +30,6 @@ from diffusers import (
 )
 from ldm_checkpoint import pipeline_to_ldm, write_ckpt, write_safetensors
 
-from tlok_workflow import inpaint_region
 from tlok_workflow.backends import diffusers_backend
 from tlok_workflow.backends.base import PassRequest
 from tlok_workflow.backends.demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
@@ -77,9 +76,9 @@ def base_image(backend):
 
 # --- txt2img / img2img / inpaint on the demo models -------------------------------------------------------------
 
-def test_txt2img_gives_a_deterministic_picture(backend, base_image):
+# (what every backend does, the same pixels for a seed, the inpaint mask kept to, …: test_backend_contract.py)
+def test_txt2img_gives_a_picture_that_the_seed_changes(backend, base_image):
     assert_a_real_picture(base_image, (64, 64))
-    assert backend.generate(make_request(), no_steps).tobytes() == base_image.tobytes()
     other_seed = backend.generate(make_request(seed=2), no_steps)
     assert np.abs(pixels(other_seed) - pixels(base_image)).mean() > 5
 
@@ -108,7 +107,6 @@ def test_an_exception_from_on_step_interrupts_the_pass(backend, base_image):
     with pytest.raises(Interrupted):
         backend.generate(make_request(), interrupt_at_step_2)
     assert calls == [1, 2]
-    assert backend.generate(make_request(), no_steps).tobytes() == base_image.tobytes()
 
 
 def test_img2img_restyles_the_image(backend, base_image):
@@ -118,11 +116,9 @@ def test_img2img_restyles_the_image(backend, base_image):
     assert_a_real_picture(result, (64, 64))
     assert calls == [(1, 2), (2, 2)]  # denoise 0.5 of 4 steps
     assert np.abs(pixels(result) - pixels(base_image)).mean() > 5
-    assert backend.generate(request, no_steps).tobytes() == result.tobytes()
     # The input matters, if weakly: the random demo VAE does not reconstruct what it encodes.
     other_input = backend.generate(dataclasses.replace(request, image=Image.new("RGB", (64, 64), "teal")), no_steps)
     assert np.abs(pixels(other_input) - pixels(result)).mean() > 1
-    assert backend.generate(dataclasses.replace(request, seed=6), no_steps).tobytes() != result.tobytes()
 
 
 def test_img2img_rejects_an_image_of_the_wrong_size(backend, base_image):
@@ -136,19 +132,11 @@ def face_mask(size, box):
     return mask
 
 
-def test_inpaint_redraws_only_inside_the_feathered_mask(backend):
+def test_inpaint_of_another_seed_redraws_the_face_differently(backend):
     image = backend.generate(make_request(width=160, height=128, seed=9), no_steps)
-    mask = face_mask(image.size, (60, 30, 90, 66))
-    request = make_request(mode="inpaint", image=image, mask=mask, denoise=0.75, steps=4, inpaint_padding=8,
-                           mask_blur=4)
+    request = make_request(mode="inpaint", image=image, mask=face_mask(image.size, (60, 30, 90, 66)), denoise=0.75,
+                           steps=4, inpaint_padding=8, mask_blur=4)
     result = backend.generate(request, no_steps)
-
-    assert result.size == image.size and result.mode == "RGB"
-    feathered = np.asarray(inpaint_region.feather(mask, 4))
-    before, after = pixels(image), pixels(result)
-    assert np.array_equal(after[feathered == 0], before[feathered == 0])
-    assert np.abs(after[feathered == 255] - before[feathered == 255]).mean() > 5
-    assert backend.generate(request, no_steps).tobytes() == result.tobytes()
     assert backend.generate(dataclasses.replace(request, seed=2), no_steps).tobytes() != result.tobytes()
 
 
@@ -167,11 +155,6 @@ def test_inpaint_redraws_the_crop_at_the_inpaint_resolution(backend, monkeypatch
                            width=64, height=96, steps=2)
     assert backend.generate(request, no_steps).size == (320, 256)
     assert sizes == [(64, 96, (64, 96), (64, 96))]
-
-
-def test_inpaint_with_an_empty_mask_returns_the_image(backend, base_image):
-    request = make_request(mode="inpaint", image=base_image, mask=Image.new("L", base_image.size, 0))
-    assert backend.generate(request, no_steps).tobytes() == base_image.tobytes()
 
 
 # --- model cache and swap ---------------------------------------------------------------------------------------
