@@ -38,7 +38,8 @@ echo "run_py313: environments ready in $((SECONDS - start)) s"
 
 # the engine tests that need no torch, the face detectors, and the panel/API/WebUI-tab layer
 ENGINE="tests/test_faces.py tests/test_inpaint_region.py tests/test_recipe.py
-        tests/test_presets.py tests/test_prompts.py tests/test_attention.py tests/test_runner.py tests/test_batch.py"
+        tests/test_presets.py tests/test_prompts.py tests/test_attention.py tests/test_runner.py tests/test_batch.py
+        tests/test_infotext.py tests/test_outputs_unchanged.py tests/test_backend_contract.py"
 UI="tests/test_ui_build.py tests/test_webui_tab.py tests/test_api.py tests/test_panel_model.py"
 status=0
 echo "== Python 3.13, mediapipe 0.10.31, OpenCV 5 headless, gradio 4.40 (Forge Neo)"

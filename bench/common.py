@@ -33,6 +33,11 @@ MID_UNET = {"block_out_channels": (64, 128, 256, 256)}
 MID_VAE = {"block_out_channels": (32, 64, 128, 128)}
 
 
+def pipeline(backend, checkpoint: str, mode: str):
+    """A DiffusersBackend's cached pipeline of a checkpoint and mode (loaded if it is not cached)."""
+    return backend._model(checkpoint).pipelines[mode]
+
+
 def median(values):
     return statistics.median(values)
 

@@ -34,7 +34,7 @@ def child(folder: str, size: int, tiling: str, budget_mb: float) -> None:
     from tlok_workflow.backends.diffusers_backend import DiffusersBackend
 
     backend = DiffusersBackend(vae_tiling=tiling)
-    backend.pipeline(folder, "img2img")
+    common.pipeline(backend, folder, "img2img")
     image = Image.fromarray(astronaut()).resize((size, size), Image.LANCZOS)
     request = PassRequest(mode="img2img", checkpoint=folder, prompt="korra, tlok artstyle", negative_prompt="blur",
                           width=size, height=size, steps=2, cfg_scale=7.0, sampler="Euler a", scheduler="Automatic",

@@ -97,7 +97,7 @@ def raw_chain(backend, requests, scheduler_configs, start=None):
     image, seconds, schedulers = start, [], {}
     for request in requests:
         started = time.perf_counter()
-        pipe = backend.pipeline(request.checkpoint, request.mode)  # cached: the same pipeline objects
+        pipe = common.pipeline(backend, request.checkpoint, request.mode)  # cached: the same pipeline objects
         if id(pipe) not in schedulers:  # a plain script builds one scheduler per pipeline
             schedulers[id(pipe)] = build_scheduler(scheduler_configs[request.checkpoint], request.sampler,
                                                    request.scheduler, request.seed)
@@ -238,7 +238,7 @@ def main():
         backend = DiffusersBackend(device=args.device)
         started = time.perf_counter()
         # each model's own scheduler config, before any pass replaces its scheduler (the raw side starts from it)
-        configs = {c: backend.pipeline(c, "txt2img").scheduler.config for c in checkpoints.values()}
+        configs = {c: common.pipeline(backend, c, "txt2img").scheduler.config for c in checkpoints.values()}
         print(f"loaded {len(checkpoints)} models in {time.perf_counter() - started:.1f} s "
               f"({backend.dtype}, {backend.device})")
         label = " → ".join(f"{s.label}:{s.kind} {s.width}" for s in chain.stages)

@@ -25,7 +25,7 @@ def child(checkpoint: str) -> None:
     rss = {"start": common.rss_mb()}
     backend = DiffusersBackend()
     started = time.perf_counter()
-    backend.pipeline(checkpoint, "txt2img")
+    common.pipeline(backend, checkpoint, "txt2img")
     load_seconds = time.perf_counter() - started
     rss["loaded"] = common.rss_mb()
     request = PassRequest(mode="txt2img", checkpoint=checkpoint, prompt="korra, tlok artstyle", negative_prompt="blur",
@@ -40,7 +40,7 @@ def child(checkpoint: str) -> None:
     request.mode, request.image, request.mask = "inpaint", image, mask
     backend.generate(request, lambda step, steps: None)
     rss["all three"] = common.rss_mb()
-    pipes = [backend.pipeline(checkpoint, mode) for mode in MODES]
+    pipes = [common.pipeline(backend, checkpoint, mode) for mode in MODES]
     parts = ("unet", "vae", "text_encoder", "tokenizer")
     shared = all(getattr(p, part) is getattr(pipes[0], part) for p in pipes for part in parts)
     weights = sum(t.numel() * t.element_size() for part in parts[:3] for t in getattr(pipes[0], part).parameters())

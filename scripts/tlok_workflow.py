@@ -5,4 +5,4 @@ imported now; everything else lives in tlok_workflow/webui_host.py.
 """
 from tlok_workflow import webui_host
 
-webui_host.register()
+extension = webui_host.register()   # its callbacks are the WebUI's now; a Reload UI makes another

@@ -21,6 +21,7 @@ from tlok_workflow.app import make_host  # noqa: E402
 from tlok_workflow.chain import build_recipe  # noqa: E402
 from tlok_workflow.presets import load_pack  # noqa: E402
 from tlok_workflow.recipe import FaceOptions, PromptSpec, Recipe, RunOptions, Stage, StagePrompt  # noqa: E402
+from tlok_workflow.schema import field_info  # noqa: E402
 
 PACK = load_pack()
 
@@ -137,7 +138,7 @@ def test_openapi_lists_every_recipe_field_with_type_bounds_default_and_descripti
         assert model["description"] == cls.__doc__
         assert set(model["properties"]) == {f.name for f in dataclasses.fields(cls)}
         for f in dataclasses.fields(cls):
-            shown, meta = model["properties"][f.name], f.metadata
+            shown, meta = model["properties"][f.name], field_info(cls, f.name)   # choices: the Literal's
             assert shown["description"] == meta["doc"], f.name
             for key, name in (("ge", "minimum"), ("le", "maximum"), ("multiple_of", "multipleOf"),
                               ("choices", "enum")):

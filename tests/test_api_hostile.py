@@ -21,6 +21,7 @@ from fakes import FakeBackend  # noqa: E402
 from tlok_workflow import api, chain  # noqa: E402
 from tlok_workflow.app import make_host  # noqa: E402
 from tlok_workflow.chain import build_recipe  # noqa: E402
+from tlok_workflow.errors import UserError  # noqa: E402
 from tlok_workflow.presets import load_pack  # noqa: E402
 from tlok_workflow.recipe import PromptSpec, Recipe  # noqa: E402
 
@@ -279,6 +280,21 @@ def test_a_backend_crash_is_a_500_with_one_line(tmp_path):
     response = TestClient(app).post(RUN, json={"recipe": recipe()})
     assert response.status_code == 500
     assert response.json()["detail"] == "run failed: RuntimeError: CUDA out of memory"
+
+
+@pytest.mark.parametrize("error, status, detail", [
+    (ValueError("Expected tensor of rank 4"), 500, "run failed: ValueError: Expected tensor of rank 4"),
+    (UserError("stage style: sampler 'Euler b' is not known"), 400, "stage style: sampler 'Euler b' is not known")])
+def test_only_a_user_error_blames_the_request(tmp_path, capfd, error, status, detail):
+    """A ValueError from inside torch or diffusers is no bad request: a 500, its traceback in the server's log."""
+    def fail(request):
+        raise error
+    app = FastAPI()
+    api.mount(app, make_host(tmp_path, backend_factory=lambda: FakeBackend(on_generate=fail)).session)
+    response = TestClient(app).post(RUN, json={"recipe": recipe()})
+    assert (response.status_code, response.json()["detail"]) == (status, detail)
+    log = capfd.readouterr().err
+    assert ("Traceback (most recent call last)" in log and "in fail" in log) == (status == 500), log
 
 
 # --- the Host header ---------------------------------------------------------------------------------------------

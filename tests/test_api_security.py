@@ -29,7 +29,6 @@ from tlok_workflow import api, api_schema, model_hash  # noqa: E402
 from tlok_workflow.app import make_host  # noqa: E402
 from tlok_workflow.backends.demo_model import DEMO_MODELS  # noqa: E402
 from tlok_workflow.chain import build_recipe  # noqa: E402
-from tlok_workflow.faces import detectors  # noqa: E402
 from tlok_workflow.presets import load_pack  # noqa: E402
 from tlok_workflow.recipe import PromptSpec  # noqa: E402
 
@@ -163,7 +162,7 @@ def test_upscalers_and_face_models_are_names_the_host_lists(host, tmp_path, monk
         folder = tmp_path / "adetailer"   # the WebUI's models/adetailer
         folder.mkdir()
         (folder / "face_yolov8n.pt").write_bytes(b"a pickle")
-        monkeypatch.setattr(detectors, "yolo_folder", str(folder))
+        monkeypatch.setattr(host.session, "yolo_folder", str(folder))   # a host that has a face model folder
         for name in ("face_yolov8n.pt", "face_yolov8n"):
             face["stages"][-1]["face"]["yolo_model"] = name
             assert plan(url, face).status_code == 200

@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from tlok_workflow import outputs
+from tlok_workflow import __version__, outputs
 from tlok_workflow.cli import main
 
 
@@ -39,6 +39,24 @@ def test_demo_run_writes_every_stage_with_climbing_sizes(demo_run):
     assert "Model: demo-style" in outputs.read_png_text(images[1])["parameters"]
     assert (demo_run / "00000-7-sheet.png").is_file()
     assert len({pixels(p) for p in images}) == 4
+
+
+DEMO_INFOTEXT = ("{prompt}\nNegative prompt: blur, vignette, instagram\nSteps: 20, Sampler: Euler a, Schedule type: "
+                 "Automatic, CFG scale: 7.0, Seed: 7, Size: {size}, Model: {model}, {img2img}TLOK stage: {stage}, "
+                 "TLOK pack: 4elements, TLOK demo: random-weight demo models, TLOK version: " + __version__)
+PROMPT = "full-shot Korra wearing defa outfit stada hairstyle"
+RESTYLE = "Denoising strength: 0.5, Upscaler: Lanczos, "
+
+
+def test_the_demo_runs_infotext_and_recipe_are_the_same_bytes(demo_run):
+    """Pinned before issue 18 moved infotext into its module (the pixels depend on this machine's torch)."""
+    written = [outputs.read_png_text(path) for path in stage_images(demo_run)]
+    assert [text["parameters"] for text in written] == [
+        DEMO_INFOTEXT.format(prompt=PROMPT, size="64x64", model="demo-base", img2img="", stage="1/5 base"),
+        *[DEMO_INFOTEXT.format(prompt=PROMPT + " tlok artstyle", size=size, model="demo-style", img2img=RESTYLE,
+                               stage=stage) for size, stage in (("64x64", "2/5 style"), ("128x128", "3/5 1024"),
+                                                                ("192x192", "4/5 1536"))]]
+    assert {hashlib.sha256(text["tlok_recipe"].encode()).hexdigest()[:16] for text in written} == {"73d01a314d02e471"}
 
 
 def test_same_seed_same_pixels_and_recipe_png_reproduces(demo_run, tmp_path):

@@ -181,3 +181,55 @@ def test_a_run_that_made_nothing_of_its_start_image_exits_2(tmp_path, capsys, ba
     assert "wrote 0 stage image(s)" in out
     assert err.splitlines()[-1].startswith(f"tlok_workflow: error: {tmp_path / 'notes.txt'}: cannot be read as an "
                                            "image")
+
+
+# --- errors by type: only the user's are refusals --------------------------------------------------------------
+
+FAILING_BACKEND = """import sys, types
+from fakes import FakeBackend
+from tlok_workflow import cli
+from tlok_workflow.errors import UserError
+
+error = {"internal": ValueError("Expected tensor of rank 4"), "user": UserError("sampler 'Euler b' is unknown")}
+raised = error[sys.argv.pop(1)]
+
+def fail(request):
+    raise raised
+
+module = types.ModuleType("diffusers_backend")   # the CLI's backend, failing in its first pass
+module.DiffusersBackend = lambda **options: FakeBackend(on_generate=fail)
+sys.modules["tlok_workflow.backends.diffusers_backend"] = module
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def failing_run(tmp_path, error, before=(), after=()):
+    """`python -m tlok_workflow [BEFORE] run --demo … [AFTER]` whose backend raises `error` ("internal" or "user")
+    in its first pass."""
+    env = dict(ENV, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    argv = [*before, "run", "--demo", "--seed", "1", "--out", "out", *after]
+    return subprocess.run([sys.executable, "-c", FAILING_BACKEND, error, *argv], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_an_internal_error_is_one_line_that_points_at_debug(tmp_path):
+    done = failing_run(tmp_path, "internal")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == ("tlok_workflow: internal error: ValueError: Expected tensor of rank 4 "
+                                            "(run with --debug for the traceback)")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("flag", [{"before": ["--debug"]}, {"after": ["--debug"]}])
+def test_debug_shows_the_traceback_of_an_internal_error(tmp_path, flag):
+    done = failing_run(tmp_path, "internal", **flag)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr and "in fail" in done.stderr
+    assert done.stderr.splitlines()[-1] == "ValueError: Expected tensor of rank 4"
+
+
+def test_a_user_error_from_the_backend_stays_a_refusal(tmp_path):
+    done = failing_run(tmp_path, "user", after=["--debug"])   # --debug changes nothing for the user's own errors
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "tlok_workflow: error: sampler 'Euler b' is unknown"
+    assert "Traceback" not in done.stderr

@@ -30,7 +30,6 @@ from diffusers import (
 )
 from ldm_checkpoint import pipeline_to_ldm, write_ckpt, write_safetensors
 
-from tlok_workflow import inpaint_region
 from tlok_workflow.backends import diffusers_backend
 from tlok_workflow.backends.base import PassRequest
 from tlok_workflow.backends.demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
@@ -43,6 +42,11 @@ def make_request(**changes):
                           negative_prompt="blur", width=64, height=64, steps=3, cfg_scale=7.0,
                           sampler="Euler a", scheduler="Automatic", seed=1)
     return dataclasses.replace(request, **changes)
+
+
+def pipeline(backend, checkpoint, mode):
+    """The backend's cached pipeline of a checkpoint and mode (loading the checkpoint if it is not cached)."""
+    return backend._model(checkpoint).pipelines[mode]
 
 
 def no_steps(step, total):
@@ -72,9 +76,9 @@ def base_image(backend):
 
 # --- txt2img / img2img / inpaint on the demo models -------------------------------------------------------------
 
-def test_txt2img_gives_a_deterministic_picture(backend, base_image):
+# (what every backend does, the same pixels for a seed, the inpaint mask kept to, …: test_backend_contract.py)
+def test_txt2img_gives_a_picture_that_the_seed_changes(backend, base_image):
     assert_a_real_picture(base_image, (64, 64))
-    assert backend.generate(make_request(), no_steps).tobytes() == base_image.tobytes()
     other_seed = backend.generate(make_request(seed=2), no_steps)
     assert np.abs(pixels(other_seed) - pixels(base_image)).mean() > 5
 
@@ -103,7 +107,6 @@ def test_an_exception_from_on_step_interrupts_the_pass(backend, base_image):
     with pytest.raises(Interrupted):
         backend.generate(make_request(), interrupt_at_step_2)
     assert calls == [1, 2]
-    assert backend.generate(make_request(), no_steps).tobytes() == base_image.tobytes()
 
 
 def test_img2img_restyles_the_image(backend, base_image):
@@ -113,11 +116,9 @@ def test_img2img_restyles_the_image(backend, base_image):
     assert_a_real_picture(result, (64, 64))
     assert calls == [(1, 2), (2, 2)]  # denoise 0.5 of 4 steps
     assert np.abs(pixels(result) - pixels(base_image)).mean() > 5
-    assert backend.generate(request, no_steps).tobytes() == result.tobytes()
     # The input matters, if weakly: the random demo VAE does not reconstruct what it encodes.
     other_input = backend.generate(dataclasses.replace(request, image=Image.new("RGB", (64, 64), "teal")), no_steps)
     assert np.abs(pixels(other_input) - pixels(result)).mean() > 1
-    assert backend.generate(dataclasses.replace(request, seed=6), no_steps).tobytes() != result.tobytes()
 
 
 def test_img2img_rejects_an_image_of_the_wrong_size(backend, base_image):
@@ -131,25 +132,17 @@ def face_mask(size, box):
     return mask
 
 
-def test_inpaint_redraws_only_inside_the_feathered_mask(backend):
+def test_inpaint_of_another_seed_redraws_the_face_differently(backend):
     image = backend.generate(make_request(width=160, height=128, seed=9), no_steps)
-    mask = face_mask(image.size, (60, 30, 90, 66))
-    request = make_request(mode="inpaint", image=image, mask=mask, denoise=0.75, steps=4, inpaint_padding=8,
-                           mask_blur=4)
+    request = make_request(mode="inpaint", image=image, mask=face_mask(image.size, (60, 30, 90, 66)), denoise=0.75,
+                           steps=4, inpaint_padding=8, mask_blur=4)
     result = backend.generate(request, no_steps)
-
-    assert result.size == image.size and result.mode == "RGB"
-    feathered = np.asarray(inpaint_region.feather(mask, 4))
-    before, after = pixels(image), pixels(result)
-    assert np.array_equal(after[feathered == 0], before[feathered == 0])
-    assert np.abs(after[feathered == 255] - before[feathered == 255]).mean() > 5
-    assert backend.generate(request, no_steps).tobytes() == result.tobytes()
     assert backend.generate(dataclasses.replace(request, seed=2), no_steps).tobytes() != result.tobytes()
 
 
 def test_inpaint_redraws_the_crop_at_the_inpaint_resolution(backend, monkeypatch):
     sizes = []
-    pipe = backend.pipeline("demo-base", "inpaint")
+    pipe = pipeline(backend, "demo-base", "inpaint")
     original_call = type(pipe).__call__
 
     def spy(self, **kwargs):
@@ -162,11 +155,6 @@ def test_inpaint_redraws_the_crop_at_the_inpaint_resolution(backend, monkeypatch
                            width=64, height=96, steps=2)
     assert backend.generate(request, no_steps).size == (320, 256)
     assert sizes == [(64, 96, (64, 96), (64, 96))]
-
-
-def test_inpaint_with_an_empty_mask_returns_the_image(backend, base_image):
-    request = make_request(mode="inpaint", image=base_image, mask=Image.new("L", base_image.size, 0))
-    assert backend.generate(request, no_steps).tobytes() == base_image.tobytes()
 
 
 # --- model cache and swap ---------------------------------------------------------------------------------------
@@ -203,7 +191,7 @@ def test_cache_size_2_loads_each_model_once():
     backend = DiffusersBackend(cache_size=2, device="cpu")
     for checkpoint in ["demo-base", "demo-style", "demo-base", "demo-style"]:
         for mode in ("txt2img", "img2img"):
-            backend.pipeline(checkpoint, mode)
+            pipeline(backend, checkpoint, mode)
     assert backend.loads == ["demo-base", "demo-style"]
 
 
@@ -212,21 +200,21 @@ def test_the_least_recently_used_model_is_evicted(tmp_path):
     build_demo_pipeline("demo-base").save_pretrained(third)
     backend = DiffusersBackend(cache_size=2, device="cpu")
     for checkpoint in ["demo-base", "demo-style", "demo-base", third, "demo-base", "demo-style"]:
-        backend.pipeline(checkpoint, "txt2img")
+        pipeline(backend, checkpoint, "txt2img")
     # third evicted demo-style (used less recently than demo-base); demo-style's return evicted third.
     assert backend.loads == ["demo-base", "demo-style", third, "demo-style"]
 
 
 def test_an_evicted_model_is_freed():
     backend = DiffusersBackend(cache_size=1, device="cpu")
-    unet = weakref.ref(backend.pipeline("demo-base", "txt2img").unet)
-    backend.pipeline("demo-style", "txt2img")
+    unet = weakref.ref(pipeline(backend, "demo-base", "txt2img").unet)
+    pipeline(backend, "demo-style", "txt2img")
     gc.collect()
     assert unet() is None
 
 
 def test_modes_share_one_set_of_components(backend):
-    pipes = [backend.pipeline("demo-base", mode) for mode in ("txt2img", "img2img", "inpaint")]
+    pipes = [pipeline(backend, "demo-base", mode) for mode in ("txt2img", "img2img", "inpaint")]
     for name in ("unet", "vae", "text_encoder", "tokenizer"):
         assert len({id(getattr(pipe, name)) for pipe in pipes}) == 1, name
     assert pipes[0].safety_checker is None and pipes[1].safety_checker is None
@@ -242,14 +230,14 @@ def test_model_name():
 def test_vae_tiling_follows_the_setting(monkeypatch):
     on = DiffusersBackend(device="cpu", vae_tiling="on")
     assert_a_real_picture(on.generate(make_request(steps=2), no_steps), (64, 64))
-    assert on.pipeline("demo-base", "txt2img").vae.use_tiling
+    assert pipeline(on, "demo-base", "txt2img").vae.use_tiling
 
     auto = DiffusersBackend(device="cpu", vae_tiling="auto")
     auto.generate(make_request(steps=2), no_steps)
-    assert not auto.pipeline("demo-base", "txt2img").vae.use_tiling
+    assert not pipeline(auto, "demo-base", "txt2img").vae.use_tiling
     monkeypatch.setattr(diffusers_backend, "TILING_THRESHOLD", 64 * 64 - 1)
     auto.generate(make_request(steps=2), no_steps)
-    assert auto.pipeline("demo-base", "txt2img").vae.use_tiling
+    assert pipeline(auto, "demo-base", "txt2img").vae.use_tiling
 
     with pytest.raises(ValueError, match="vae_tiling"):
         DiffusersBackend(vae_tiling="sometimes")
@@ -258,7 +246,7 @@ def test_vae_tiling_follows_the_setting(monkeypatch):
 def test_all_modes_keep_the_model_dtype():
     backend = DiffusersBackend(device="cpu", dtype=torch.bfloat16)
     for mode in ("txt2img", "img2img", "inpaint"):
-        pipe = backend.pipeline("demo-base", mode)
+        pipe = pipeline(backend, "demo-base", mode)
         assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16, mode
 
 
@@ -413,7 +401,7 @@ def test_single_files_load_offline_with_the_original_weights(tiny_sd, offline):
     pictures = []
     for checkpoint in ("tiny.safetensors", "tiny.ckpt", "tiny-folder"):
         path = str(config_dir.parent / checkpoint)
-        loaded = backend.pipeline(path, "txt2img")
+        loaded = pipeline(backend, path, "txt2img")
         for name in ("unet", "vae", "text_encoder"):
             original, reloaded = getattr(source, name).state_dict(), getattr(loaded, name).state_dict()
             assert original.keys() == reloaded.keys(), name
@@ -447,7 +435,7 @@ def test_a_config_dir_without_tokenizer_is_refused(tiny_sd, tmp_path, offline):
     config_dir = write_config_dir(source, tmp_path / "config", tokenizer=False)
     checkpoint = str(tiny_sd[1].parent / "tiny.safetensors")
     with pytest.raises(CheckpointError, match="tokenizer"):
-        DiffusersBackend(device="cpu", config_dir=config_dir).pipeline(checkpoint, "txt2img")
+        pipeline(DiffusersBackend(device="cpu", config_dir=config_dir), checkpoint, "txt2img")
 
 
 def save_keys(path, keys):
@@ -555,7 +543,7 @@ def test_lightning_ckpt_loads_through_a_weights_only_copy(tiny_sd, tmp_path, mon
         monkeypatch.delitem(sys.modules, name)   # loading must not need Lightning
     monkeypatch.setattr(checkpoint_files, "CACHE_DIR", tmp_path / "cache")
     backend = DiffusersBackend(device="cpu", config_dir=config_dir)
-    converted = backend.pipeline(str(path), "txt2img")
+    converted = pipeline(backend, str(path), "txt2img")
     copies = list((tmp_path / "cache").glob("dreambooth-*.safetensors"))
     assert len(copies) == 1
     for name in ("unet", "vae", "text_encoder"):
@@ -639,7 +627,7 @@ def test_prompt_embeddings_follow_the_webui_syntax():
 
     from tlok_workflow.backends.diffusers_backend import _prompt_embeddings
 
-    pipe = DiffusersBackend().pipeline("demo-style", "txt2img")
+    pipe = pipeline(DiffusersBackend(), "demo-style", "txt2img")
     plain = "full-shot Korra wearing defa outfit stada hairstyle tlok artstyle"
     with torch.no_grad():
         ours, negative = _prompt_embeddings(pipe, plain, "blur, vignette, instagram")

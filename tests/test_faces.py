@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from fakes import FakeBackend
+from tlok_workflow.batch import BatchJob
+from tlok_workflow.chain import build_recipe
 from tlok_workflow.faces import (Detection, FaceSearch, available_detectors, detections_json, face_masks,
                                  find_faces, mask_preview)
 from tlok_workflow.faces import detectors
 from tlok_workflow.faces.detectors import DETECTORS, Unavailable
-from tlok_workflow.recipe import FaceOptions
+from tlok_workflow.presets import load_pack
+from tlok_workflow.recipe import FaceOptions, PromptSpec
+from tlok_workflow.session import Session
 
 ASTRONAUT_FACE = (177, 67, 270, 160)  # the face in scikit-image's astronaut, 512²
 REAL_DETECTORS = ["mediapipe", "opencv"]
@@ -203,10 +208,9 @@ def test_mediapipe_box_at_the_image_border_is_clipped(astronaut):
 
 # --- the detector chain -----------------------------------------------------------------------------------
 
-def test_falls_back_past_an_unavailable_detector(monkeypatch):
+def test_falls_back_past_an_unavailable_detector():
     require("mediapipe")
-    monkeypatch.setattr(detectors, "yolo_folder", "")
-    search = find_faces(cartoon_face(), FaceOptions(detectors=["yolo", "mediapipe"]))
+    search = find_faces(cartoon_face(), FaceOptions(detectors=["yolo", "mediapipe"]))   # no face model folder
     assert search.detector == "mediapipe" and search.tried == ["yolo", "mediapipe"]
     assert len(search.detections) == 1
     assert search.notes == ["yolo: no model file (set yolo_model, or put a face_*.pt in models/adetailer)"]
@@ -298,10 +302,11 @@ def fake_ultralytics(monkeypatch, boxes, confidences, outlines=None):
 def test_yolo_takes_the_first_face_model_in_the_adetailer_folder(monkeypatch, tmp_path):
     for name in ("hand_yolov8n.pt", "face_yolov8s.pt", "face_yolov8n.pt"):
         (tmp_path / name).write_bytes(b"")
-    monkeypatch.setattr(detectors, "yolo_folder", str(tmp_path))
     loaded = fake_ultralytics(monkeypatch, [[-5.4, 10.2, 50.6, 60.4]], [0.9])
-    search = find_faces(Image.new("RGB", (100, 100)), FaceOptions(detectors=["yolo"]))
+    search = find_faces(Image.new("RGB", (100, 100)), FaceOptions(detectors=["yolo"]), yolo_folder=str(tmp_path))
     assert loaded == [str(tmp_path / "face_yolov8n.pt")]
+    usable = {folder: {s.name: s.usable for s in available_detectors(folder)}["yolo"] for folder in ("", str(tmp_path))}
+    assert usable == {"": False, str(tmp_path): True}   # the detectors table: yolo runs where the host has a model
     assert [(d.box, d.detector, d.mask) for d in search.detections] == [((0, 10, 51, 60), "yolo", None)]
 
 
@@ -491,3 +496,19 @@ def test_detections_json_is_plain_json():
     data = json.loads(json.dumps(detections_json(search)))
     assert data == {"detector": "opencv", "tried": ["mediapipe", "opencv"], "notes": ["mediapipe: no face"],
                     "faces": [{"box": [1, 2, 3, 4], "confidence": 0.8765, "detector": "opencv", "shape": False}]}
+
+
+def test_the_sessions_face_model_folder_reaches_the_face_stage_of_runs_and_batches(monkeypatch, tmp_path):
+    folder = tmp_path / "adetailer"   # the WebUI's models/adetailer
+    folder.mkdir()
+    (folder / "face_yolov8n.pt").write_bytes(b"")
+    loaded = fake_ultralytics(monkeypatch, [[10, 10, 30, 30]], [0.9])
+    session = Session(FakeBackend, out_dir=tmp_path / "out", yolo_folder=str(folder))
+    recipe = build_recipe(load_pack(), PromptSpec(), demo=True, seed=1, ladder=[], face_detectors=["yolo"])
+    result = session.run(recipe)
+    assert [o.note for o in result.outputs if o.label == "face"] == ["1 face(s) by yolo in 1 pass(es)"]
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "in" / "photo.png")
+    summary = session.run_batch(BatchJob(recipe, str(tmp_path / "in"), tmp_path / "batch"))
+    assert [row.faces for row in summary.results] == ["1 face(s) by yolo in 1 pass(es)"]
+    assert loaded == [str(folder / "face_yolov8n.pt")] * 2

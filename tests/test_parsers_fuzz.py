@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from tlok_workflow import attention, outputs
+from tlok_workflow import attention, infotext, outputs
 from tlok_workflow.batch import _prompt_of
 from tlok_workflow.chain import build_recipe
 from tlok_workflow.cli import main
@@ -316,12 +316,26 @@ def test_pasted_infotext_fields_never_raise(params):
 @given(PROMPTS)
 def test_a_png_infotext_prompt_is_one_line(text):
     info = PngImagePlugin.PngInfo()
-    info.add_text(outputs.INFOTEXT_CHUNK, text)
+    info.add_text(infotext.CHUNK, text)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "x.png"
         Image.new("RGB", (8, 8)).save(path, pnginfo=info)
         prompt = _prompt_of(path)
         assert "\n" not in prompt and prompt in text
+
+
+INFOTEXT_PIECES = st.sampled_from(["Steps", ": ", ", ", "\n", "Negative prompt:", '"', "\\", "512x768", " ", "a",
+                                   "Seed: 1", "TLOK stage: 2/4 style", '"x, y"', "-", "/", "\u2028", "\r"])
+
+
+@FUZZ
+@given(st.lists(INFOTEXT_PIECES | st.text(max_size=6), max_size=30).map("".join))
+def test_infotext_is_read_as_the_webui_reads_it(text):
+    from webui_stub.modules.infotext_utils import parse_generation_parameters
+
+    prompt, negative, params = infotext.parse(text)
+    theirs = parse_generation_parameters(text)
+    assert (prompt, negative, params) == (theirs.pop("Prompt"), theirs.pop("Negative prompt"), theirs)
 
 
 def test_the_mutation_base_is_a_valid_recipe():

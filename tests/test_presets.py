@@ -147,3 +147,24 @@ def test_bad_numbers_and_shapes_in_a_user_pack_name_file_and_key(tmp_path, file_
         load_packs([str(folder)])
     message = str(error.value)
     assert message.startswith(str(folder / file_name)) and expected in message and "\n" not in message, message
+
+
+def test_packs_are_read_again_only_when_a_pack_file_changed(tmp_path, monkeypatch):
+    from tlok_workflow import presets
+
+    reads = []
+    real = presets._read_json
+    monkeypatch.setattr(presets, "_read_json", lambda path: reads.append(path.name) or real(path))
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "outfits.json").write_text(json.dumps({"cape": {"token": "wearing a red cape"}}))
+    first = load_pack("4elements", [str(user)])
+    assert reads and load_pack("4elements", [str(user)]) is first   # nothing read the second time
+    reads.clear()
+    (user / "outfits.json").write_text(json.dumps({"cape": {"token": "wearing a long blue cape"}}))
+    assert load_pack("4elements", [str(user)]).outfits["cape"].token == "wearing a long blue cape"
+    assert "outfits.json" in reads
+    (user / "hairstyles.json").write_text(json.dumps({"bun": {"token": "bun hairstyle"}}))   # a file that appears
+    assert "bun" in load_pack("4elements", [str(user)]).hairstyles
+    (user / "hairstyles.json").unlink()                                                       # … and goes
+    assert "bun" not in load_pack("4elements", [str(user)]).hairstyles

@@ -63,6 +63,9 @@ def test_recipe_json_round_trip():
     (lambda d: d["stages"][1].update(denoise=1.5), r"recipe.stages\[1\].denoise: 1.5 is out of range 0.0..1.0"),
     (lambda d: d["stages"][1].update(width=500), r"recipe.stages\[1\].width: 500 is not a multiple of 8"),
     (lambda d: d["stages"][1].update(kind="upscale"), r'recipe.stages\[1\].kind: "upscale" is not one of'),
+    (lambda d: d["stages"][1].update(kind=2), r"recipe.stages\[1\].kind: expected text, got 2"),   # a Literal's type
+    (lambda d: d["stages"][4]["face"].update(sort_by="size"),
+     r'recipe.stages\[4\].face.sort_by: "size" is not one of area, confidence'),
     (lambda d: d["stages"][1].update(steps="20"), r'recipe.stages\[1\].steps: expected a whole number, got "20"'),
     (lambda d: d["stages"][4]["face"].update(top_k=-1), r"recipe.stages\[4\].face.top_k: -1 is out of range"),
     (lambda d: d["prompt"].update(outfit_weight=True), r"recipe.prompt.outfit_weight: expected a number"),

@@ -135,11 +135,6 @@ def test_save_png_is_atomic_and_unique(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["x-1.png", "x.png"]
 
 
-def test_infotext_quotes_like_the_webui():
-    text = outputs.infotext("p", "", {"Steps": 2, "Model": "a, b", "TLOK faces": None, "Note": "x: y"})
-    assert text == 'p\nSteps: 2, Model: "a, b", Note: "x: y"'
-
-
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "I;16", "L"])
 def test_load_image_converts_to_rgb(tmp_path, mode):
     path = tmp_path / f"x.{'tif' if mode in ('CMYK', 'I;16') else 'png'}"

@@ -32,7 +32,7 @@ def load_script():
 def build_webui(webui):
     """What create_ui does, in order: settings, the txt2img output panel, extension tabs."""
     cb, ui_common = webui.script_callbacks, webui.ui_common
-    load_script()
+    script = load_script()
     cb.ui_settings_callback()
     with gr.Blocks() as txt2img:
         for elem_id in ("txt2img_prompt", "txt2img_neg_prompt"):
@@ -47,8 +47,7 @@ def build_webui(webui):
         webui.infotext_utils.paste_fields.setdefault(core_tab, {"init_img": None, "fields": [],
                                                                 "override_settings_component": None})
     webui.infotext_utils.connect_paste_params_buttons()   # what create_ui does next; raises on a missing target
-    from tlok_workflow import webui_host
-    return tabs, webui_host._state["host"], txt2img
+    return tabs, script.extension.host, txt2img
 
 
 def elem_ids(blocks):
@@ -64,8 +63,8 @@ def test_tab_settings_and_send_to_register(webui):
                    "base", "style", "refresh_checkpoints", "paste", "task_id"):
         assert f"tlok_workflow_{suffix}" in ids
     assert {"html_info_tlok_workflow", "generation_info_tlok_workflow", "tlok_workflow_send_to_img2img"} <= ids
-    from tlok_workflow.faces import detectors   # the yolo detector looks where ADetailer keeps face models
-    assert detectors.yolo_folder == str(Path(webui.paths_internal.models_path) / "adetailer")
+    # the yolo detector looks where ADetailer keeps face models
+    assert host.session.yolo_folder == str(Path(webui.paths_internal.models_path) / "adetailer")
     options = webui.shared.opts.data_labels
     assert options["tlok_workflow_style_checkpoint"].section == ("tlok_workflow", "TLOK Workflow")
     assert options["tlok_workflow_style_checkpoint"].component_args()["choices"] == ["", title(STYLE), title(BASE)]
@@ -85,6 +84,15 @@ def test_reloading_scripts_registers_once_more_not_twice(webui):
     webui.script_callbacks.clear_callbacks()   # what "Reload UI" does before running the scripts again
     load_script()
     assert len(webui.script_callbacks.callback_map["callbacks_ui_tabs"]) == 1
+
+
+def test_a_reload_ui_makes_a_new_extension_with_its_own_tab_and_sources(webui):
+    _, first, _ = build_webui(webui)
+    webui.script_callbacks.clear_callbacks()
+    _, second, _ = build_webui(webui)   # the WebUI builds every tab anew, txt2img's too
+    assert second is not first and second.session is not first.session
+    [(_, prompt, _)], [(_, old_prompt, _)] = second.send_buttons, first.send_buttons
+    assert prompt.elem_id == old_prompt.elem_id == "txt2img_prompt" and prompt is not old_prompt
 
 
 def test_generate_runs_in_the_queue_and_fills_the_output_panel(webui, tmp_path):
@@ -237,10 +245,10 @@ def test_an_api_run_whose_client_went_away_stops_after_its_pass(webui, monkeypat
     from tlok_workflow.presets import load_pack
     from tlok_workflow.recipe import PromptSpec
 
-    build_webui(webui)
+    _, host, _ = build_webui(webui)
     app = FastAPI()
     webui.script_callbacks.app_started_callback(None, app)
-    session = sys.modules["tlok_workflow.webui_host"]._state["host"].session
+    session = host.session
     started, seen = threading.Event(), []
 
     def hold(p, step):   # the first pass waits (at most 60 s) for the stop
@@ -616,3 +624,16 @@ def test_after_generate_the_gallery_preview_selects_the_last_stage(webui):
         scripts = [d.get("js") for d in blocks.dependencies if info._id in d["targets"] and d["trigger"] == "change"]
     assert "tlok_workflow_select_last" in scripts
     assert "function tlok_workflow_select_last(info)" in (ROOT / "javascript" / "tlok_workflow.js").read_text()
+
+
+def test_the_webui_saver_writes_its_format_under_a_free_name(webui, tmp_path):
+    from PIL import Image
+
+    from tlok_workflow import webui_host
+
+    webui.shared.opts.data["samples_format"] = "jpg"
+    (tmp_path / "x.jpg").write_bytes(b"the user's")
+    (tmp_path / "x-1.jpg").symlink_to(tmp_path / "gone.jpg")   # a dangling link is taken too: never written through
+    saved = [webui_host.save_stage(tmp_path, "x", Image.new("RGB", (8, 8)), "info") for _ in range(2)]
+    assert [p.name for p in saved] == ["x-2.jpg", "x-3.jpg"] and webui.images.saved == [str(p) for p in saved]
+    assert (tmp_path / "x.jpg").read_bytes() == b"the user's" and not (tmp_path / "gone.jpg").exists()

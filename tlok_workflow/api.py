@@ -16,8 +16,9 @@ list entries, globs, the start image and mask a recipe names), or (standalone) a
 409 a run while another one runs (answered at once); 413 a body over MAX_BODY or an upload over
 outputs.MAX_PIXELS (checked from its header); 415 a body that is not application/json; 422 a request over the
 work budget (chain.work) or a run whose start image failed. A /run while the host's own output folder cannot
-take files is a 503 naming it (the host's owner can fix it, no request can). A backend crash is a 500 with a
-one-line detail, never a traceback. A run whose client goes away is stopped after its current step.
+take files is a 503 naming it (the host's owner can fix it, no request can). Refusals are UserErrors (errors.py) or
+HTTPExceptions; anything else (a backend crash, a bug of ours) is a 500 with a one-line detail, its traceback
+in the server's log. A run whose client goes away is stopped after its current step.
 The routes are a thin adapter over a `Session` (session.py): `session.exclusive(work)` runs a job, the WebUI's
 session in its GPU queue, the standalone's under its own lock. No gradio here.
 """
@@ -26,8 +27,6 @@ import binascii
 import dataclasses
 import io
 import os
-import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -38,13 +37,14 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketClose
 
-from . import outputs
+from . import infotext, outputs
 from .api_schema import MAX_BODY, SchemaRoute
 from .batch import BatchError, BatchJob, collect_inputs
 from .chain import STEP_BUDGET, WORK_BUDGET, largest_step, work
+from .errors import UserError
 from .presets import DEFAULT_PACK, Pack
 from .prompts import compose
-from .recipe import PATH, Recipe, RunOptions, check_recipe
+from .recipe import PATH, TXT2IMG, Recipe, RunOptions, check_recipe
 from .request import Request
 from .runner import Status
 from .schema import spec
@@ -104,7 +104,7 @@ class PlanResponse(BaseModel):
     negative_prompt: str
 
 
-def bad_request(error: Exception) -> HTTPException:
+def bad_request(error: UserError) -> HTTPException:
     return HTTPException(status_code=400, detail=str(error))
 
 
@@ -120,7 +120,7 @@ def recipe_of(body: Chain, session, from_image: bool = False) -> Recipe:
     body.request.from_image = body.request.from_image or from_image
     try:
         return session.recipe_for(body.request)
-    except ValueError as e:   # an unknown pack, preset, face placement or stage label
+    except UserError as e:   # an unknown pack, preset, face placement or stage label
         raise bad_request(e) from None
 
 
@@ -131,7 +131,7 @@ def check_request(recipe: Recipe, session, count: int) -> Pack:
         check_recipe(recipe)
         session.confine(recipe)   # checkpoints, upscalers, face models: the host's own, by name
         pack = session.check(recipe)   # unknown pack, negative preset or checkpoint fails here, not mid-run
-    except ValueError as e:
+    except UserError as e:
         raise bad_request(e) from None
     total, step = work(recipe, count), largest_step(recipe)
     if total > WORK_BUDGET:
@@ -265,14 +265,6 @@ class LocalOnly:
         await self.app(scope, receive, send)
 
 
-def backend_failure(what: str, error: Exception) -> HTTPException:
-    """A 500 whose detail is the error's first line (the WebUI's own can be pages long); the whole traceback is
-    printed to the server's log, where it can be read."""
-    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-    first = (str(error).strip().splitlines() or [""])[0]
-    return HTTPException(status_code=500, detail=f"{what} failed: {type(error).__name__}: {first[:300]}")
-
-
 def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
     """Add the routes to a FastAPI app (call again with the new app after a WebUI UI reload). `allowed_hosts`
     (the standalone app: local_hosts(port)) adds the LocalOnly check (Host and Origin) for the whole app; the
@@ -289,7 +281,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         confine_recipe_paths(recipe, session)
         start = None
         if request.init_image:
-            if recipe.stages and recipe.stages[0].kind == "txt2img":
+            if recipe.stages and recipe.stages[0].kind == TXT2IMG:
                 raise HTTPException(status_code=400, detail="init_image: the recipe starts with txt2img; drop its "
                                                             "first stage to start from the image")
             start = decode_image(request.init_image)
@@ -305,12 +297,8 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             raise HTTPException(status_code=503, detail=str(e)) from None
         except outputs.ImageError as e:   # the start image the recipe names cannot be read
             raise HTTPException(status_code=422, detail=f"run failed: {e}") from None
-        except ValueError as e:   # unknown checkpoint or sampler, …
+        except UserError as e:   # unknown checkpoint or sampler, …
             raise bad_request(e) from None
-        except HTTPException:
-            raise
-        except Exception as e:    # the backend failed: a one-line message; the traceback goes to the server's log
-            raise backend_failure("run", e) from None
         failed = [f"{o.item} s{o.stage} {o.label}: {o.note}" for o in result.outputs if o.status == Status.FAILED]
         if failed:   # an unusable start image: nothing to show for that item
             raise HTTPException(status_code=422, detail=f"run failed: {'; '.join(failed)}")
@@ -320,10 +308,10 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             data = o.path.read_bytes()
             images.append(base64.b64encode(data).decode("ascii"))
             with Image.open(io.BytesIO(data)) as im:
-                infotexts.append(im.info.get("parameters", ""))
+                infotexts.append(im.info.get(infotext.CHUNK, ""))
         return dict(images=images, infotexts=infotexts, stages=[f"{o.item} s{o.stage} {o.label}" for o in saved],
                     notes=[f"{o.item} s{o.stage} {o.label}: {o.status} {o.note}".strip() for o in result.outputs
-                           if o.status != "done" or o.note],
+                           if o.status != Status.DONE or o.note],
                     seed=recipe.seed, interrupted=result.interrupted)
 
     def plan_route(request: PlanRequest, caller_gone) -> Dict[str, Any]:
@@ -339,7 +327,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
     def presets(pack: str = DEFAULT_PACK) -> Dict[str, Any]:
         try:
             packs = session.packs()
-        except ValueError as e:
+        except UserError as e:
             raise bad_request(e) from None
         if pack not in packs:
             raise HTTPException(status_code=404, detail=f"pack {pack!r} not found (known: {', '.join(sorted(packs))})")
@@ -356,12 +344,8 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         job = confine_batch(request, recipe, session.batch_roots)
         try:
             summary = exclusive(lambda: session.run_batch(job), caller_gone)
-        except ValueError as e:   # output inside input, another recipe in the output folder, …
+        except UserError as e:   # output inside input, another recipe in the output folder, …
             raise bad_request(e) from None
-        except HTTPException:
-            raise
-        except Exception as e:    # the backend or the disk failed: a one-line message; the traceback to the log
-            raise backend_failure("batch", e) from None
         return dict(summary.to_dict(), summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))
 
     if allowed_hosts:

@@ -13,9 +13,11 @@ import asyncio
 import dataclasses
 import json
 import math
+import sys
 import threading
+import traceback
 import typing
-from typing import Any, Callable, Dict, List, Literal, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from fastapi import HTTPException
 from fastapi.routing import APIRoute
@@ -37,7 +39,7 @@ def pydantic_model(cls, made: Optional[Dict[type, Any]] = None):
     made = {} if made is None else made
     if cls not in made:
         hints = typing.get_type_hints(cls)
-        fields = {f.name: (_annotation(hints[f.name], f.metadata, made), _field(f, hints[f.name]))
+        fields = {f.name: (_annotation(hints[f.name], made), _field(f, hints[f.name]))
                   for f in dataclasses.fields(cls)}
         model = create_model(MODEL_PREFIX + cls.__name__, **fields)
         model.__doc__ = cls.__doc__
@@ -45,19 +47,17 @@ def pydantic_model(cls, made: Optional[Dict[type, Any]] = None):
     return made[cls]
 
 
-def _annotation(tp: Any, meta: Any, made: Dict[type, Any]) -> Any:
+def _annotation(tp: Any, made: Dict[type, Any]) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Union:   # Optional[X]
-        return Optional[_annotation(next(a for a in args if a is not type(None)), meta, made)]
+        return Optional[_annotation(next(a for a in args if a is not type(None)), made)]
     if origin is list:
-        return List[_item(_annotation(args[0], {}, made))]
+        return List[_item(_annotation(args[0], made))]
     if origin is dict:
-        return Dict[_item(args[0]), _item(_annotation(args[1], {}, made))]
+        return Dict[_item(args[0]), _item(_annotation(args[1], made))]
     if dataclasses.is_dataclass(tp):
         return pydantic_model(tp, made)
-    if meta.get("choices"):
-        return Literal[tuple(meta["choices"])]
-    return tp
+    return tp   # a Literal is the enum of its choices on the OpenAPI page
 
 
 def _item(tp: Any) -> Any:
@@ -115,8 +115,9 @@ REFUSED = {"4XX": {"description": "refused: `detail` says why in one line, namin
 class SchemaRoute(APIRoute):
     """A POST route whose body is dataclass `body_type`, checked by schema.build rather than by pydantic:
     `answer(body, caller_gone)` gets the built dataclass and an Event set once the client went away (a run
-    stops then), and returns what is sent back as JSON. `models` holds the models made for this app so far, so
-    that routes sharing a dataclass (the recipe) share its model."""
+    stops then), and returns what is sent back as JSON. It refuses with an HTTPException (a UserError it turns into
+    one); anything else it raises is a fault of ours or of the backend, a 500 (server_failure). `models` holds the
+    models made for this app so far, so that routes sharing a dataclass (the recipe) share its model."""
 
     def __init__(self, path: str, answer: Callable[[Any, threading.Event], Any], *, body_type: type,
                  models: Dict[type, Any], **kwargs):
@@ -144,8 +145,21 @@ class SchemaRoute(APIRoute):
                 await asyncio.wait({answer}, timeout=DISCONNECT_POLL)
                 if not answer.done() and await request.is_disconnected():
                     caller_gone.set()
-            return JSONResponse(answer.result())
+            try:
+                return JSONResponse(answer.result())
+            except HTTPException:
+                raise
+            except Exception as e:   # noqa: BLE001 - not the user's: a one-line 500, the traceback to the log
+                raise server_failure(self.path.rsplit("/", 1)[-1], e) from None
         return handler
+
+
+def server_failure(what: str, error: Exception) -> HTTPException:
+    """A 500 whose detail is the error's first line (the WebUI's own can be pages long); the whole traceback is
+    printed to the server's log, where it can be read."""
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    first = (str(error).strip().splitlines() or [""])[0]
+    return HTTPException(status_code=500, detail=f"{what} failed: {type(error).__name__}: {first[:300]}")
 
 
 DISCONNECT_POLL = 0.5   # seconds between looks at whether the client is still there

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import socket
 from contextlib import contextmanager, suppress
@@ -31,10 +30,11 @@ else:
 
 from PIL import Image
 
-from . import outputs
+from . import infotext, outputs
 from .backends.base import Backend
+from .errors import UserError
 from .presets import Pack
-from .recipe import Recipe
+from .recipe import FACE, TXT2IMG, Recipe
 from .runner import (Item, Journal, PassImage, Runner, RunResult, StageOutput, Status, resolve_seed,
                      stage_stem)
 
@@ -46,10 +46,10 @@ LOCK_FILE = ".tlok-lock"  # held by the batch writing to the folder, removed whe
 WORK_DIR = ".tlok-work"   # intermediates of a final-only batch, removed once the batch is complete
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 NAME_MAX = 255            # bytes in a file name on ext4, btrfs, xfs, APFS (NTFS: 255 UTF-16 units, never more)
-FREE_NAME_ROOM = len("-99999.png")   # what outputs.free_png_name may add to a stem
+FREE_NAME_ROOM = len("-99999.png")   # what outputs.free_name may add to a stem
 
 
-class BatchError(ValueError):
+class BatchError(UserError):
     """The batch cannot start or go on; the message names the folder or file."""
 
 
@@ -67,11 +67,11 @@ class BatchJob:
 def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir: Path, *,
               recursive: bool = False, final_only: bool = False, prompt_from_infotext: bool = False,
               on_progress=None, should_stop=None, write_png=outputs.save_png_as,
-              executor=None) -> "Summary":
+              executor=None, yolo_folder: str = "") -> "Summary":
     """Run `recipe` (from its first img2img stage) over the images of `source` into `out_dir`, resuming.
     A file system error (read-only or full output folder, …) stops the batch as a BatchError naming the file;
     the passes finished so far are kept. `write_png(path, image, infotext, recipe_json)` writes one stage's PNG
-    to exactly `path` (the WebUI's goes through its saver)."""
+    to exactly `path` (the WebUI's goes through its saver); `yolo_folder` is the host's face model folder."""
     inputs = collect_inputs(source, recursive)
     check_output_folder(inputs, out_dir)
     recipe = for_images(recipe)
@@ -85,7 +85,8 @@ def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir
             items = make_batch_items(inputs, recipe.seed, manifest.names, budget, prompt_from_infotext)
             manifest.input_of = {item.name: input_key(inputs, item.image) for item in items}
             runner = Runner(backend, pack, out_dir / WORK_DIR if final_only else out_dir, on_progress=on_progress,
-                            should_stop=should_stop, contact_sheets=False, journal=manifest, executor=executor)
+                            should_stop=should_stop, contact_sheets=False, journal=manifest, executor=executor,
+                            yolo_folder=yolo_folder)
             result = runner.run(recipe, items)
             return finish_batch(result, recipe, inputs, items, manifest, final_only)
     except OSError as e:
@@ -95,8 +96,8 @@ def run_batch(backend: Backend, pack: Pack, recipe: Recipe, source: str, out_dir
 def for_images(recipe: Recipe) -> Recipe:
     """The recipe without its txt2img stage: a batch starts from its images."""
     recipe = Recipe.from_dict(recipe.to_dict())
-    recipe.stages = [stage for stage in recipe.stages if stage.kind != "txt2img"]
-    if not recipe.stages or recipe.stages[0].kind == "face":
+    recipe.stages = [stage for stage in recipe.stages if stage.kind != TXT2IMG]
+    if not recipe.stages or recipe.stages[0].kind == FACE:
         raise BatchError("a batch recipe needs an img2img stage before anything else")
     recipe.init_image = ""
     return recipe
@@ -324,13 +325,12 @@ def _shortened(name: str, limit: int, digest: str) -> str:
 
 
 def _prompt_of(path: Path) -> str:
-    """The prompt line of a PNG's WebUI infotext ('' when there is none or the file is unreadable)."""
+    """The first line of the prompt of a PNG's WebUI infotext ('' when there is none or the file is unreadable)."""
     try:
-        text = outputs.read_png_text(path).get(outputs.INFOTEXT_CHUNK, "")
+        text = outputs.read_png_text(path).get(infotext.CHUNK, "")
     except Exception:  # a broken file is reported when the run reads it
         return ""
-    first = text.split("\n", 1)[0]
-    return "" if first.startswith(("Negative prompt:", "Steps:")) else first.strip()
+    return infotext.parse(text)[0].split("\n", 1)[0]
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -463,7 +463,7 @@ class Manifest(Journal):
             with Image.open(path) as im:
                 im.load()
                 text = dict(im.info)
-            return text.get(outputs.INFOTEXT_CHUNK, "") \
+            return text.get(infotext.CHUNK, "") \
                 if recipe_hash(Recipe.from_json(text[outputs.RECIPE_CHUNK])) == self.hash else None
         except Exception:
             return None
@@ -473,9 +473,10 @@ class Manifest(Journal):
         info = self._our_image(self.folder / entry.path)
         if info is None:
             return   # not written: the pass runs again
-        seed = re.search(r"\bSeed: (\d+)", info)
+        seed = infotext.value(info, infotext.SEED)
         done = replace(entry, event="done", label=self.recipe.stages[entry.stage - 1].label, status=Status.DONE.value,
-                       seed=int(seed.group(1)) if seed else 0, note=_infotext_value(info, "TLOK faces"), seconds=0.0)
+                       seed=int(seed) if seed.isdecimal() else 0, note=infotext.value(info, infotext.TLOK_FACES),
+                       seconds=0.0)
         self._append(done.to_dict())
         self.entries[entry.key] = done
 
@@ -500,7 +501,7 @@ class Manifest(Journal):
 
     def save(self, output: StageOutput, image: PassImage) -> Path:
         """Note the file's name, then write the file (atomically, never over another)."""
-        path = outputs.free_png_name(image.folder, image.stem)
+        path = outputs.free_name(image.folder, image.stem)
         self._append(Event("saving", output.item, self.input_of.get(output.item, ""), output.stage, output.repeat,
                            self._relative(path)).to_dict())
         self.write_png(path, image.image, image.infotext, image.recipe_json)
@@ -519,7 +520,7 @@ class Manifest(Journal):
             return self.folder / self.finals[item]
         target = self.folder / item
         target.parent.mkdir(parents=True, exist_ok=True)
-        target = outputs.free_png_name(target.parent, target.name)
+        target = outputs.free_name(target.parent, target.name)
         entry = Event("placing", item, path=self._relative(target))
         self._append(entry.to_dict())
         os.link(image, target)
@@ -529,15 +530,6 @@ class Manifest(Journal):
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.folder).as_posix()
-
-
-def _infotext_value(info: str, key: str) -> str:
-    """One 'Key: value' of WebUI infotext ('' if absent); quoted values are JSON strings (outputs.quote)."""
-    found = re.search(rf'\b{re.escape(key)}: ("(?:[^"\\]|\\.)*"|[^,\n]*)', info)
-    if not found:
-        return ""
-    value = found.group(1)
-    return json.loads(value) if value.startswith('"') else value
 
 
 InputStatus = Literal["done", "failed", "skipped", "incomplete"]
@@ -639,7 +631,8 @@ def finish_batch(result: RunResult, recipe: Recipe, inputs: BatchInputs, items: 
         rows.append(Row(item.name, outputs.printable(str(item.image)),
                         "failed" if failed else "done" if complete else "incomplete",
                         outputs.printable(str(final or "")),
-                        faces=next((o.note for o in done if o.label == "face" or o.status == Status.NO_FACE), ""),
+                        faces=next((o.note for o in done if recipe.stages[o.stage - 1].kind == FACE
+                                     or o.status == Status.NO_FACE), ""),
                         reason=outputs.printable(failed.note) if failed else ""))
     rows += [Row("", outputs.printable(str(path)), "skipped", "", "", reason) for path, reason in inputs.skipped]
     if final_only and all(r.status != "incomplete" for r in rows):

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 from . import stage_table
 from .backends.base import BUILTIN_UPSCALERS
 from .presets import Pack, find_key
-from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
+from .recipe import FACE, IMG2IMG, TXT2IMG, FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
 
 DEMO_CHECKPOINTS = {"base": "demo-base", "style": "demo-style"}
 DEMO_SCALE = 8  # the demo chain runs at 1/8 of the real sizes: 512 → 64, 1536 → 192
@@ -59,16 +59,16 @@ def build_recipe(pack: Pack, selections: PromptSpec, *, sampler_recipe: str = ""
 
     stages = []
     if not start_from_image:
-        stages.append(make_stage("txt2img", "base", chain.base_size, 1.0, "base",
+        stages.append(make_stage(TXT2IMG, "base", chain.base_size, 1.0, "base",
                                  prompt=StagePrompt(style_token=False)))
-    stages.append(make_stage("img2img", "style", chain.base_size, _pick(sampling.denoise, chain.style_denoise)))
+    stages.append(make_stage(IMG2IMG, "style", chain.base_size, _pick(sampling.denoise, chain.style_denoise)))
     for size in sizes:   # a repeated size gets its own label: 1024, 1024-2
         label = str(size)
         n = sum(1 for s in stages if s.label == label or s.label.startswith(f"{label}-")) + 1
-        stages.append(make_stage("img2img", label if n == 1 else f"{label}-{n}", size,
+        stages.append(make_stage(IMG2IMG, label if n == 1 else f"{label}-{n}", size,
                                  _pick(sampling.denoise, chain.ladder_denoise)))
     if face_after != FACE_OFF:
-        face = make_stage("face", "face", chain.base_size, chain.face_denoise, prompt=StagePrompt(shot=chain.face_shot),
+        face = make_stage(FACE, "face", chain.base_size, chain.face_denoise, prompt=StagePrompt(shot=chain.face_shot),
                           face=FaceOptions(inpaint_size=max(64, chain.face_size // scale),   # the schema's floor
                                            **({"detectors": list(face_detectors)} if face_detectors else {})))
         stages.insert(_face_position(stages, face_after), face)
@@ -88,7 +88,7 @@ def _face_position(stages: List[Stage], face_after: str) -> int:
     if face_after not in labels:
         raise RecipeError(f"face_after: {face_after!r} is not a pass of this chain "
                           f"(passes: {', '.join(labels)}; or '{FACE_LAST}', '{FACE_OFF}')")
-    if face_after == labels[0] and stages[0].kind == "txt2img":
+    if face_after == labels[0] and stages[0].kind == TXT2IMG:
         raise RecipeError("face_after: the face stage uses the style model; put it after a style pass")
     return labels.index(face_after) + 1
 
@@ -122,7 +122,7 @@ def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
             previous = checkpoint
     passes = sum(s.repeat for s in recipe.stages)
     notes = [f"{s.label}: faces found by {', then '.join(s.face.detectors)}; each redrawn at {s.face.inpaint_size}"
-             for s in recipe.stages if s.kind == "face"]
+             for s in recipe.stages if s.kind == FACE]
     return Plan(stage_table.plan_rows(recipe), loads, passes, _warnings(recipe, pack), notes)
 
 
@@ -158,14 +158,14 @@ def largest_step(recipe: Recipe) -> float:
 
 
 def _pass_work(stage: Stage) -> float:
-    vae_calls = 1 if stage.kind == "txt2img" else 2
-    model_upscaler = stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS
+    vae_calls = 1 if stage.kind == TXT2IMG else 2
+    model_upscaler = stage.kind == IMG2IMG and stage.upscaler not in BUILTIN_UPSCALERS
     pixels = _pixels(stage)
     return pixels * (stage.steps + VAE_STEPS * vae_calls + UPSCALER_STEPS * model_upscaler) * _growth(pixels)
 
 
 def _pixels(stage: Stage) -> int:
-    return stage.face.inpaint_size ** 2 if stage.kind == "face" else stage.width * stage.height
+    return stage.face.inpaint_size ** 2 if stage.kind == FACE else stage.width * stage.height
 
 
 def _growth(pixels: int) -> float:
@@ -191,7 +191,7 @@ def _warnings(recipe: Recipe, pack: Optional[Pack]) -> List[str]:
     if pack is not None:
         high = pack.info.denoise_advice.high
         for stage in recipe.stages:
-            if stage.kind == "img2img" and stage.denoise > high:
+            if stage.kind == IMG2IMG and stage.denoise > high:
                 warnings.append(f"{stage.label}: denoise {stage.denoise:g} is above {high:g}; the card suggests "
                                 f"several runs at {pack.info.denoise_advice.low:g}–{high:g} instead (repeat)")
     return warnings

@@ -10,6 +10,7 @@ from typing import List, Optional
 from . import outputs
 from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .chain import FACE_LAST, FACE_OFF, ladder_warning, plan
+from .errors import UserError
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs
 from .prompts import compose
 from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
@@ -18,10 +19,11 @@ from .request import Request, StageSettings, apply_settings, parse_ladder, recip
 from .schema import build
 
 EXIT_CLUSTER_FAILED = 3   # batch --ray: the Ray cluster failed mid-batch (the summary is written; re-run to resume)
+DEBUG_HELP = "on an internal error, show its traceback"
 DEMO_NOTE = "DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints"
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A bad flag value; printed as one line, exit code 2."""
 
 
@@ -31,7 +33,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The exit code: 0, 2 for the user's error (one line naming the value), 1 for an internal error (one line;
+    --debug shows its traceback), 130 on Ctrl+C, 141 when the reader of stdout went away."""
     parser = _build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         if args.name is None:
@@ -43,18 +48,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # the flush at exit must not fail again
         return 141
-    except (CliError, ValueError, FileNotFoundError) as e:  # our errors are ValueErrors naming the value
+    except UserError as e:
         print(f"tlok_workflow: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tlok_workflow: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:   # noqa: BLE001 - not the user's fault: one line, unless they ask for the traceback
+        if getattr(args, "debug", False):
+            raise
+        print(f"tlok_workflow: internal error: {type(e).__name__}: {outputs.first_line(e)} (run with --debug for "
+              "the traceback)", file=sys.stderr)
+        return 1
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m tlok_workflow",
                      description="The 4elements-diffusion recipe as one command: vanilla txt2img → style img2img → "
                                  "upscale ladder → face inpaint.")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="name", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the chain and save every stage")
@@ -118,6 +130,8 @@ def _build_parser() -> argparse.ArgumentParser:
     presets.add_argument("--pack", default=None)
     presets.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder")
     presets.set_defaults(command=_cmd_presets)
+    for command in sub.choices.values():   # also after the command; SUPPRESS: not given keeps the one before it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 

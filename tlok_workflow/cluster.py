@@ -33,6 +33,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .backends.base import Backend
 from .control import ExecutorFailed, Interrupted
+from .errors import UserError
 from .outputs import first_line
 from .runner import Executor, PassComputer, PassJob, PassQueue, PassResult, RunControl, Status
 
@@ -45,7 +46,7 @@ RAY_LOGS = "/tmp/ray/session_latest/logs"
 THREADS_NOTE = "the torch threads of this process, so that the images are the same; OMP_NUM_THREADS sets them"
 
 
-class ClusterError(ValueError):
+class ClusterError(UserError):
     """The cluster cannot run the batch; the message says why."""
 
 

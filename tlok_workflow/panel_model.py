@@ -16,9 +16,10 @@ from PIL import Image
 from . import outputs, stage_table
 from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF
+from .errors import UserError
 from .presets import Pack, find_key
 from .prompts import compose, compose_negative, compose_positive, medium_kind
-from .recipe import PromptSpec, Recipe, RunOptions
+from .recipe import FACE, IMG2IMG, PromptSpec, Recipe, RunOptions
 from .request import AUTO_LADDER, NO_LADDER, Request, StageSettings, parse_ladder
 from .runner import Progress, RunResult, Status
 from .schema import field_info
@@ -120,7 +121,7 @@ class PanelModel:
                                                                                                           spec)
             rows = self.table(v, keep)
             recipe = self.session.recipe_for(self.request(dict(v, stages=rows)))
-        except ValueError as e:
+        except UserError as e:
             return Derived(*boxes, error_html(e), None, None)
         return Derived(*boxes, warnings_html(compose(self.pack, recipe.prompt).warnings), rows,
                        self.plan_html(recipe, int(v["count"] or 1)))
@@ -139,7 +140,7 @@ class PanelModel:
         """The batch Run batch starts: the panel's chain (from its style pass) over a folder."""
         source, target = (folders["batch_input"] or "").strip(), (folders["batch_output"] or "").strip()
         if not source or not target:
-            raise ValueError("batch: give an input folder and an output folder")
+            raise UserError("batch: give an input folder and an output folder")
         return BatchJob(self.recipe(dict(v, init_image=None)), source, Path(target), bool(folders["batch_recursive"]),
                         bool(folders["batch_final_only"]), bool(folders["batch_prompt_from_infotext"]))
 
@@ -149,7 +150,7 @@ class PanelModel:
         and hairstyle as pack keys."""
         pack, p = self.pack, recipe.prompt
         labels = [s.label for s in recipe.stages]
-        faces = [i for i, s in enumerate(recipe.stages) if s.kind == "face"]
+        faces = [i for i, s in enumerate(recipe.stages) if s.kind == FACE]
         if not faces:
             face_after = FACE_OFF
         elif faces[0] == len(recipe.stages) - 1:
@@ -157,13 +158,13 @@ class PanelModel:
         else:
             face_after = labels[faces[0] - 1]
         scale = 8 if recipe.demo else 1
-        sizes = [s.width * scale for s in recipe.stages if s.kind == "img2img" and s.label != "style"]
+        sizes = [s.width * scale for s in recipe.stages if s.kind == IMG2IMG and s.label != "style"]
         hairstyle = p.hairstyle
         if hairstyle is None:
             entry = pack.outfits.get(find_key(pack.outfits, p.outfit))
             hairstyle = entry.hairstyle if entry else ""
         # the prompts the recipe ran with: a saved recipe's exact ones (its first restyle pass holds the whole prompt)
-        stored = next((s.prompt for s in recipe.stages if s.kind == "img2img" and s.prompt.positive), None)
+        stored = next((s.prompt for s in recipe.stages if s.kind == IMG2IMG and s.prompt.positive), None)
         composed = compose(pack, p)
         return {
             "prompt": stored.positive if stored else composed.positive,

@@ -7,10 +7,12 @@ key and the value.
 """
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, get_args
 
+from .errors import UserError
 from .schema import SchemaError, build, loads_json, show_key, spec
 
 # The extension's root files (tlok_presets/, style.css): beside the package in a checkout; a wheel carries copies
@@ -19,10 +21,11 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 EXTENSION_ROOT = _PACKAGE_DIR / "extension" if (_PACKAGE_DIR / "extension").is_dir() else _PACKAGE_DIR.parent
 BUNDLED_DIR = EXTENSION_ROOT / "tlok_presets"
 DEFAULT_PACK = "4elements"
-MEDIUM_KINDS = ("style", "photo", "other")
+MediumKind = Literal["style", "photo", "other"]
+MEDIUM_KINDS = get_args(MediumKind)
 
 
-class PresetError(ValueError):
+class PresetError(UserError):
     """A pack file is missing, unreadable or holds a bad value; the message names file, key and value."""
 
 
@@ -38,7 +41,7 @@ class Outfit:
     hairstyle: str = spec("", "key of the hairstyle it was trained with (its pair)")
     description: str = spec("", "what it is")
     warning: str = spec("", "shown when chosen, e.g. 'doesn't work so well'")
-    group: str = spec("adult", "grouping in the UI", choices=("adult", "child"))
+    group: Literal["adult", "child"] = spec("adult", "grouping in the UI")
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Shot:
 @dataclass
 class Medium:
     token: str = spec(doc="prompt text, e.g. 'cosplay photo'")
-    kind: str = spec("other", "style, photo or other: picks default negatives and lint rules", choices=MEDIUM_KINDS)
+    kind: MediumKind = spec("other", "style, photo or other: picks default negatives and lint rules")
     description: str = spec("", "what it gives")
 
 
@@ -151,9 +154,32 @@ def find_key(entries: dict, value: Optional[str]) -> Optional[str]:
 
 
 def load_packs(user_dirs: Sequence[str] = ()) -> Dict[str, Pack]:
-    """All bundled packs, with each user folder merged over the pack it names (or added as a new one)."""
+    """All bundled packs, with each user folder merged over the pack it names (or added as a new one). Read again
+    only when one of their files changed (the packs are shared, so callers leave them as they are)."""
+    folders = [*_bundled_folders(), *(Path(user_dir).expanduser() for user_dir in user_dirs)]
+    return _read_packs(tuple(str(user_dir) for user_dir in user_dirs), tuple(_stamp(folder) for folder in folders))
+
+
+def _bundled_folders() -> List[Path]:
+    return sorted(p for p in BUNDLED_DIR.iterdir() if (p / "pack.json").is_file())
+
+
+def _stamp(folder: Path) -> tuple:
+    """What changes when a file a pack is read from changes (or appears, or goes)."""
+    def stat(path: Path):
+        try:
+            found = path.stat()
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+    return str(folder), tuple(stat(folder / name) for name in ("pack.json", *CATEGORIES))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_packs(user_dirs: Tuple[str, ...], stamps: tuple) -> Dict[str, Pack]:
+    """load_packs' packs, read from the files; `stamps` (of every folder read) is the cache key."""
     packs: Dict[str, Pack] = {}
-    for folder in sorted(p for p in BUNDLED_DIR.iterdir() if (p / "pack.json").is_file()):
+    for folder in _bundled_folders():
         pack = _merge_folder(None, folder)
         packs[pack.name] = pack
     for user_dir in user_dirs:
@@ -172,7 +198,7 @@ def usable_user_dirs(user_dirs: Sequence[str]) -> Tuple[Tuple[str, ...], str]:
     the bundled packs down with it, so hosts fall back to those and show the error."""
     try:
         load_packs(user_dirs)
-    except (ValueError, OSError) as e:
+    except (UserError, OSError) as e:
         return (), f"{e} (using the bundled packs)"
     return tuple(user_dirs), ""
 

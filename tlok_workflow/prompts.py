@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from .errors import UserError
 from .presets import Pack, find_key
 from .recipe import PromptSpec, StagePrompt
 
@@ -45,7 +46,7 @@ def compose_negative(pack: Pack, s: PromptSpec) -> str:
     keys = s.negatives if s.negatives is not None else pack.default_negatives(medium_kind(pack, s.medium))
     unknown = [k for k in keys if k not in pack.negatives]
     if unknown:
-        raise ValueError(f"negative preset {unknown[0]!r} is not in pack {pack.name!r} "
+        raise UserError(f"negative preset {unknown[0]!r} is not in pack {pack.name!r} "
                          f"(known: {', '.join(pack.negatives)})")
     terms: List[str] = []
     for text in [pack.negatives[k].text for k in keys] + [s.negative_extra]:

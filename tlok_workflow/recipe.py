@@ -6,13 +6,15 @@ same schema validates JSON files, API requests and PNG chunks, and the UI can sh
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional, get_args
 
 from .presets import DEFAULT_PACK
 from .schema import SchemaError, build, loads_json, spec
 
-STAGE_KINDS = ("txt2img", "img2img", "face")
-SEED_POLICIES = ("same", "offset", "fixed")
+StageKind = Literal["txt2img", "img2img", "face"]
+TXT2IMG, IMG2IMG, FACE = get_args(StageKind)
+SeedPolicy = Literal["same", "offset", "fixed"]
+SAME_SEED, OFFSET_SEED, FIXED_SEED = get_args(SeedPolicy)
 RECIPE_VERSION = 1
 DEFAULT_UPSCALER = "Lanczos"
 # Length bounds: far above any real recipe, far below what would hold a host up (a request is checked against
@@ -67,7 +69,7 @@ class FaceOptions:
                                 factory=lambda: ["mediapipe", "opencv"], max_length=8)
     confidence: float = spec(0.5, "minimum detection confidence", ge=0.0, le=1.0)
     top_k: int = spec(0, "keep only the k largest or most confident faces; 0 keeps all", ge=0, le=100)
-    sort_by: str = spec("area", "which faces top_k keeps", choices=("area", "confidence"))
+    sort_by: Literal["area", "confidence"] = spec("area", "which faces top_k keeps")
     min_area_ratio: float = spec(0.0, "ignore faces smaller than this share of the image", ge=0.0, le=1.0)
     max_area_ratio: float = spec(1.0, "ignore faces larger than this share of the image", ge=0.0, le=1.0)
     dilation: int = spec(4, "grow the mask by this many pixels; negative erodes", ge=-256, le=256)
@@ -86,7 +88,7 @@ class FaceOptions:
 @dataclass
 class Stage:
     """One pass of the chain (repeated `repeat` times)."""
-    kind: str = spec(doc="txt2img, img2img or face", choices=STAGE_KINDS)
+    kind: StageKind = spec(doc="txt2img, img2img or face")
     label: str = spec(doc="the stage's unique name, used in file names, the plan and the stage table, e.g. 'base', "
                           "'style', '1024', '1024-2', 'face'", max_length=NAME)
     checkpoint: str = spec("style", "a role of recipe.checkpoints ('base', 'style') or a checkpoint name/path",
@@ -106,8 +108,8 @@ class Stage:
                       infotext="Steps")
     cfg_scale: float = spec(7.0, "CFG scale (card: 7, or 4 for less overtraining)", ge=1.0, le=30.0,
                             infotext="CFG scale")
-    seed_policy: str = spec("same", "same: the item's seed; offset: item seed + stage number; fixed: `seed`",
-                            choices=SEED_POLICIES)
+    seed_policy: SeedPolicy = spec(SAME_SEED, "same: the item's seed; offset: item seed + stage number; fixed: "
+                                              "`seed`")
     seed: int = spec(-1, "the seed when seed_policy is fixed", ge=-1, le=2**32 - 1)
     prompt: StagePrompt = spec(doc="per-stage prompt variant", factory=StagePrompt)
     repeat: int = spec(1, "run the pass this many times in a row (card: several 0.5–0.6 runs beat one 0.8)",
@@ -115,7 +117,7 @@ class Stage:
     face: Optional[FaceOptions] = spec(None, "face detection and mask options (face stages only)")
 
     def __post_init__(self):
-        if self.kind == "face" and self.face is None:
+        if self.kind == FACE and self.face is None:
             self.face = FaceOptions()
 
 
@@ -167,11 +169,11 @@ def check_recipe(recipe: Recipe) -> None:
     labels: Dict[str, int] = {}
     for i, stage in enumerate(recipe.stages):
         where = f"recipe.stages[{i}]"
-        if stage.kind == "txt2img" and i != 0:
+        if stage.kind == TXT2IMG and i != 0:
             raise RecipeError(f"{where}.kind: txt2img can only be the first stage")
-        if stage.kind != "face" and stage.face is not None:
+        if stage.kind != FACE and stage.face is not None:
             raise RecipeError(f"{where}.face: only face stages take face options")
-        if stage.kind != "img2img" and stage.upscaler != DEFAULT_UPSCALER:
+        if stage.kind != IMG2IMG and stage.upscaler != DEFAULT_UPSCALER:
             raise RecipeError(f"{where}.upscaler: only img2img stages take an upscaler")
         if not stage.label.strip():
             raise RecipeError(f"{where}.label: empty")

@@ -22,16 +22,13 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from PIL import Image
 
-from . import __version__, outputs
-from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
+from . import __version__, infotext, outputs
+from .backends.base import BUILTIN_UPSCALERS, INPAINT, Backend, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
+from .errors import UserError
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
-from .recipe import Recipe, Stage
-from .schema import infotext_keys
-
-
-KEYS = infotext_keys(Stage)   # the stage fields' WebUI infotext keys ("steps" → "Steps"), from the schema
+from .recipe import FACE, FIXED_SEED, IMG2IMG, OFFSET_SEED, TXT2IMG, Recipe, Stage
 
 
 @dataclass
@@ -158,6 +155,7 @@ class PassComputer:
     recipe: Recipe
     prompts: Prompts
     out_dir: Path
+    yolo_folder: str = ""   # the host's face model folder (the WebUI's models/adetailer), for the yolo detector
 
     def compute(self, backend: Backend, job: PassJob, on_step: StepCallback) -> PassResult:
         """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result)."""
@@ -181,11 +179,12 @@ class PassComputer:
         item = job.item
         seed = _stage_seed(stage, job.stage, item) + job.repeat
         positive, negative = self.stage_prompts(stage, item)
-        request = PassRequest(
-            mode=stage.kind, checkpoint=self.recipe.checkpoint_of(stage), prompt=positive, negative_prompt=negative,
-            width=stage.width, height=stage.height, steps=stage.steps, cfg_scale=stage.cfg_scale,
-            sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise)
-        if stage.kind == "face":
+        request = PassRequest(   # a face stage's passes are inpaints; the others' are passes of their kind
+            mode=INPAINT if stage.kind == FACE else stage.kind, checkpoint=self.recipe.checkpoint_of(stage),
+            prompt=positive, negative_prompt=negative, width=stage.width, height=stage.height, steps=stage.steps,
+            cfg_scale=stage.cfg_scale, sampler=stage.sampler, scheduler=stage.scheduler, seed=seed,
+            denoise=stage.denoise)
+        if stage.kind == FACE:
             image, note = self._redraw_faces(backend, request, stage, outputs.load_image(job.source), on_step)
             if image is None:
                 if self.recipe.demo and job.stage > 1:   # the image is the demo's own: noise, whatever it started from
@@ -193,7 +192,7 @@ class PassComputer:
                 return PassResult(job, self.output(job, Status.NO_FACE, seed, note))
         else:
             note = ""
-            if stage.kind == "img2img":
+            if stage.kind == IMG2IMG:
                 image = outputs.load_image(job.source)
                 request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
                                                                   backend.size_step)
@@ -206,16 +205,14 @@ class PassComputer:
         return PassResult(job, self.output(job, Status.DONE, seed, note),
                           self._image(backend, request, stage, job, image, note))
 
-    @staticmethod
-    def _redraw_faces(backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
+    def _redraw_faces(self, backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
                       on_step: StepCallback):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
         from .faces import face_masks, find_faces, no_face_note  # lazy: detector packages load only for a face stage
 
-        search = find_faces(image, stage.face)
+        search = find_faces(image, stage.face, self.yolo_folder)
         if not search.detections:
             return None, no_face_note(search, image.size)
-        request.mode = "inpaint"
         request.width = request.height = stage.face.inpaint_size
         request.inpaint_padding, request.mask_blur = stage.face.padding, stage.face.mask_blur
         masks = face_masks(image.size, search, stage.face)
@@ -235,8 +232,8 @@ class PassComputer:
     def _image(self, backend: Backend, request: PassRequest, stage: Stage, job: PassJob, image: Image.Image,
                note: str) -> PassImage:
         target = self.out_dir / stage_stem(job.item.name, job.stage, stage, job.repeat)  # names may hold a folder
-        info = outputs.infotext(request.prompt, request.negative_prompt,
-                                self._infotext_params(backend, request, stage, job.stage, image, note))
+        info = infotext.format(request.prompt, request.negative_prompt,
+                               self._infotext_params(backend, request, stage, job.stage, image, note))
         recipe_json = self._item_recipe(backend, job.item).to_json(indent=None)
         return PassImage(target.parent, target.name, image, info, recipe_json)
 
@@ -254,35 +251,36 @@ class PassComputer:
 
     def _infotext_params(self, backend: Backend, request: PassRequest, stage: Stage, number: int,
                          image: Image.Image, note: str) -> dict:
-        face = stage.face if stage.kind == "face" else None
+        face = stage.face if stage.kind == FACE else None
+        keys = infotext.KEYS
         return {
-            KEYS["steps"]: request.steps,
-            KEYS["sampler"]: request.sampler,
-            KEYS["scheduler"]: request.scheduler,
-            KEYS["cfg_scale"]: request.cfg_scale,
-            "Seed": request.seed,
-            "Size": f"{image.width}x{image.height}",
-            "Model hash": backend.model_hash(request.checkpoint) or None,
-            "Model": backend.model_name(request.checkpoint),
-            KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
-            "Upscaler": request.upscaler if stage.kind == "img2img" else None,
-            "Mask blur": face.mask_blur if face else None,
-            "Inpaint area": "Only masked" if face else None,
-            "Masked area padding": face.padding if face else None,
-            "TLOK stage": f"{number}/{len(self.recipe.stages)} {stage.label}",
-            "TLOK pack": self.recipe.pack,
-            "TLOK faces": (note or None) if stage.kind == "face" else None,
-            "TLOK demo": "random-weight demo models" if self.recipe.demo else None,
-            "TLOK version": __version__,
-            "Version": backend.host_version() or None,
+            keys["steps"]: request.steps,
+            keys["sampler"]: request.sampler,
+            keys["scheduler"]: request.scheduler,
+            keys["cfg_scale"]: request.cfg_scale,
+            infotext.SEED: request.seed,
+            infotext.SIZE: f"{image.width}x{image.height}",
+            infotext.MODEL_HASH: backend.model_hash(request.checkpoint) or None,
+            infotext.MODEL: backend.model_name(request.checkpoint),
+            keys["denoise"]: request.denoise if stage.kind != TXT2IMG else None,
+            infotext.UPSCALER: request.upscaler if stage.kind == IMG2IMG else None,
+            infotext.MASK_BLUR: face.mask_blur if face else None,
+            infotext.INPAINT_AREA: infotext.ONLY_MASKED if face else None,
+            infotext.MASKED_PADDING: face.padding if face else None,
+            infotext.TLOK_STAGE: f"{number}/{len(self.recipe.stages)} {stage.label}",
+            infotext.TLOK_PACK: self.recipe.pack,
+            infotext.TLOK_FACES: (note or None) if stage.kind == FACE else None,
+            infotext.TLOK_DEMO: "random-weight demo models" if self.recipe.demo else None,
+            infotext.TLOK_VERSION: __version__,
+            infotext.VERSION: backend.host_version() or None,
         }
 
 
 def _stage_seed(stage: Stage, number: int, item: Item) -> int:
     """`number` is the stage's 1-based position: two stages with equal settings still get their own seeds."""
-    if stage.seed_policy == "fixed":
+    if stage.seed_policy == FIXED_SEED:
         return stage.seed
-    if stage.seed_policy == "offset":
+    if stage.seed_policy == OFFSET_SEED:
         return item.seed + number - 1
     return item.seed
 
@@ -342,7 +340,7 @@ def upscaler_problems(backend: Callable[[], Backend], recipe: Recipe) -> List[st
     """One line per img2img stage whose upscaler cannot run on the backend, naming it and why. The backend can
     take seconds to make (the standalone one imports torch), so backend() is called only when a stage names an
     upscaler that is not a built-in resize."""
-    asked = [stage for stage in recipe.stages if stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS]
+    asked = [stage for stage in recipe.stages if stage.kind == IMG2IMG and stage.upscaler not in BUILTIN_UPSCALERS]
     if not asked:
         return []
     host = backend()
@@ -383,7 +381,7 @@ class Runner:
                  on_progress: Optional[Callable[[Progress], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, should_skip: Optional[Callable[[], bool]] = None,
                  contact_sheets: bool = True, journal: Optional[Journal] = None,
-                 executor: Optional[Executor] = None):
+                 executor: Optional[Executor] = None, yolo_folder: str = ""):
         self.backend = backend
         self.pack = pack
         self.out_dir = Path(out_dir)
@@ -393,12 +391,13 @@ class Runner:
         self.contact_sheets = contact_sheets
         self.journal = journal or Journal()
         self.executor = executor or Executor(backend)
+        self.yolo_folder = yolo_folder
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
-        if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
-            raise ValueError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
+        if recipe.stages and recipe.stages[0].kind != TXT2IMG and any(item.image is None for item in items):
+            raise UserError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
         self._check_upscalers(recipe)
-        computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir)
+        computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir, self.yolo_folder)
         run = _Run(recipe, items, sum(stage.repeat for stage in recipe.stages) * len(items))
         control = RunControl(self.should_stop, partial(self._on_step, run))
         loads_before = len(self.backend.loads)
@@ -453,7 +452,7 @@ class Runner:
         finished = self.journal.finished(item.name, number, repeat)
         if finished:
             return finished
-        if source is None and stage.kind != "txt2img":
+        if source is None and stage.kind != TXT2IMG:
             return StageOutput(item.name, number, repeat, stage.label, Status.PASSED_OVER, None, item.seed,
                                "no image from the earlier stages")
         return None
@@ -478,7 +477,7 @@ class Runner:
         """An unknown upscaler, or one that could not load, fails before any pass, not after the earlier stages."""
         problems = upscaler_problems(lambda: self.backend, recipe)
         if problems:
-            raise ValueError(problems[0])
+            raise UserError(problems[0])
 
     def _save_sheets(self, recipe: Recipe, result: RunResult, items: Sequence[Item]) -> Dict[str, Path]:
         sheets = {}

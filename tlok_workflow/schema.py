@@ -1,7 +1,8 @@
 """Typed, bounded dataclasses built from plain JSON data.
 
-Fields declare their bounds and a description with `spec`; `build` turns a dict into the dataclass and
-raises `SchemaError` naming the field path ("recipe.stages[2].denoise: 1.7 is out of range 0.0..1.0").
+Fields declare their bounds and a description with `spec`, their choices as a `Literal` annotation; `build` turns a
+dict into the dataclass and raises `SchemaError` naming the field path ("recipe.stages[2].denoise: 1.7 is out of
+range 0.0..1.0").
 Texts, lists and objects have a length bound (`max_length`: characters, items or entries; a text inside a list
 or object at most MAX_ITEM_CHARS), checked before anything is built from them, so a huge request is refused at
 once.
@@ -16,6 +17,8 @@ import typing
 from dataclasses import field
 from typing import Any, Optional
 
+from .errors import UserError
+
 
 MAX_JSON_CHARS = 4 * 1024 * 1024   # a recipe or preset file is a few KB
 MAX_JSON_DEPTH = 64                # a recipe is 4 levels deep
@@ -23,7 +26,7 @@ _LONGEST_INT = 1000                # digits; Python refuses str <-> int past 430
 MAX_ITEM_CHARS = 4096              # a text inside a list or an object: a key, a name, a path (PATH_MAX)
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError):
     """A value is missing, of the wrong type or out of bounds; the message names the field path."""
 
 
@@ -65,11 +68,12 @@ def show_key(key: Any) -> str:
 
 
 def spec(default: Any = dataclasses.MISSING, doc: str = "", ge: Any = None, le: Any = None,
-         choices: Optional[tuple] = None, multiple_of: Optional[int] = None, factory: Any = None,
-         infotext: str = "", max_length: Optional[int] = None):
+         multiple_of: Optional[int] = None, factory: Any = None, infotext: str = "",
+         max_length: Optional[int] = None):
     """A dataclass field with bounds, a description and, where the WebUI has one, its infotext key.
-    `max_length` bounds a text's characters, a list's items or an object's entries."""
-    meta = {"doc": doc, "ge": ge, "le": le, "choices": choices, "multiple_of": multiple_of, "infotext": infotext,
+    `max_length` bounds a text's characters, a list's items or an object's entries. (A field's choices are its
+    Literal annotation.)"""
+    meta = {"doc": doc, "ge": ge, "le": le, "multiple_of": multiple_of, "infotext": infotext,
             "max_length": max_length}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -77,10 +81,16 @@ def spec(default: Any = dataclasses.MISSING, doc: str = "", ge: Any = None, le: 
 
 
 def field_info(cls, name: str) -> dict:
-    """A field's metadata (doc, ge, le, choices, multiple_of, infotext) and its default: what a form shows."""
+    """A field's metadata (doc, ge, le, multiple_of, infotext), its choices (None unless it is a Literal) and its
+    default: what a form shows."""
     found = next(f for f in dataclasses.fields(cls) if f.name == name)
     default = found.default if found.default is not dataclasses.MISSING else None
-    return dict(found.metadata, default=default)
+    return dict(found.metadata, choices=choices(typing.get_type_hints(cls)[name]), default=default)
+
+
+def choices(tp: Any) -> Optional[tuple]:
+    """The values a Literal type allows; None for any other type."""
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
 
 
 def infotext_keys(cls) -> dict:
@@ -138,6 +148,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
+    if origin is typing.Literal:   # texts: checked as text first, so the message says what is wrong with it
+        value = _convert(value, type(args[0]), where)
+        if value not in args:
+            raise SchemaError(f"{where}: {_show(value)} is not one of {', '.join(args)}")
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise SchemaError(f"{where}: expected true or false, got {_show(value)}")
@@ -175,8 +190,6 @@ def _item(value: Any, where: str) -> Any:
 def _check_bounds(value: Any, meta: Any, where: str) -> Any:
     if value is None or isinstance(value, (list, dict, bool)) or dataclasses.is_dataclass(value):
         return value
-    if meta.get("choices") and value not in meta["choices"]:
-        raise SchemaError(f"{where}: {_show(value)} is not one of {', '.join(meta['choices'])}")
     if meta.get("ge") is not None and value < meta["ge"] or meta.get("le") is not None and value > meta["le"]:
         raise SchemaError(f"{where}: {_show(value)} is out of range {meta['ge']}..{meta['le']}")
     if meta.get("multiple_of") and value % meta["multiple_of"]:

@@ -10,7 +10,8 @@ every name a request's recipe gives to one of those, so a recipe from the networ
 file of its choosing. The CLI's own flags name any file the user likes; only requests are confined.
 
 The WebUI's session (webui_host.WebUISession) overrides what its host does differently: a fresh backend per
-run, its saver, its Interrupt/Skip state, its queue, and its own checkpoint and upscaler lists.
+run, its Interrupt/Skip state, its queue, and its own checkpoint and upscaler lists; what a host only sets
+differently (its savers, its face model folder) it passes to the constructor.
 No gradio, no fastapi here.
 """
 import threading
@@ -21,19 +22,21 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 from . import batch, outputs
 from .batch import BatchJob, Summary
 from .chain import Plan, plan
+from .errors import UserError
 from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
-from .recipe import Recipe
+from .recipe import IMG2IMG, Recipe
 from .request import Request, recipe_for
-from .runner import Executor, Journal, Progress, RunResult, Runner, make_items, resolve_seed, upscaler_problems
+from .runner import (Executor, Journal, Progress, RunResult, Runner, Saver, make_items, resolve_seed,
+                     upscaler_problems)
 
 
 class Busy(RuntimeError):
     """Another run holds the session."""
 
 
-class NotListed(ValueError):
+class NotListed(UserError):
     """A request names a checkpoint, upscaler or face model this host does not list."""
 
 
@@ -48,7 +51,8 @@ class Session:
     def __init__(self, backend_factory: Callable[[], Any], *, out_dir: Path, user_dirs: Sequence[str] = (),
                  save_intermediates: bool = True, contact_sheets: bool = False,
                  face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = (),
-                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = ()):
+                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = (), saver: Optional[Saver] = None,
+                 write_png: Callable[..., Any] = outputs.save_png_as, yolo_folder: str = ""):
         self.out_dir = Path(out_dir)
         self.backend_factory = backend_factory
         self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # a broken user pack falls back, visibly
@@ -57,8 +61,9 @@ class Session:
         self.face_detectors = list(face_detectors)   # the default for new recipes; a loaded recipe keeps its own
         self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
         self._checkpoints, self._upscalers = list(checkpoints), list(upscalers)   # what a request may name
-        self.saver = None   # the runner's default, outputs.save_png
-        self.write_png = outputs.save_png_as   # a batch's writer of one PNG to an exact path
+        self.saver = saver            # a run's writer of each stage's image; None: the runner's, outputs.save_png
+        self.write_png = write_png    # a batch's writer of one PNG to an exact path
+        self.yolo_folder = yolo_folder   # where the host keeps face models (the WebUI's models/adetailer), or ""
         self._lock = threading.Lock()   # one run at a time: the panel and the API share the session
         self._stop, self._skip = threading.Event(), threading.Event()
         self._caller_gone = threading.Event()   # set when the client of the run in progress went away
@@ -78,7 +83,7 @@ class Session:
         self.check_host(recipe)
         problems = self.upscaler_problems(recipe)   # the plan shows the same lines as warnings
         if problems:
-            raise ValueError(problems[0])
+            raise UserError(problems[0])
         return pack
 
     def recipe_for(self, request: Request) -> Recipe:
@@ -123,11 +128,11 @@ class Session:
                                                                    f"recipe.checkpoints.{role}")
             else:
                 stage.checkpoint = self.resolve_checkpoint(stage.checkpoint, f"{where}.checkpoint")
-            if stage.kind == "img2img" and stage.upscaler not in upscalers:
+            if stage.kind == IMG2IMG and stage.upscaler not in upscalers:
                 raise NotListed(f"{where}.upscaler: {stage.upscaler!r} is not an upscaler this host lists "
                                 f"(listed: {', '.join(upscalers)})")
             if stage.face and stage.face.yolo_model:
-                models = detectors.yolo_models()
+                models = detectors.yolo_models(self.yolo_folder)
                 found = next((path for path in models.values() if stage.face.yolo_model in (path.name, path.stem)),
                              None)
                 if found is None:
@@ -162,7 +167,7 @@ class Session:
             saved, checkpoint = recipe.hashes[role], recipe.checkpoints.get(role, role)
             try:
                 now = self.backend().model_hash(checkpoint)
-            except ValueError:   # a checkpoint the host does not know: check() says so
+            except UserError:   # a checkpoint the host does not know: check() says so
                 continue
             if now != saved:
                 warnings.append(f"{role} checkpoint {checkpoint}: hash {now or 'unknown'}, but the recipe was made "
@@ -186,7 +191,7 @@ class Session:
         items = make_items(recipe, count, self.out_dir)
         runner = Runner(self.backend(), pack, self.out_dir, on_progress=on_progress or self.show_progress,
                         should_stop=self.should_stop, should_skip=self.take_skip,
-                        contact_sheets=self.contact_sheets, journal=Journal(self.saver))
+                        contact_sheets=self.contact_sheets, journal=Journal(self.saver), yolo_folder=self.yolo_folder)
         result = runner.run(recipe, items)
         if not self.save_intermediates:
             for o in result.outputs:
@@ -205,7 +210,7 @@ class Session:
         return batch.run_batch(self.backend(), pack, job.recipe, job.source, job.out_dir, recursive=job.recursive,
                                final_only=job.final_only, prompt_from_infotext=job.prompt_from_infotext,
                                on_progress=on_progress or self.show_progress, should_stop=self.should_stop,
-                               write_png=self.write_png, executor=executor)
+                               write_png=self.write_png, executor=executor, yolo_folder=self.yolo_folder)
 
     def show_progress(self, progress: Progress) -> None:
         """Where progress goes when the caller gives no callback (the WebUI: its progress text)."""

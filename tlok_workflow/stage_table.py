@@ -8,9 +8,9 @@ bounds, description, infotext key) plus one Column here; every face then shows a
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, get_args
 
-from .recipe import DEFAULT_UPSCALER, STAGE_KINDS, Recipe, RecipeError, Stage
+from .recipe import DEFAULT_UPSCALER, FACE, IMG2IMG, TXT2IMG, Recipe, RecipeError, Stage, StageKind
 
 NO_CELL = "–"   # a cell the stage's kind has no use for (only img2img passes are enlarged by an upscaler)
 
@@ -20,7 +20,7 @@ class Column:
     header: str
     field: str = ""                                   # the Stage field the cell holds ('' for the row number)
     editable: bool = False
-    kinds: Tuple[str, ...] = STAGE_KINDS              # the kinds of stage it applies to
+    kinds: Tuple[str, ...] = get_args(StageKind)      # the kinds of stage it applies to
     datatype: str = "str"                             # the panel's Dataframe datatype
     cell: Optional[Callable[[Recipe, Stage], Any]] = None   # the table's value; default: the field's
     plan: Optional[Callable[[Recipe, Stage], str]] = None   # the plan's text; default: the cell as text
@@ -41,17 +41,17 @@ class Column:
 
 
 def _size(recipe: Recipe, stage: Stage) -> str:
-    return f"crop→{stage.face.inpaint_size}" if stage.kind == "face" else f"{stage.width}×{stage.height}"
+    return f"crop→{stage.face.inpaint_size}" if stage.kind == FACE else f"{stage.width}×{stage.height}"
 
 
 def _size_via_upscaler(recipe: Recipe, stage: Stage) -> str:
-    via = stage.kind == "img2img" and stage.upscaler != DEFAULT_UPSCALER
+    via = stage.kind == IMG2IMG and stage.upscaler != DEFAULT_UPSCALER
     return _size(recipe, stage) + (f" via {stage.upscaler}" if via else "")
 
 
 def _steps_run(recipe: Recipe, stage: Stage) -> str:
     """img2img runs about steps × denoise of its steps."""
-    run = "" if stage.kind == "txt2img" else f" ({max(1, int(stage.steps * stage.denoise))} run)"
+    run = "" if stage.kind == TXT2IMG else f" ({max(1, int(stage.steps * stage.denoise))} run)"
     return f"{stage.steps}{run}"
 
 
@@ -65,13 +65,13 @@ COLUMNS = [
     Column("kind", "kind"),
     Column("model", "checkpoint", cell=lambda recipe, stage: recipe.checkpoint_of(stage) or stage.checkpoint),
     Column("size", cell=_size, plan=_size_via_upscaler),
-    Column("upscaler", "upscaler", editable=True, kinds=("img2img",), in_plan=False),
+    Column("upscaler", "upscaler", editable=True, kinds=(IMG2IMG,), in_plan=False),
     Column("sampler", "sampler", editable=True, plan=_sampler_and_schedule),
     Column("schedule type", "scheduler", editable=True, in_plan=False),
     Column("steps", "steps", editable=True, datatype="number", plan=_steps_run),
     Column("CFG", "cfg_scale", editable=True, datatype="number"),
     Column("denoise", "denoise", editable=True, datatype="number",
-           plan=lambda recipe, stage: "" if stage.kind == "txt2img" else f"{stage.denoise:g}"),
+           plan=lambda recipe, stage: "" if stage.kind == TXT2IMG else f"{stage.denoise:g}"),
     Column("repeat", "repeat", editable=True, datatype="number"),
 ]
 HEADERS = [c.header for c in COLUMNS]

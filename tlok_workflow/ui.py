@@ -16,6 +16,7 @@ import gradio as gr
 
 from . import stage_table
 from .chain import FACE_LAST, FACE_OFF
+from .errors import UserError
 from .panel_model import (IMPORTED, NONE, Derived, PanelModel, batch_results, detectors_html, error_html, hints_html,
                           last_stage_infotext, progress_html, results, selections, stage_infotext, text_html,
                           warnings_html)
@@ -105,7 +106,7 @@ class Host:
     def run_streaming(self, panel: "Panel", args: tuple):
         try:
             recipe, count = panel.model.run_recipe(panel.values(args))
-        except ValueError as e:
+        except UserError as e:
             yield [], "", "", error_html(e)
             return
         yield from self.stream(lambda on_progress: self.session.run(recipe, count, on_progress=on_progress),
@@ -114,7 +115,7 @@ class Host:
     def batch_streaming(self, panel: "Panel", args: tuple):
         try:
             job = panel.model.batch_job(panel.values(args), panel.batch_values(args))
-        except ValueError as e:
+        except UserError as e:
             yield [], "", "", error_html(e)
             return
         yield from self.stream(lambda on_progress: self.session.run_batch(job, on_progress=on_progress),
@@ -410,7 +411,7 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, recipe_status, export_b
         v = panel.values(args)
         try:
             return model.plan_html(model.recipe(v), int(v["count"] or 1))
-        except ValueError as e:
+        except UserError as e:
             return error_html(e)
 
     c["stages"].input(fn=replan, inputs=inputs, outputs=[plan_box], show_progress="hidden")
@@ -418,7 +419,7 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, recipe_status, export_b
     def export(*args):
         try:
             return model.recipe(panel.values(args)).to_json(), ""
-        except ValueError as e:
+        except UserError as e:
             return gr.update(), error_html(e)
 
     export_button.click(fn=export, inputs=inputs, outputs=[recipe_json, recipe_status], show_progress="hidden")
@@ -427,7 +428,7 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, recipe_status, export_b
     def do_import(text):
         try:
             values = model.values_from_recipe(Recipe.from_json(text))
-        except ValueError as e:
+        except UserError as e:
             return [gr.update()] * len(import_outputs) + [error_html(e)]
         values["base"], values["style"] = host.checkpoint_title(values["base"]), host.checkpoint_title(values["style"])
         return [gr.update(value=shown(pack, n, values[n])) for n in IMPORTED] + ["<p>Recipe imported.</p>"]

@@ -1,6 +1,7 @@
 """TLOK Workflow inside the WebUI (A1111 1.10, Forge): settings, the tab, "Send to TLOK Workflow", the API.
 
-`register()` is called by scripts/tlok_workflow.py at every (re)load of the scripts. The panel itself is
+`register()` is called by scripts/tlok_workflow.py at every (re)load of the scripts; it makes a `WebUIExtension`,
+whose methods are the WebUI's callbacks. The panel itself is
 ui.build_panel; this module only supplies what the WebUI does differently (`WebUIHost`): its checkpoint and
 sampler lists with the 🔄 button, its output panel, its queue, progress bar and Interrupt/Skip, paste fields.
 """
@@ -18,19 +19,19 @@ from modules import (call_queue, images, infotext_utils, paths_internal, progres
                      sd_samplers, shared, ui_common)
 from modules.ui_components import ToolButton
 
-from . import api
+from . import api, infotext, outputs, webui_paste
 from .backends.base import BUILTIN_UPSCALERS
-from .backends.webui import WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
-from .faces import detectors
+from .backends.webui import CheckpointNotFound, WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
+from .errors import UserError
 from .recipe import Recipe
 from .session import NotListed, Session
-from . import webui_paste
 from .panel_model import batch_results, error_html, results, stage_infotext, text_html, warnings_html
 from .ui import TAB, Host, OutputPanel, Panel, build_panel, js, shown, submit_js
 
 TITLE = "TLOK Workflow"
 SECTION = (TAB, TITLE)
 DEFAULT_OUTDIR = os.path.join(paths_internal.default_output_dir, "tlok-workflow")
+FACE_MODELS = os.path.join(paths_internal.models_path, "adetailer")   # ADetailer users' face models (yolo)
 SETTINGS = {  # key: (default, label)
     "tlok_workflow_base_checkpoint": ("", "Default base checkpoint (vanilla SD for txt2img; empty: the selected one)"),
     "tlok_workflow_style_checkpoint": ("", "Default style checkpoint (4elements-diffusion; empty: the selected one)"),
@@ -58,12 +59,7 @@ def schedulers() -> List[str]:
 def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "") -> Path:
     """The runner's saver in the WebUI: the WebUI's image format, our file names, never overwriting."""
     extension = shared.opts.data.get("samples_format") or "png"
-    name = stem
-    for n in range(1, 100000):
-        if not (Path(folder) / f"{name}.{extension}").exists():
-            break
-        name = f"{stem}-{n}"
-    return write_png(Path(folder) / f"{name}.{extension}", image, info, recipe_json)
+    return write_png(outputs.free_name(Path(folder), stem, f".{extension}"), image, info, recipe_json)
 
 
 def write_png(path: Path, image, info: str, recipe_json: str) -> Path:
@@ -74,7 +70,7 @@ def write_png(path: Path, image, info: str, recipe_json: str) -> Path:
         raise FileExistsError(f"{path}: already there")
     fullfn, _ = images.save_image(image, str(path.parent), "", extension=path.suffix[1:], info=info,
                                   forced_filename=path.stem, save_to_dirs=False,
-                                  existing_info={"tlok_recipe": recipe_json} if recipe_json else None)
+                                  existing_info={outputs.RECIPE_CHUNK: recipe_json} if recipe_json else None)
     return Path(fullfn)
 
 
@@ -100,7 +96,8 @@ def on_main_thread(func, *args, **kwargs):
 
 class WebUISession(Session):
     """What running is inside the WebUI: a fresh WebUIBackend per run (it holds the run's user checkpoint), the
-    WebUI's saver, Interrupt/Skip state and GPU queue, settings read when used, checkpoint names checked."""
+    WebUI's saver, Interrupt/Skip state and GPU queue, settings read when used, checkpoint names checked, the face
+    models ADetailer's users keep."""
 
     def __init__(self):
         user_dir = opt("tlok_workflow_presets_dir")
@@ -109,8 +106,8 @@ class WebUISession(Session):
                          face_detectors=[d.strip() for d in str(opt("tlok_workflow_face_detectors")).split(",")
                                          if d.strip()],
                          batch_roots=[r.strip() for r in str(opt("tlok_workflow_batch_roots")).split(",")
-                                      if r.strip()])
-        self.saver, self.write_png = save_stage, write_png
+                                      if r.strip()],
+                         saver=save_stage, write_png=write_png, yolo_folder=FACE_MODELS)
 
     def backend(self):
         return self.backend_factory()
@@ -127,8 +124,8 @@ class WebUISession(Session):
             find_checkpoint(recipe.checkpoint_of(stage))
             try:
                 host_sampler(stage.sampler, stage.scheduler)
-            except ValueError as e:
-                raise ValueError(f"stage {stage.label}: {e}") from None
+            except UserError as e:
+                raise UserError(f"stage {stage.label}: {e}") from None
 
     def listed_checkpoints(self) -> List[str]:
         return sd_models.checkpoint_tiles()
@@ -142,7 +139,7 @@ class WebUISession(Session):
         returns only listed checkpoints; '' is the user's current one."""
         try:
             return find_checkpoint(name).title
-        except ValueError as e:
+        except CheckpointNotFound as e:
             raise NotListed(f"{field}: {e}") from None
 
     def should_stop(self) -> bool:   # also the session's own stop: the API's client went away
@@ -332,7 +329,7 @@ def infotext_fields(panel: Panel) -> List[tuple]:
     pack, host = panel.pack, panel.host
 
     def from_prompt(name):
-        return lambda params: shown(pack, name, webui_paste.prompt_selections(pack, params.get("Prompt", ""))[name])
+        return lambda params: shown(pack, name, webui_paste.prompt_selections(pack, params.get(infotext.PROMPT, ""))[name])
 
     def stage_table(params):   # an update, not a value: the paste would convert a value to the table's type
         rows = webui_paste.pasted_stage_rows(pack, host.default_checkpoints, params)
@@ -349,7 +346,7 @@ def infotext_fields(panel: Panel) -> List[tuple]:
         return lambda params: pick({k: v for k, v in params.items() if isinstance(k, str) and isinstance(v, str)})
 
     return [
-        (panel.prompt, "Prompt"), (panel.negative, "Negative prompt"), (panel.seed, "Seed"),
+        (panel.prompt, infotext.PROMPT), (panel.negative, infotext.NEGATIVE), (panel.seed, infotext.SEED),
         *[(target, texts_only(pick)) for target, pick in (
             (panel.outfit, from_prompt("outfit")), (panel.hairstyle, from_prompt("hairstyle")),
             (panel.shot, from_prompt("shot")), (panel.medium, from_prompt("medium")),
@@ -373,66 +370,69 @@ def never_raises(callback):
     return guarded
 
 
-_state: Dict[str, object] = {"host": None}
-_sources: Dict[str, dict] = {}   # "txt2img" → {"gallery": …, "prompt": …, "negative": …}
+class WebUIExtension:
+    """One load of the extension's scripts: register() makes it and hands the WebUI its bound methods as callbacks;
+    a Reload UI loads the scripts again and makes a new one. It holds the txt2img/img2img components the Send-to
+    buttons read (seen as the WebUI builds them) and, once the tab is built, its host."""
+
+    def __init__(self):
+        self.host = None   # the tab's WebUIHost, once built
+        self.sources: Dict[str, dict] = {}   # "txt2img" → {"gallery": …, "prompt": …, "negative": …, "button": …}
+
+    @never_raises
+    def on_ui_settings(self) -> None:
+        checkpoints = {"component": gr.Dropdown,
+                       "component_args": lambda: {"choices": [""] + sd_models.checkpoint_tiles()},
+                       "refresh": sd_models.list_models}
+        for key, (default, label) in SETTINGS.items():
+            extra = checkpoints if key.endswith("_checkpoint") else {}
+            shared.opts.add_option(key, shared.OptionInfo(default, label, section=SECTION, **extra))
+
+    @never_raises
+    def on_ui_tabs(self):
+        try:
+            host = WebUIHost(WebUISession())
+            host.send_buttons = [(s["button"], s["prompt"], s["negative"]) for s in self.sources.values()
+                                 if {"button", "prompt", "negative"} <= set(s)]
+            with gr.Blocks(analytics_enabled=False) as blocks:
+                build_panel(host)
+            self.host = host
+        except Exception as e:  # noqa: BLE001 - the tab says what went wrong instead of vanishing
+            print(f"{TITLE}: the tab could not be built: {type(e).__name__}: {e}", file=sys.stderr)
+            with gr.Blocks(analytics_enabled=False) as blocks:
+                gr.HTML(error_html(f"{TITLE} could not build its tab: {type(e).__name__}: {e}. Check the "
+                                   f"{TITLE} settings, then Reload UI."), elem_id=f"{TAB}_error")
+        return [(blocks, TITLE, TAB)]
+
+    @never_raises
+    def on_after_component(self, component, **kwargs) -> None:
+        """A "Send to TLOK Workflow" button beside txt2img's and img2img's send buttons."""
+        elem_id = kwargs.get("elem_id") or ""
+        for tab in ("txt2img", "img2img"):
+            source = self.sources.setdefault(tab, {})
+            if elem_id == f"{tab}_gallery":
+                source["gallery"] = component
+            elif elem_id == f"{tab}_prompt":
+                source["prompt"] = component
+            elif elem_id == f"{tab}_neg_prompt":
+                source["negative"] = component
+            elif elem_id == f"{tab}_send_to_extras" and "gallery" in source:
+                source["button"] = ToolButton("🌀", elem_id=f"{tab}_send_to_{TAB}")
+                if TAB not in infotext_utils.paste_fields:   # a binding's target must exist even if our tab fails
+                    infotext_utils.add_paste_fields(TAB, None, [])
+                infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+                    paste_button=source["button"], tabname=TAB, source_image_component=source["gallery"]))
+
+    @never_raises
+    def on_app_started(self, demo, app) -> None:
+        api.mount(app, self.host.session if self.host else WebUISession())
 
 
-@never_raises
-def on_ui_settings() -> None:
-    checkpoints = {"component": gr.Dropdown, "component_args": lambda: {"choices": [""] + sd_models.checkpoint_tiles()},
-                   "refresh": sd_models.list_models}
-    for key, (default, label) in SETTINGS.items():
-        extra = checkpoints if key.endswith("_checkpoint") else {}
-        shared.opts.add_option(key, shared.OptionInfo(default, label, section=SECTION, **extra))
-
-
-@never_raises
-def on_ui_tabs():
-    try:
-        host = WebUIHost(WebUISession())
-        host.send_buttons = [(s["button"], s["prompt"], s["negative"]) for s in _sources.values()
-                             if {"button", "prompt", "negative"} <= set(s)]
-        with gr.Blocks(analytics_enabled=False) as blocks:
-            build_panel(host)
-        _state["host"] = host
-    except Exception as e:  # noqa: BLE001 - the tab says what went wrong instead of vanishing
-        print(f"{TITLE}: the tab could not be built: {type(e).__name__}: {e}", file=sys.stderr)
-        with gr.Blocks(analytics_enabled=False) as blocks:
-            gr.HTML(error_html(f"{TITLE} could not build its tab: {type(e).__name__}: {e}. Check the "
-                               f"{TITLE} settings, then Reload UI."), elem_id=f"{TAB}_error")
-    return [(blocks, TITLE, TAB)]
-
-
-@never_raises
-def on_after_component(component, **kwargs) -> None:
-    """A "Send to TLOK Workflow" button beside txt2img's and img2img's send buttons."""
-    elem_id = kwargs.get("elem_id") or ""
-    for tab in ("txt2img", "img2img"):
-        source = _sources.setdefault(tab, {})
-        if elem_id == f"{tab}_gallery":
-            source["gallery"] = component
-        elif elem_id == f"{tab}_prompt":
-            source["prompt"] = component
-        elif elem_id == f"{tab}_neg_prompt":
-            source["negative"] = component
-        elif elem_id == f"{tab}_send_to_extras" and "gallery" in source:
-            source["button"] = ToolButton("🌀", elem_id=f"{tab}_send_to_{TAB}")
-            if TAB not in infotext_utils.paste_fields:   # a binding's target must exist even if our tab fails
-                infotext_utils.add_paste_fields(TAB, None, [])
-            infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
-                paste_button=source["button"], tabname=TAB, source_image_component=source["gallery"]))
-
-
-@never_raises
-def on_app_started(demo, app) -> None:
-    host = _state["host"]
-    api.mount(app, host.session if host else WebUISession())
-
-
-def register() -> None:
-    _sources.clear()
-    detectors.yolo_folder = os.path.join(paths_internal.models_path, "adetailer")   # ADetailer users' face models
-    script_callbacks.on_ui_settings(on_ui_settings)
-    script_callbacks.on_after_component(on_after_component)
-    script_callbacks.on_ui_tabs(on_ui_tabs)
-    script_callbacks.on_app_started(on_app_started)
+def register() -> WebUIExtension:
+    """Called by scripts/tlok_workflow.py at every (re)load of the scripts."""
+    extension = WebUIExtension()
+    script_callbacks.on_ui_settings(extension.on_ui_settings)
+    script_callbacks.on_after_component(extension.on_after_component)
+    script_callbacks.on_ui_tabs(extension.on_ui_tabs)
+    script_callbacks.on_app_started(extension.on_app_started)
+    return extension

@@ -9,18 +9,18 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from . import stage_table
+from . import infotext, stage_table
 from .panel_model import NONE
 from .presets import Pack
 from .prompts import keys_in_prompt
-from .recipe import PromptSpec, RecipeError, Stage
+from .infotext import KEYS
+from .recipe import TXT2IMG, PromptSpec, RecipeError
 from .request import Request, StageSettings, recipe_for
-from .schema import infotext_keys
 
-KEYS = infotext_keys(Stage)   # stage field → infotext key, as the runner writes them
 # Infotext keys a paste restores (the rest are named as not restored); TLOK keys are ours and say nothing new.
-PASTED_KEYS = {"Prompt", "Negative prompt", "Seed", "Size-1", "Size-2", "Model", "Model hash", "Version",
-               "Mask blur", "Inpaint area", "Masked area padding", *KEYS.values()}
+PASTED_KEYS = {infotext.PROMPT, infotext.NEGATIVE, infotext.SEED, infotext.WIDTH, infotext.HEIGHT, infotext.MODEL,
+               infotext.MODEL_HASH, infotext.VERSION, infotext.MASK_BLUR, infotext.INPAINT_AREA,
+               infotext.MASKED_PADDING, *KEYS.values()}
 
 
 def prompt_selections(pack: Pack, prompt: str) -> Dict[str, Optional[str]]:
@@ -33,7 +33,7 @@ def prompt_selections(pack: Pack, prompt: str) -> Dict[str, Optional[str]]:
 
 def pasted_label(params: Dict[str, str]) -> str:
     """The pasted stage's label ("TLOK stage: 4/5 1536" → "1536"); a core txt2img infotext is a base pass."""
-    return str(params.get("TLOK stage", "base")).split(" ", 1)[-1]
+    return str(params.get(infotext.TLOK_STAGE, "base")).split(" ", 1)[-1]
 
 
 def pasted_preset(pack: Pack, params: Dict[str, str]) -> Optional[str]:
@@ -50,7 +50,7 @@ def pasted_checkpoint(titles: Sequence[str], role: str, params: Dict[str, str]) 
     other: style): by the pasted Model hash, else by the Model name (Forge Neo's titles have no hash)."""
     if (pasted_label(params) == "base") != (role == "base"):
         return None
-    wanted, name = params.get("Model hash"), params.get("Model")
+    wanted, name = params.get(infotext.MODEL_HASH), params.get(infotext.MODEL)
     return next((t for t in titles if wanted and f"[{wanted}]" in t), None) or \
         next((t for t in titles if name and Path(re.sub(r"\s*\[[^]]*\]$", "", t)).stem == name), None)
 
@@ -59,17 +59,17 @@ def pasted_stage_rows(pack: Pack, checkpoints: Dict[str, str], params: Dict[str,
     """The stage table for a pasted infotext: the chain of the pasted shot, with the pasted value of every column
     that has an infotext key on every stage, but the denoise only on the stages of the pasted stage's kind. None
     when a value is not of its column's type or out of the schema's bounds (the table keeps its settings)."""
-    shot = keys_in_prompt(pack, params.get("Prompt", ""))["shot"] or pack.info.defaults.shot
+    shot = keys_in_prompt(pack, params.get(infotext.PROMPT, ""))["shot"] or pack.info.defaults.shot
     request = Request(pack=pack.name, prompt=PromptSpec(shot=shot), checkpoints=dict(checkpoints))
     label = pasted_label(params)
     try:
         chain = recipe_for(pack, request)
-        kind = next((s.kind for s in chain.stages if s.label == label), "txt2img")
+        kind = next((s.kind for s in chain.stages if s.label == label), TXT2IMG)
         pasted = {c.field: stage_table.convert(c, params[KEYS[c.field]], label) for c in stage_table.EDITABLE
                   if c.field in KEYS and params.get(KEYS[c.field])}
         denoise = pasted.pop("denoise", None)
         request.every_pass = StageSettings(**pasted)
-        if denoise is not None and kind != "txt2img":
+        if denoise is not None and kind != TXT2IMG:
             request.stages = {s.label: StageSettings(denoise=denoise) for s in chain.stages if s.kind == kind}
         return stage_table.rows(recipe_for(pack, request))
     except RecipeError:
@@ -78,7 +78,7 @@ def pasted_stage_rows(pack: Pack, checkpoints: Dict[str, str], params: Dict[str,
 
 def not_restored(params: Dict[str, str]) -> List[str]:
     """The pasted keys the tab has no control for (other than ours)."""
-    return sorted(k for k in params if k not in PASTED_KEYS and not k.startswith("TLOK "))
+    return sorted(k for k in params if k not in PASTED_KEYS and not k.startswith(infotext.TLOK_PREFIX))
 
 
 def _number(text) -> Optional[float]:

@@ -6,14 +6,15 @@ does the ordering, prompt building and saving. Two backends implement this: diff
 the image with the stage's upscaler.
 """
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Literal, Optional, Tuple, get_args
 
 from PIL import Image
 
 # on_step(step, total) is called after every denoising step; it may raise to interrupt the pass.
 StepCallback = Callable[[int, int], None]
 
-MODES = ("txt2img", "img2img", "inpaint")
+Mode = Literal["txt2img", "img2img", "inpaint"]
+MODES = TXT2IMG, IMG2IMG, INPAINT = get_args(Mode)
 
 # Upscalers every backend has, as plain PIL resizes. Lanczos is the card's img2img resize (and the WebUI's).
 BUILTIN_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
@@ -21,7 +22,7 @@ BUILTIN_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
 
 @dataclass
 class PassRequest:
-    mode: str                   # one of MODES
+    mode: Mode
     checkpoint: str             # a demo model name, a file or folder path, or a WebUI checkpoint title
     prompt: str
     negative_prompt: str

@@ -11,13 +11,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..errors import UserError
 from . import safe_pickle
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 CACHE_DIR = Path(os.environ.get("TLOK_CACHE", Path.home() / ".cache" / "tlok-workflow")) / "converted"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded: missing, unreadable, or not Stable Diffusion 1.x."""
 
 

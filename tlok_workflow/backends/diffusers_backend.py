@@ -16,7 +16,7 @@ from PIL import Image
 
 from .. import attention, inpaint_region, model_hash
 from ..outputs import first_line
-from .base import BUILTIN_UPSCALERS, MODES, Backend, PassRequest, StepCallback
+from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, MODES, TXT2IMG, Backend, PassRequest, StepCallback
 from .checkpoint_files import CheckpointError, check_folder, loadable_single_file
 from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
 from .model_upscalers import DEFAULT_FOLDER, ModelUpscalers
@@ -35,9 +35,9 @@ class _LoadedModel:
         # Built from the same component objects (what from_pipe does, minus from_pipe's cast to float32).
         components = dict(pipe.components, requires_safety_checker=False)
         self.pipelines = {
-            "txt2img": pipe,
-            "img2img": StableDiffusionImg2ImgPipeline(**components),
-            "inpaint": StableDiffusionInpaintPipeline(**components),
+            TXT2IMG: pipe,
+            IMG2IMG: StableDiffusionImg2ImgPipeline(**components),
+            INPAINT: StableDiffusionInpaintPipeline(**components),
         }
         for pipeline in self.pipelines.values():
             pipeline.set_progress_bar_config(disable=True)
@@ -84,20 +84,16 @@ class DiffusersBackend(Backend):
             return super().upscale(image, size, name)
         return self.model_upscalers.upscale(image, size, name), name
 
-    def pipeline(self, checkpoint: str, mode: str):
-        """The pipeline for checkpoint and mode (loading the checkpoint if it is not cached)."""
-        return self._model(checkpoint).pipelines[mode]
-
     def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
         if request.mode not in MODES:
             raise ValueError(f"unknown mode {request.mode!r}; known: {', '.join(MODES)}")
         model = self._model(request.checkpoint)
         pipe = model.pipelines[request.mode]
         pipe.scheduler = build_scheduler(model.scheduler_config, request.sampler, request.scheduler, request.seed)
-        if request.mode == "txt2img":
+        if request.mode == TXT2IMG:
             size = (request.width, request.height)
             return self._denoise(pipe, request, on_step, size, width=request.width, height=request.height)
-        if request.mode == "img2img":
+        if request.mode == IMG2IMG:
             if request.image.size != (request.width, request.height):
                 raise ValueError(f"img2img image is {request.image.size}, expected {(request.width, request.height)}")
             return self._denoise(pipe, request, on_step, request.image.size, image=request.image.convert("RGB"),

@@ -19,6 +19,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image
 
+from ..errors import UserError
 from . import safe_pickle
 
 MODEL_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -28,8 +29,8 @@ OVERLAP = 16     # context pixels on each inner side of a tile, cut from its out
 MAX_RUNS = 3
 
 
-class UpscalerError(ValueError):
-    pass
+class UpscalerError(UserError):
+    """An upscaler file cannot be used (missing, refused, not an RGB image upscaler); the message names it."""
 
 
 def model_files(folder: Path) -> Dict[str, Path]:

@@ -18,8 +18,10 @@ import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from typing import Any, Tuple
 
+from ..errors import UserError
 
-class Refused(ValueError):
+
+class Refused(UserError):
     """A file holding something no weights file needs; the message says what."""
 
 

@@ -1,10 +1,12 @@
 """WebUI sampler and schedule-type names → diffusers schedulers.
 
 The names are the WebUI's (A1111 1.10) labels. "Automatic" picks the schedule the WebUI uses by default for that
-sampler. diffusers cannot do every combination (e.g. Euler a has no Karras sigmas); those raise ValueError
+sampler. diffusers cannot do every combination (e.g. Euler a has no Karras sigmas); those raise UserError
 rather than silently running something else.
 """
 import inspect
+
+from ..errors import UserError
 
 # sampler → (diffusers scheduler class, config overrides, schedule type that "Automatic" means in the WebUI)
 _SAMPLER_SPECS = {
@@ -38,9 +40,9 @@ def resolve_names(sampler: str, schedule_type: str) -> tuple[str, str]:
             sampler, schedule_type = sampler[: -len(suffix) - 1], suffix
             break
     if sampler not in _SAMPLER_SPECS:
-        raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+        raise UserError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     if schedule_type not in SCHEDULE_TYPES:
-        raise ValueError(f"unknown schedule type {schedule_type!r}; known: {', '.join(SCHEDULE_TYPES)}")
+        raise UserError(f"unknown schedule type {schedule_type!r}; known: {', '.join(SCHEDULE_TYPES)}")
     if schedule_type == "Automatic":
         schedule_type = _SAMPLER_SPECS[sampler][2]
     return sampler, schedule_type
@@ -62,7 +64,7 @@ def build_scheduler(base_config, sampler: str, schedule_type: str, seed: int | N
     flag = _SIGMA_FLAGS[schedule_type]
     if flag is not None:
         if flag not in supported:
-            raise ValueError(f"sampler {sampler!r} cannot use the {schedule_type!r} schedule type in diffusers; "
+            raise UserError(f"sampler {sampler!r} cannot use the {schedule_type!r} schedule type in diffusers; "
                              f"use 'Automatic' or 'Uniform'")
         flags[flag] = True
     if "noise_sampler_seed" in supported:

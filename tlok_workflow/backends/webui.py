@@ -23,7 +23,8 @@ from PIL import Image
 from modules import images, processing, sd_models, sd_samplers, shared
 
 from ..control import Interrupted, Skipped
-from .base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
+from ..errors import UserError
+from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, TXT2IMG, Backend, PassRequest, StepCallback
 
 try:  # schedule types exist from 1.9 on
     from modules import sd_schedulers
@@ -42,8 +43,8 @@ def forge_set_config():
     return getattr(sysinfo, "set_config", None)
 
 
-class CheckpointNotFound(ValueError):
-    pass
+class CheckpointNotFound(UserError):
+    """A checkpoint name this WebUI does not list."""
 
 
 def find_checkpoint(name: str):
@@ -205,19 +206,19 @@ def model_runs(scaler):
 
 
 def host_sampler(sampler: str, scheduler: str):
-    """(sampler name, schedule type or None) as this WebUI takes them; ValueError naming what it has instead.
+    """(sampler name, schedule type or None) as this WebUI takes them; UserError naming what it has instead.
     WebUIs before 1.9 (and Forge Classic) have no schedule types: "DPM++ 2M" + "Karras" is their "DPM++ 2M Karras"."""
     def known(name):
         return name in sd_samplers.all_samplers_map or name.lower() in sd_samplers.samplers_map
 
     name = sampler if sd_schedulers is not None or scheduler in ("", "Automatic") else f"{sampler} {scheduler}"
     if not known(name):
-        raise ValueError(f"sampler {name!r} is not in this WebUI; it has "
+        raise UserError(f"sampler {name!r} is not in this WebUI; it has "
                          f"{', '.join(sd_samplers.visible_sampler_names())}")
     if sd_schedulers is None:
         return name, None
     if scheduler not in sd_schedulers.schedulers_map:
-        raise ValueError(f"schedule type {scheduler!r} is not in this WebUI; it has "
+        raise UserError(f"schedule type {scheduler!r} is not in this WebUI; it has "
                          f"{', '.join(s.label for s in sd_schedulers.schedulers)}")
     return name, scheduler
 
@@ -235,12 +236,12 @@ def make_processing(request: PassRequest, checkpoint_title: str, outpath: str = 
     )
     if scheduler is not None:
         common["scheduler"] = scheduler
-    if request.mode == "txt2img":
+    if request.mode == TXT2IMG:
         p = processing.StableDiffusionProcessingTxt2Img(enable_hr=False, **common)
-    elif request.mode == "img2img":
+    elif request.mode == IMG2IMG:
         p = processing.StableDiffusionProcessingImg2Img(
             init_images=[request.image], resize_mode=0, denoising_strength=request.denoise, mask=None, **common)
-    elif request.mode == "inpaint":
+    elif request.mode == INPAINT:
         p = processing.StableDiffusionProcessingImg2Img(
             init_images=[request.image], resize_mode=0, denoising_strength=request.denoise, mask=request.mask,
             mask_blur=request.mask_blur, inpainting_fill=1, inpaint_full_res=True,

@@ -3,13 +3,14 @@
     search = find_faces(image, options)              # tries options.detectors in order
     masks = face_masks(image.size, search, options)  # one "L" mask per face (or one when merged)
 
-The inpaint pass itself (crop, redraw, feathered paste-back) is done elsewhere. The WebUI layer may set
-`detectors.yolo_folder` to its models/adetailer folder.
+The inpaint pass itself (crop, redraw, feathered paste-back) is done elsewhere. The host's face model folder (the
+WebUI's models/adetailer) is passed in where the yolo detector may need it.
 """
 from typing import List, Tuple
 
 from PIL import Image
 
+from ..errors import UserError
 from ..recipe import FaceOptions
 from . import detectors
 from .detectors import DETECTORS, Detection, DetectorStatus, FaceSearch, Unavailable, available_detectors, box_area
@@ -19,15 +20,18 @@ __all__ = ["Detection", "DetectorStatus", "FaceSearch", "find_faces", "face_mask
            "detections_json", "available_detectors", "detectors", "no_face_note"]
 
 
-def find_faces(image: Image.Image, options: FaceOptions) -> FaceSearch:
-    """Try options.detectors in order until one finds a face that passes the filters.
+def find_faces(image: Image.Image, options: FaceOptions, yolo_folder: str = "") -> FaceSearch:
+    """Try options.detectors in order until one finds a face that passes the filters. The yolo detector takes the
+    first face_*.pt of `yolo_folder`, the host's face model folder, when options name no yolo model.
 
     An unavailable detector is skipped with a note; finding no face is a normal, empty result.
-    A detector name that does not exist raises ValueError.
+    A detector name that does not exist raises UserError.
     """
     unknown = [name for name in options.detectors if name not in DETECTORS]
     if unknown:
-        raise ValueError(f"unknown face detector {unknown[0]!r} (known: {', '.join(DETECTORS)})")
+        raise UserError(f"unknown face detector {unknown[0]!r} (known: {', '.join(DETECTORS)})")
+    if "yolo" in options.detectors:
+        options = detectors.with_default_yolo_model(options, yolo_folder)
     image = image.convert("RGB")
     tried: List[str] = []
     notes: List[str] = []

@@ -14,6 +14,7 @@ look (15 of 85 passed the old 0.5/0.75 thresholds), at most 0.59 mirrored. Haar 
 faces 4.3–6.2; false hits on the upscaled astronaut's suit up to 3.7 alone but under 2 mirrored; skimage's coins
 (round, symmetric) up to 3.5 both ways.
 """
+import dataclasses
 import importlib
 import math
 import os
@@ -26,6 +27,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import UserError
 from ..recipe import FaceOptions
 
 Box = Tuple[int, int, int, int]
@@ -45,10 +47,6 @@ MIN_FACE_PIXELS = 16
 # 3.5 and the faces' 4.3) maps the lower of both looks' weights to 0..1; hits under 0.5 are not reported.
 HAAR_MIDPOINT = 3.9
 HAAR_FLOOR = 0.5
-
-# The WebUI layer sets this to its models/adetailer folder; the yolo detector takes its first face_*.pt.
-yolo_folder = ""
-
 
 @dataclass
 class Detection:
@@ -232,24 +230,28 @@ def yolo_faces(image: Image.Image, options: FaceOptions) -> List[Detection]:
             for box, confidence, outline in zip(boxes, confidences, outlines)]
 
 
-def yolo_models() -> Dict[str, Path]:
-    """The face models this host lists, file name → file: the .pt files in yolo_folder (none standalone)."""
-    folder = Path(yolo_folder) if yolo_folder else None
-    if folder is None or not folder.is_dir():
+def yolo_models(folder: str) -> Dict[str, Path]:
+    """The face models of a host's face model folder (the WebUI's models/adetailer; standalone none: ""), file name →
+    file: its .pt files."""
+    if not folder or not Path(folder).is_dir():
         return {}
-    return {path.name: path for path in sorted(folder.glob("*.pt")) if path.is_file()}
+    return {path.name: path for path in sorted(Path(folder).glob("*.pt")) if path.is_file()}
+
+
+def with_default_yolo_model(options: FaceOptions, folder: str) -> FaceOptions:
+    """`options`, naming the first face_*.pt of the host's face model folder when they name no yolo model (as
+    ADetailer picks one)."""
+    candidates = sorted(Path(folder).glob("face_*.pt")) if folder and not options.yolo_model else []
+    return dataclasses.replace(options, yolo_model=str(candidates[0])) if candidates else options
 
 
 def _yolo_model_file(options: FaceOptions) -> Path:
     """The user's model file; never a download (ultralytics would fetch a missing file by name)."""
-    if options.yolo_model:
-        if not Path(options.yolo_model).is_file():
-            raise Unavailable(f"no model file at {options.yolo_model}")
-        return Path(options.yolo_model)
-    candidates = sorted(Path(yolo_folder).glob("face_*.pt")) if yolo_folder else []
-    if not candidates:
+    if not options.yolo_model:
         raise Unavailable("no model file (set yolo_model, or put a face_*.pt in models/adetailer)")
-    return candidates[0]
+    if not Path(options.yolo_model).is_file():
+        raise Unavailable(f"no model file at {options.yolo_model}")
+    return Path(options.yolo_model)
 
 
 def _polygon_mask(outline, size: Tuple[int, int]) -> Optional[Image.Image]:
@@ -265,12 +267,12 @@ def mask_faces(image: Image.Image, options: FaceOptions) -> List[Detection]:
     """The user's mask image (white = face) as one detection; an unreadable file is the user's error."""
     path = options.mask_image
     if not path:
-        raise ValueError("the 'mask' face detector needs a mask image (face options: mask_image)")
+        raise UserError("the 'mask' face detector needs a mask image (face options: mask_image)")
     try:
         with Image.open(path) as file:
             mask = file.convert("L").resize(image.size)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"mask image {path}: cannot read it ({e})") from None
+        raise UserError(f"mask image {path}: cannot read it ({e})") from None
     mask = mask.point(lambda v: 255 if v >= 128 else 0)
     box = mask.getbbox()
     return [Detection(box, 1.0, "mask", mask)] if box else []
@@ -289,12 +291,14 @@ class DetectorStatus(NamedTuple):
 PACKAGES = {"mediapipe": "mediapipe", "opencv": "cv2", "yolo": "ultralytics"}  # detector -> module it runs on
 
 
-def available_detectors() -> List[DetectorStatus]:
-    """Which detectors can run here and on which package version: each is tried on a small blank image."""
+def available_detectors(yolo_folder: str = "") -> List[DetectorStatus]:
+    """Which detectors can run here (with the host's face model folder) and on which package version: each is tried
+    on a small blank image."""
     statuses = []
+    options = with_default_yolo_model(FaceOptions(), yolo_folder)
     for name, module in PACKAGES.items():
         try:
-            DETECTORS[name](Image.new("RGB", (64, 64)), FaceOptions())
+            DETECTORS[name](Image.new("RGB", (64, 64)), options)
             usable, note = True, ""
         except Unavailable as e:
             usable, note = False, str(e)
