@@ -18,7 +18,7 @@ from modules import (call_queue, images, infotext_utils, paths_internal, progres
                      sd_samplers, shared, ui_common)
 from modules.ui_components import ToolButton
 
-from . import api
+from . import api, outputs
 from .backends.base import BUILTIN_UPSCALERS
 from .backends.webui import WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
 from .faces import detectors
@@ -55,7 +55,7 @@ def schedulers() -> List[str]:
     return [s.label for s in sd_schedulers.schedulers]
 
 
-def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "") -> Path:
+def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "", stage_key: str = "") -> Path:
     """The runner's saver in the WebUI: the WebUI's image format, our file names, never overwriting."""
     extension = shared.opts.data.get("samples_format") or "png"
     name = stem
@@ -63,18 +63,20 @@ def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "")
         if not (Path(folder) / f"{name}.{extension}").exists():
             break
         name = f"{stem}-{n}"
-    return write_png(Path(folder) / f"{name}.{extension}", image, info, recipe_json)
+    return write_png(Path(folder) / f"{name}.{extension}", image, info, recipe_json, stage_key)
 
 
-def write_png(path: Path, image, info: str, recipe_json: str) -> Path:
+def write_png(path: Path, image, info: str, recipe_json: str, stage_key: str = "") -> Path:
     """An image to exactly `path` (its suffix is the format; a batch's are PNG, since its resume reads the recipe
     chunk back) through images.save_image, so the WebUI's save callbacks (other extensions) and .txt option apply;
-    the recipe as a PNG text chunk. Returns where the WebUI saved it (a save callback may rename it)."""
+    the recipe and the reuse key as PNG text chunks. Returns where the WebUI saved it (a save callback may rename
+    it)."""
     if path.exists():
         raise FileExistsError(f"{path}: already there")
+    chunks = {name: text for name, text in ((outputs.RECIPE_CHUNK, recipe_json), (outputs.KEY_CHUNK, stage_key))
+              if text}
     fullfn, _ = images.save_image(image, str(path.parent), "", extension=path.suffix[1:], info=info,
-                                  forced_filename=path.stem, save_to_dirs=False,
-                                  existing_info={"tlok_recipe": recipe_json} if recipe_json else None)
+                                  forced_filename=path.stem, save_to_dirs=False, existing_info=chunks or None)
     return Path(fullfn)
 
 
