@@ -5,7 +5,7 @@
   POST /tlok-workflow/v1/plan     {"recipe": {...}, "count": 1} → the plan: rows, model loads, warnings, prompts
   GET  /tlok-workflow/v1/presets  ?pack=4elements → the pack's outfits, hairstyles, shots, media, negatives, recipes
   POST /tlok-workflow/v1/batch    {"recipe": {...}, "input": "folder", "output": "folder", ...} → the batch summary
-  POST /tlok-workflow/v1/compare  {"request": {...}, "axes": [{"path": "stages.face.denoise", "values": ["0.3", "0.5"]}]}
+  POST /tlok-workflow/v1/compare  {"request": {...}, "axes": [{"path": "stages.face.denoise", "values": ["0.3", "1"]}]}
                                   → {"grids": [base64 PNG], "compare": compare.json's cells, recipes and passes}
 
 Request bodies are schema dataclasses (RunRequest, PlanRequest, BatchRequest, holding a recipe.Recipe): the

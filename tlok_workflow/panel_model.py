@@ -413,8 +413,9 @@ PANEL_HINTS = {
              "this tool are the same (the plan says which); clear to run every pass.",
     "compare_stage_grids": "Also a grid of every stage, not only of the final images.",
     **{f"compare_{axis}_path": f"The field to vary {where}: stages.<stage>.<field> as in the stage table "
-                               "(stages.face.denoise, stages.1536.cfg_scale, stages.1536.checkpoint), or prompt.medium, "
-                               "prompt.negatives, preset, checkpoints.style" + (" (optional)" if axis != "x" else "")
+                               "(stages.face.denoise, stages.1536.cfg_scale, stages.1536.checkpoint), or "
+                               "prompt.medium, prompt.negatives, preset, checkpoints.style"
+                               + (" (optional)" if axis != "x" else "")
        for axis, where in zip(COMPARE_AXES, ("across", "down", "as one grid per value"))},
     **{f"compare_{axis}_values": "Comma-separated values: 0.3, 0.5, 0.7 (a value with a comma in quotes; "
                                  "prompt.negatives: keys joined by +, such as card+no-style). One value sets the "

@@ -261,7 +261,7 @@ class WebUIHost(Host):
         return OutputPanel(out.gallery, out.generation_info, out.infotext, out.html_log)
 
     def connect_generate(self, panel: Panel, inputs: list, targets: list) -> None:
-        self.task_id = task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
+        self.task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
 
         def generate(id_task, *values):
             return self.queued_run(panel.model.generate(panel.values(values)), "starting")
