@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 
-import pytest
 from PIL import Image
 
 from fakes import FakeBackend
