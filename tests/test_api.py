@@ -186,3 +186,58 @@ def test_a_broken_user_pack_is_reported_by_presets_and_plan(tmp_path):
     assert "defa.token: expected text, got 5" in presets["pack_error"] and "defa" in presets["outfits"]
     plan = client.post("/tlok-workflow/v1/plan", json={"recipe": recipe()}).json()
     assert any("defa.token: expected text, got 5" in w for w in plan["warnings"])
+
+
+def compare_body(**request):
+    return {"request": dict({"demo": True, "seed": 5, "face_after": "off"}, **request),
+            "axes": [{"path": "stages.1536.cfg_scale", "values": ["7", "4"]},
+                     {"path": "stages.1024.denoise", "values": ["0.3", "0.5"]}]}
+
+
+def test_compare_runs_a_grid_of_cells_each_stage_once_and_reports_its_passes(client):
+    response = client.post(f"{api.PREFIX}/compare", json=compare_body())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    compared = body["compare"]
+    # base and style once, 1024 for each denoise, 1536 for each cell: 8 of 16
+    assert (compared["passes_run"], compared["passes_reused"], compared["passes_naive"]) == (8, 8, 16)
+    assert [cell["values"] for cell in compared["cells"]] == [
+        {"stages.1536.cfg_scale": cfg, "stages.1024.denoise": denoise} for denoise in (0.3, 0.5) for cfg in (7.0, 4.0)]
+    grid = Image.open(io.BytesIO(base64.b64decode(body["grids"][0])))
+    assert grid.width > 2 * 256 and grid.height > 2 * 256
+    naive = client.post(f"{api.PREFIX}/compare", json=dict(compare_body(), reuse=False)).json()["compare"]
+    assert (naive["passes_run"], naive["passes_reused"]) == (16, 0)
+
+
+@pytest.mark.parametrize("change, status, message", [
+    ({"axes": [{"path": "stages.1536.cfg_scale", "values": ["7", "99"]}]}, 400,
+     "stages.1536.cfg_scale: 99.0 is out of range 1.0..30.0"),
+    ({"axes": [{"path": "stages.9.steps", "values": ["2", "3"]}]}, 400, "stages.9.steps: no stage '9'"),
+    ({"axes": [{"path": "seed", "values": [str(i) for i in range(65)]}]}, 400,
+     "axes[0].values: 65 items, more than the 64 allowed"),
+    ({"axes": [{"path": "seed", "values": [str(i) for i in range(9)]},
+               {"path": "stages.1536.steps", "values": [str(i) for i in range(1, 9)]}]}, 400,
+     "compare: 9 × 8 = 72 cells, more than the 64 allowed"),
+    ({"axes": [{"path": "seed", "values": ["1"]}] * 4}, 400, "axes: 4 items, more than the 3 allowed"),
+    ({"request": {"checkpoints": {"base": "demo-base", "style": "demo-style"}, "seed": 5},
+      "axes": [{"path": "checkpoints.style", "values": ["demo-style", "/etc/shadow"]}]}, 400,
+     "recipe.checkpoints.style: '/etc/shadow' is not a checkpoint this host lists"),
+    ({"request": {"demo": True, "init_image": "/etc/passwd"}}, 403, "recipe.init_image: /etc/passwd is outside"),
+])
+def test_a_bad_compare_is_refused_with_one_line_before_any_pass(client, tmp_path, change, status, message):
+    response = client.post(f"{api.PREFIX}/compare", json=dict(compare_body(), **change))
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_openapi_shows_the_compare_request_with_its_bounds(client):
+    doc = openapi(client)
+    schemas = doc["components"]["schemas"]
+    body = doc["paths"][f"{api.PREFIX}/compare"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/TlokCompareRequest"}
+    axes = schemas["TlokCompareRequest"]["properties"]["axes"]
+    assert axes["maxItems"] == 3 and "at most 64 cells" in axes["description"]
+    assert schemas["TlokAxis"]["properties"]["values"]["maxItems"] == 64
+    assert "stages.<label>.<field>" in schemas["TlokAxis"]["properties"]["path"]["description"]
+    assert schemas["TlokRunRequest"]["properties"]["reuse"]["default"] is True

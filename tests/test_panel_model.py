@@ -128,3 +128,22 @@ def test_the_standalone_plan_warns_when_base_and_style_are_one_checkpoint(model,
     plan = model.plan_html(model.recipe(v), 1)
     assert "warning: base and style are the same checkpoint (model.safetensors)" in plan
     assert "same checkpoint" not in model.plan_html(model.recipe(values(model)), 1)
+
+
+def test_the_compare_boxes_make_the_panels_request_and_the_axes_they_name(model):
+    v = values(model, face_after="off", seed=3)
+    v["stages"] = [row[:] for row in model.table(v)]
+    v["stages"][1][stage_table.HEADERS.index("steps")] = 12    # a stage table edit is in every cell
+    k = {"compare_x_path": "stages.1536.cfg_scale", "compare_x_values": '7, 4', "compare_y_path": " ",
+         "compare_y_values": "ignored", "compare_z_path": "prompt.medium",
+         "compare_z_values": '"tlok artstyle", "cosplay photo"', "compare_stage_grids": True}
+    request, options = model.compare_request(v, k)
+    assert [(axis.path, axis.values) for axis in options.axes] == [
+        ("stages.1536.cfg_scale", ["7", "4"]), ("prompt.medium", ["tlok artstyle", "cosplay photo"])]
+    assert options.stage_grids and options.reuse and request.stages["style"].steps == 12
+    cells = model.session.compare_cells(request, options)
+    assert [cell.recipe.stages[1].steps for cell in cells] == [12] * 4
+    assert [cell.recipe.prompt.medium for cell in cells] == ["tlok artstyle"] * 2 + ["cosplay photo"] * 2
+    fields = model.compare_fields(model.recipe(v))
+    assert {"stages.style.denoise", "stages.1536.cfg_scale", "stages.1536.checkpoint", "stages.base.steps",
+            "prompt.medium", "preset"} <= set(fields) and "stages.base.upscaler" not in fields

@@ -2,6 +2,8 @@
 
 Needs gradio: runs in the gradio 3.41 and 4.40 venvs of .ci/run_ui.sh.
 """
+import json
+
 import pytest
 
 gr = pytest.importorskip("gradio")
@@ -177,3 +179,35 @@ def test_a_recipe_import_error_shows_beside_the_import_button(tmp_path):
     *controls, status = wired(blocks, import_button, "click")('{"stages": "nope"}')
     assert "tlok-error" in status and "stages" in status
     assert wired(blocks, import_button, "click", outputs=True)[-1].elem_id == "tlok_workflow_recipe_status"
+
+
+def compare_values(panel, **changes):
+    k = {name: getattr(component, "value", None) for name, component in panel.compare_controls.items()}
+    k.update(changes)
+    return k
+
+
+def test_compare_section_shows_the_grid_then_each_cell(panel):
+    v = values(panel, face_after="off", seed=3)
+    k = compare_values(panel, compare_x_path="stages.1536.cfg_scale", compare_x_values="7, 4")
+    *_, (gallery, info, _, log) = panel.host.compare_streaming(panel, tuple(v.values()) + tuple(k.values()))
+    assert [caption for _, caption in gallery] == ["00000-3-grid", "cell 1: stages.1536.cfg_scale=7",
+                                                   "cell 2: stages.1536.cfg_scale=4"]
+    assert "2 cell(s): 5 pass(es) run, 3 reused (8 if every cell ran from scratch)" in log
+    infotexts = json.loads(info)["infotexts"]
+    assert infotexts[0] == "" and "CFG scale: 4.0" in infotexts[2] and "TLOK stage: 4/4 1536" in infotexts[2]
+    k = compare_values(panel, compare_x_path="stages.1536.cfg_scale", compare_x_values="7, 40")
+    *_, (gallery, _, _, log) = panel.host.compare_streaming(panel, tuple(v.values()) + tuple(k.values()))
+    assert gallery == [] and "stages.1536.cfg_scale: 40.0 is out of range 1.0..30.0" in log
+
+
+def test_generate_reuses_unchanged_stages_unless_told_not_to(panel):
+    v = values(panel, face_after="off", seed=3)
+    list(panel.host.run_streaming(panel, tuple(v.values())))
+    assert "s1–s4 reused from 00000-3" in panel.model.plan_or_error(v)   # the plan says it before the run
+    *_, (gallery, _, _, log) = panel.host.run_streaming(panel, tuple(v.values()))
+    assert len(gallery) == 4 and "00001-3: s1–s4 reused from 00000-3; 0 passes run" in log
+    v = values(panel, face_after="off", seed=3, reuse=False)
+    assert "reused" not in panel.model.plan_or_error(v)
+    *_, (gallery, _, _, log) = panel.host.run_streaming(panel, tuple(v.values()))
+    assert len(gallery) == 4 and "reused" not in log

@@ -626,14 +626,31 @@ def test_after_generate_the_gallery_preview_selects_the_last_stage(webui):
     assert "function tlok_workflow_select_last(info)" in (ROOT / "javascript" / "tlok_workflow.js").read_text()
 
 
-def test_the_webui_saver_writes_its_format_under_a_free_name(webui, tmp_path):
+def test_the_webui_saver_writes_its_format_under_a_free_name(webui, tmp_path, monkeypatch):
     from PIL import Image
 
     from tlok_workflow import webui_host
 
-    webui.shared.opts.data["samples_format"] = "jpg"
+    monkeypatch.setitem(webui.shared.opts.data, "samples_format", "jpg")
     (tmp_path / "x.jpg").write_bytes(b"the user's")
     (tmp_path / "x-1.jpg").symlink_to(tmp_path / "gone.jpg")   # a dangling link is taken too: never written through
     saved = [webui_host.save_stage(tmp_path, "x", Image.new("RGB", (8, 8)), "info") for _ in range(2)]
     assert [p.name for p in saved] == ["x-2.jpg", "x-3.jpg"] and webui.images.saved == [str(p) for p in saved]
     assert (tmp_path / "x.jpg").read_bytes() == b"the user's" and not (tmp_path / "gone.jpg").exists()
+def test_the_tabs_compare_runs_in_the_queue_and_reuse_works_within_its_output_folder(webui):
+    _, host, _ = build_webui(webui)
+    panel = host.panel
+    values = {name: getattr(component, "value", None) for name, component in panel.controls.items()}
+    values.update(base=BASE, style=STYLE, face_after="off", seed=7)
+    k = {name: getattr(component, "value", None) for name, component in panel.compare_controls.items()}
+    k.update(compare_x_path="stages.1536.cfg_scale", compare_x_values="7, 4")
+    gallery, info, _, log = host.compare_fn("task(c)", *values.values(), *k.values())
+    assert [caption for _, caption in gallery] == ["00000-7-grid", "cell 1: stages.1536.cfg_scale=7",
+                                                   "cell 2: stages.1536.cfg_scale=4"]
+    assert "2 cell(s): 5 pass(es) run, 3 reused" in log and webui.progress.finished_tasks == ["task(c)"]
+    assert webui.sd_models.loads == [title(BASE), title(STYLE)]
+    assert webui.shared.opts.data["sd_model_checkpoint"] == title(BASE)    # the user's choice is back
+    gallery, _, _, log = host.generate_fn("task(g)", *values.values())     # the cell with CFG 7, as Generate
+    assert len(gallery) == 4 and "00001-7: s1–s4 reused from 00000-7-c1; 0 passes run" in log
+    assert webui.sd_models.loads == [title(BASE), title(STYLE)]            # nothing ran, nothing loaded
+    assert gallery[-1][0].already_saved_as.endswith("00000-7-c1-s4-1536.png")

@@ -5,6 +5,8 @@
   POST /tlok-workflow/v1/plan     {"recipe": {...}, "count": 1} → the plan: rows, model loads, warnings, prompts
   GET  /tlok-workflow/v1/presets  ?pack=4elements → the pack's outfits, hairstyles, shots, media, negatives, recipes
   POST /tlok-workflow/v1/batch    {"recipe": {...}, "input": "folder", "output": "folder", ...} → the batch summary
+  POST /tlok-workflow/v1/compare  {"request": {...}, "axes": [{"path": "stages.face.denoise", "values": ["0.3", "1"]}]}
+                                  → {"grids": [base64 PNG], "compare": compare.json's cells, recipes and passes}
 
 Request bodies are schema dataclasses (RunRequest, PlanRequest, BatchRequest, holding a recipe.Recipe): the
 OpenAPI page shows every field with its bounds from pydantic models generated from them (api_schema.py), and the
@@ -41,6 +43,7 @@ from . import infotext, outputs
 from .api_schema import MAX_BODY, SchemaRoute
 from .batch import BatchError, BatchJob, collect_inputs
 from .chain import STEP_BUDGET, WORK_BUDGET, largest_step, work
+from .compare import CompareOptions
 from .errors import UserError
 from .presets import DEFAULT_PACK, Pack
 from .prompts import compose
@@ -82,6 +85,14 @@ class BatchRequest(Chain):
     recursive: bool = spec(False, "take the images of subfolders too")
     final_only: bool = spec(False, "keep only each image's last stage in the output folder")
     prompt_from_infotext: bool = spec(False, "add each PNG's own prompt (its WebUI infotext) to the recipe's")
+
+
+@dataclass(kw_only=True)
+class CompareRequest(CompareOptions):
+    """A grid of cells: the request with other values of one or two of its fields (a third: a grid per value)."""
+    request: Request = spec(doc="the choices every cell starts from, as the panel and the CLI make them")
+    init_image: Optional[str] = spec(None, "start image, base64 (a data: URI is fine): the chain starts at its "
+                                           "style pass", max_length=MAX_BODY)
 
 
 class RunResponse(BaseModel):
@@ -133,7 +144,12 @@ def check_request(recipe: Recipe, session, count: int) -> Pack:
         pack = session.check(recipe)   # unknown pack, negative preset or checkpoint fails here, not mid-run
     except UserError as e:
         raise bad_request(e) from None
-    total, step = work(recipe, count), largest_step(recipe)
+    check_budget(work(recipe, count), largest_step(recipe))
+    return pack
+
+
+def check_budget(total: float, step: float) -> None:
+    """422 for a request over the work budget (chain.work) or with one step over STEP_BUDGET."""
     if total > WORK_BUDGET:
         raise HTTPException(status_code=422, detail=f"work budget: {total:.3g} work units (pixels × steps of every "
                                                     "pass with its VAE and upscaler, growing with size, × images) is "
@@ -143,7 +159,6 @@ def check_request(recipe: Recipe, session, count: int) -> Pack:
         raise HTTPException(status_code=422, detail=f"work budget: one step of this recipe is {step:.3g} work units, "
                                                     f"over this API's {STEP_BUDGET:.3g} (a step cannot be stopped "
                                                     "half-way); use smaller images")
-    return pack
 
 
 def within(path: Path, roots: Sequence[Path]) -> bool:
@@ -275,6 +290,17 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         except Busy as e:   # at once: a request waiting for the lock would hold a server thread
             raise HTTPException(status_code=409, detail=str(e)) from None
 
+    def running(what: str, work, caller_gone):
+        """work() holding the session, its failures as the HTTP answers the module docstring lists."""
+        try:
+            return exclusive(work, caller_gone)
+        except outputs.OutputFolderError as e:   # the host's own folder: no request can fix it, the host's owner can
+            raise HTTPException(status_code=503, detail=str(e)) from None
+        except outputs.ImageError as e:   # the start image the recipe names cannot be read
+            raise HTTPException(status_code=422, detail=f"{what} failed: {e}") from None
+        except UserError as e:   # unknown checkpoint or sampler, …
+            raise bad_request(e) from None
+
     def run(request: RunRequest, caller_gone) -> Dict[str, Any]:
         recipe = recipe_of(request, session, from_image=bool(request.init_image))
         check_request(recipe, session, request.count)
@@ -289,16 +315,9 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         def work():
             if start is not None:
                 recipe.init_image = str(outputs.save_start_image(session.out_dir, start))
-            return session.run(recipe, request.count)
+            return session.run(recipe, request.count, reuse=request.reuse)
 
-        try:
-            result = exclusive(work, caller_gone)
-        except outputs.OutputFolderError as e:   # the host's own folder: no request can fix it, the host's owner can
-            raise HTTPException(status_code=503, detail=str(e)) from None
-        except outputs.ImageError as e:   # the start image the recipe names cannot be read
-            raise HTTPException(status_code=422, detail=f"run failed: {e}") from None
-        except UserError as e:   # unknown checkpoint or sampler, …
-            raise bad_request(e) from None
+        result = running("run", work, caller_gone)
         failed = [f"{o.item} s{o.stage} {o.label}: {o.note}" for o in result.outputs if o.status == Status.FAILED]
         if failed:   # an unusable start image: nothing to show for that item
             raise HTTPException(status_code=422, detail=f"run failed: {'; '.join(failed)}")
@@ -310,14 +329,15 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             with Image.open(io.BytesIO(data)) as im:
                 infotexts.append(im.info.get(infotext.CHUNK, ""))
         return dict(images=images, infotexts=infotexts, stages=[f"{o.item} s{o.stage} {o.label}" for o in saved],
-                    notes=[f"{o.item} s{o.stage} {o.label}: {o.status} {o.note}".strip() for o in result.outputs
-                           if o.status != Status.DONE or o.note],
+                    notes=[f"{o.item} s{o.stage} {o.label}: {o.status} {o.note}".strip() +
+                           (f" (reused from {o.reused_from})" if o.reused_from else "") for o in result.outputs
+                           if o.status != Status.DONE or o.note or o.reused_from],
                     seed=recipe.seed, interrupted=result.interrupted)
 
     def plan_route(request: PlanRequest, caller_gone) -> Dict[str, Any]:
         recipe = recipe_of(request, session)
         pack = check_request(recipe, session, request.count)
-        the_plan = session.plan(recipe, pack)
+        the_plan = session.plan(recipe, pack, request.count, request.reuse)
         prompts = compose(pack, recipe.prompt)
         return dict(recipe=recipe.to_dict(), text=the_plan.text(request.count), rows=the_plan.rows,
                     loads=the_plan.loads, passes=the_plan.passes_per_item * request.count,
@@ -348,12 +368,36 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
             raise bad_request(e) from None
         return dict(summary.to_dict(), summary_json=str(summary.json_path), summary_csv=str(summary.csv_path))
 
+    def compare_route(request: CompareRequest, caller_gone) -> Dict[str, Any]:
+        request.request.from_image = request.request.from_image or bool(request.init_image)
+        try:
+            cells = session.compare_cells(request.request, request)   # a bad path, value or cell count: one line
+        except UserError as e:
+            raise bad_request(e) from None
+        for cell in cells:   # each cell is a recipe like any other: the host's names and folders, its budget
+            check_request(cell.recipe, session, 1)
+            confine_recipe_paths(cell.recipe, session)
+        check_budget(sum(work(cell.recipe) for cell in cells), 0)
+        start = decode_image(request.init_image) if request.init_image else None
+
+        def compare():
+            if start is not None:
+                path = str(outputs.save_start_image(session.out_dir, start))
+                for cell in cells:
+                    cell.recipe.init_image = path
+            return session.compare(cells, request)
+
+        compared = running("compare", compare, caller_gone)
+        return dict(grids=[base64.b64encode(path.read_bytes()).decode("ascii") for path in compared.grids],
+                    compare=compared.data)
+
     if allowed_hosts:
         app.middleware_stack = None   # the app may be serving already (gradio launched it): rebuilt with the check
         app.add_middleware(LocalOnly, hosts=allowed_hosts)
     models = {}   # one pydantic model per dataclass on this app's OpenAPI page
     for path, answer, body_type, response_model in ((f"{PREFIX}/run", run, RunRequest, RunResponse),
                                                     (f"{PREFIX}/batch", batch_route, BatchRequest, None),
+                                                    (f"{PREFIX}/compare", compare_route, CompareRequest, None),
                                                     (f"{PREFIX}/plan", plan_route, PlanRequest, PlanResponse)):
         app.router.routes.append(SchemaRoute(path, answer, body_type=body_type, models=models,
                                              response_model=response_model))

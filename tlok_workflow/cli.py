@@ -1,4 +1,4 @@
-"""python -m tlok_workflow: run / prompt / plan / presets, a thin layer over the engine."""
+"""python -m tlok_workflow: run / compare / prompt / plan / presets, a thin layer over the engine."""
 import argparse
 import json
 import os
@@ -10,10 +10,12 @@ from typing import List, Optional
 from . import outputs
 from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .chain import FACE_LAST, FACE_OFF, ladder_warning, plan
+from .compare import MAX_CELLS, CompareOptions, naive_passes, parse_axis
 from .errors import UserError
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs
 from .prompts import compose
 from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
+from .reuse import reuse_text
 from .runner import Progress, Status, resolve_seed, upscaler_problems
 from .request import Request, StageSettings, apply_settings, parse_ladder, recipe_for
 from .schema import build
@@ -21,6 +23,7 @@ from .schema import build
 EXIT_CLUSTER_FAILED = 3   # batch --ray: the Ray cluster failed mid-batch (the summary is written; re-run to resume)
 DEBUG_HELP = "on an internal error, show its traceback"
 DEMO_NOTE = "DEMO OUTPUT: random-weight demo models at 1/8 size; pass --base/--style for real checkpoints"
+NO_REUSE_HELP = "run every pass, also those whose image a run saved in --out from the same inputs (reused otherwise)"
 
 
 class CliError(UserError):
@@ -77,7 +80,25 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-sheet", action="store_true", help="don't write the per-image contact sheet")
     run.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto",
                      help="tile the VAE for large passes (auto: above 1024x1024)")
+    run.add_argument("--no-reuse", action="store_true", help=NO_REUSE_HELP)
     run.set_defaults(command=_cmd_run)
+
+    compare = sub.add_parser("compare", help="run the chain with other values of one or two fields (a third: a grid "
+                                             "per value) and write a labelled grid; shared stages run once")
+    _add_selection_args(compare)
+    _add_recipe_args(compare)
+    compare.add_argument("--vary", action="append", default=[], metavar="PATH=V1,V2",
+                         help="a field by its path and its values, comma-separated (quote a value with a comma): "
+                              "stages.<label>.<field> (stages.face.denoise=0.3,0.5, stages.1536.cfg_scale=7,4, "
+                              "stages.1536.checkpoint=A,B), prompt.medium=\"tlok artstyle\",\"cosplay photo\", "
+                              "prompt.negatives=card,card+no-style (keys joined by +), preset=quick,quality, "
+                              "checkpoints.style=A,B; repeat for a second axis (down) and a third (a grid per value); "
+                              f"at most {MAX_CELLS} cells")
+    compare.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: ./outputs)")
+    compare.add_argument("--stage-grids", action="store_true", help="also a grid of every stage, not only the finals")
+    compare.add_argument("--no-reuse", action="store_true", help=NO_REUSE_HELP + " (every cell from scratch)")
+    compare.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto")
+    compare.set_defaults(command=_cmd_compare)
 
     prompt = sub.add_parser("prompt", help="print the composed prompt and negative prompt")
     _add_selection_args(prompt)
@@ -221,24 +242,28 @@ def _recipe_and_pack(args, from_images: bool = False, to_run: bool = False):
             recipe.init_image = str(args.init_image)
     else:
         pack = _pack(args)
-        if args.demo and (args.base or args.style):
-            raise CliError("--demo runs the built-in demo models; drop it to use --base/--style")
-        if to_run:
-            _check_checkpoint_flags(args)
-        demo = args.demo or not (args.base or args.style)
-        start_from_image = from_images or args.init_image is not None
-        if not demo and not args.style:
-            raise CliError("--style is needed with --base (the style checkpoint, e.g. 4elements-diffusion.ckpt)")
-        if not demo and not start_from_image and not args.base:
-            raise CliError("--base is needed for the txt2img stage (a vanilla SD1.x checkpoint), "
-                           "or start from an image with --init-image")
-        request = Request(pack=pack.name, prompt=_selections(args, pack), preset=args.preset,
-                          ladder=_ladder(args.ladder), face_after=args.face_after, demo=demo,
-                          checkpoints={"base": args.base or "", "style": args.style or ""},
-                          seed=-1 if args.seed is None else args.seed, init_image=str(args.init_image or ""),
-                          from_image=start_from_image, every_pass=every_pass)
-        recipe = recipe_for(pack, request)
+        recipe = recipe_for(pack, _request(args, pack, from_images, to_run))
     return recipe, pack
+
+
+def _request(args, pack: Pack, from_images: bool = False, to_run: bool = False) -> Request:
+    """The Request of the selection and chain flags (checked as _recipe_and_pack says)."""
+    if args.demo and (args.base or args.style):
+        raise CliError("--demo runs the built-in demo models; drop it to use --base/--style")
+    if to_run:
+        _check_checkpoint_flags(args)
+    demo = args.demo or not (args.base or args.style)
+    start_from_image = from_images or args.init_image is not None
+    if not demo and not args.style:
+        raise CliError("--style is needed with --base (the style checkpoint, e.g. 4elements-diffusion.ckpt)")
+    if not demo and not start_from_image and not args.base:
+        raise CliError("--base is needed for the txt2img stage (a vanilla SD1.x checkpoint), "
+                       "or start from an image with --init-image")
+    return Request(pack=pack.name, prompt=_selections(args, pack), preset=args.preset, ladder=_ladder(args.ladder),
+                   face_after=args.face_after, demo=demo,
+                   checkpoints={"base": args.base or "", "style": args.style or ""},
+                   seed=-1 if args.seed is None else args.seed, init_image=str(args.init_image or ""),
+                   from_image=start_from_image, every_pass=StageSettings(upscaler=args.upscaler))
 
 
 def _read_recipe(path: Path) -> Recipe:
@@ -377,18 +402,14 @@ def _cmd_run(args) -> int:
     recipe, pack = _recipe_and_pack(args, to_run=True)
     session = _session(args, contact_sheets=not args.no_sheet)
     recipe.seed = resolve_seed(recipe.seed)
-    the_plan = session.plan(recipe, pack)
-    _check_checkpoints_exist(the_plan.loads)
+    _check_checkpoints_exist(plan(recipe, pack).loads)
     _check_before_run(session, recipe, args)
+    the_plan = session.plan(recipe, pack, args.count, reuse=not args.no_reuse)
     _warn(_selection_warnings(args, recipe, pack))
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(args.count))
     with _progress_bar(the_plan.passes_per_item * args.count) as bar:
-        def show(p: Progress) -> None:
-            bar.update(p.done - bar.n)
-            bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items} step {p.step}/{p.steps}")
-
-        result = session.run(recipe, args.count, on_progress=show)
+        result = session.run(recipe, args.count, on_progress=_shows_progress(bar), reuse=not args.no_reuse)
         bar.update(len(result.outputs) - bar.n)
     _report(result, recipe, args.out)
     failed = [o for o in result.outputs if o.status == Status.FAILED]
@@ -396,6 +417,52 @@ def _cmd_run(args) -> int:
         print(f"tlok_workflow: error: {failed[0].note}", file=sys.stderr)
         return 2
     return 0
+
+
+def _shows_progress(bar):
+    def show(p: Progress) -> None:
+        bar.update(p.done - bar.n)
+        bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items} step {p.step}/{p.steps}")
+    return show
+
+
+def _cmd_compare(args) -> int:
+    import signal
+
+    if args.recipe:
+        raise CliError("--recipe: compare varies the choices a recipe is made of; give them as flags "
+                       "(--shot, --preset, --init-image, …)")
+    pack = _pack(args)
+    session = _session(args)
+    options = CompareOptions([parse_axis(text) for text in args.vary], args.stage_grids, not args.no_reuse)
+    cells = session.compare_cells(_request(args, pack, to_run=True), options)
+    for cell in cells:
+        _check_checkpoints_exist(plan(cell.recipe, pack).loads)
+        _check_before_run(session, cell.recipe, args)
+    _warn(_selection_warnings(args, cells[0].recipe, pack))
+    print(compose(pack, cells[0].recipe.prompt).positive)
+    print(plan(cells[0].recipe, pack).text())
+    for name, axis in zip(("across", "down", "a grid per value"), options.axes):
+        print(f"{name}: {axis.path} = {', '.join(axis.values)}")
+    print(session.compare_preview(cells, options))
+
+    def on_sigint(signum, frame):  # first Ctrl+C: stop after the current step, keep the finished cells; second: abort
+        session.cancel()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with _progress_bar(naive_passes(cells)) as bar:
+            compared = session.compare(cells, options, on_progress=_shows_progress(bar))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(compared.text())
+    if cells[0].recipe.demo:
+        print(DEMO_NOTE)
+    if compared.interrupted:
+        print("interrupted: the finished cells are kept; run the same command again to continue")
+    print(f"passes: {compared.data['passes_run']} run, {compared.data['passes_reused']} reused")
+    return 130 if compared.interrupted else 0
 
 
 def _progress_bar(total: int, **options):
@@ -514,16 +581,25 @@ def _ray_executor(args):
 
 
 def _report(result, recipe: Recipe, out: Path) -> None:
-    print(f"\nwrote {sum(1 for o in result.outputs if o.path)} stage image(s) to {out}/ "
-          f"({len(result.loads)} model load(s): {', '.join(result.loads)})")
+    run = [o for o in result.outputs if o.status.finished and not o.reused_from]
+    reused = [o for o in result.outputs if o.reused_from]
+    print(f"\nwrote {len([o for o in run if o.path])} stage image(s) to {out}/ "
+          f"({len(result.loads)} model load(s): {', '.join(result.loads) or 'none'})")
     for o in result.outputs:
-        print(f"  {o.path.name if o.path else '-':<40} {o.note}")
+        note = "; ".join(n for n in (f"reused from {o.reused_from}" if o.reused_from else "", o.note) if n)
+        print(f"  {o.path.name if o.path else '-':<40} {note}")
     for item, sheet in result.sheets.items():
         print(f"  contact sheet: {sheet.name}")
+    for item in dict.fromkeys(o.item for o in result.outputs):
+        text = reuse_text([(o.stage, o.reused_from) for o in reused if o.item == item],
+                          sum(1 for o in run if o.item == item), planned=False)
+        if text:
+            print(f"{item}: {text}")
     if result.interrupted:
         print("interrupted: the finished stages above are kept")
     if recipe.demo:
         print(DEMO_NOTE)
+    print(f"passes: {len(run)} run, {len(reused)} reused")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .errors import UserError
 
 INFOTEXT_CHUNK = infotext.CHUNK   # ui.py's name for it, until the panel reads infotext.CHUNK
 RECIPE_CHUNK = "tlok_recipe"    # the whole recipe as JSON, for `run --recipe IMAGE`
+KEY_CHUNK = "tlok_stage_key"    # the digest of everything that made the image (reuse.py)
 MAX_PIXELS = 64 * 1024 * 1024   # larger inputs are refused rather than risking memory
 MAX_TEXT_CHUNK = 8 * 1024 * 1024   # bytes of one PNG text chunk, read or inflated; a recipe is a few KB
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -32,10 +33,11 @@ class OutputFolderError(UserError):
     """No file can be saved in the output folder; the message names it and says why."""
 
 
-def save_png(folder: Path, stem: str, image: Image.Image, info: str = "", recipe_json: str = "") -> Path:
+def save_png(folder: Path, stem: str, image: Image.Image, info: str = "", recipe_json: str = "",
+             stage_key: str = "") -> Path:
     """Save under `stem`.png, or `stem`-1.png, … if taken; never overwrites; returns the path written."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = _written_temp(folder, _png_writer(image, info, recipe_json))
+    tmp = _written_temp(folder, _png_writer(image, info, recipe_json, stage_key))
     try:
         return _link_to_free_name(tmp, folder, stem)
     finally:
@@ -65,12 +67,14 @@ def _names(folder: Path, stem: str, suffix: str = ".png"):
     yield from (folder / f"{stem}-{n}{suffix}" for n in range(1, 100000))
 
 
-def _png_writer(image: Image.Image, info: str, recipe_json: str):
+def _png_writer(image: Image.Image, info: str, recipe_json: str, stage_key: str = ""):
     png = PngImagePlugin.PngInfo()
     if info:
         png.add_text(infotext.CHUNK, printable(info))
     if recipe_json:
         png.add_text(RECIPE_CHUNK, printable(recipe_json))
+    if stage_key:
+        png.add_text(KEY_CHUNK, stage_key)
     # level 1: photos encode ~4.7x faster than PIL's default 6 (1536²: 0.14 s vs 0.65 s) for ~17 % more bytes
     return lambda f: image.save(f, format="PNG", pnginfo=png, compress_level=1)
 
@@ -293,17 +297,41 @@ def contact_sheet(images: Sequence[Tuple[Image.Image, str]], title: str = "", he
     tiles = [im.resize((max(1, round(im.width * height / im.height)), height),
                        Image.NEAREST if im.height < height else Image.LANCZOS) for im, _ in images]
     top = band if title else 0
-    width = max(sum(t.width for t in tiles) + 8 * (len(tiles) + 1), _text_width(title, font) + 16)
+    width = max(sum(t.width for t in tiles) + 8 * (len(tiles) + 1), text_width(title, font) + 16)
     sheet = Image.new("RGB", (width, top + height + band + 8), "white")
     draw = ImageDraw.Draw(sheet)
     if title:
-        _draw_words(draw, (8, 4), title, font)
+        draw_words(draw, (8, 4), title, font)
     x = 8
     for tile, (_, label) in zip(tiles, images):
         sheet.paste(tile, (x, top + 4))
-        _draw_words(draw, (x, top + height + 7), label, font)
+        draw_words(draw, (x, top + height + 7), label, font)
         x += tile.width + 8
     return sheet
+
+
+def label_font(size: int):
+    """A legible scalable font of `size` pixels: DejaVu Sans (Pillow looks in the system's font folders), else
+    Pillow's own scalable default (10.1+), else its small bitmap font (Pillow 9.5 without DejaVu)."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        pass
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def text_lines(text: str, font, width: int) -> list:
+    """`text` broken into lines at most `width` pixels wide (a word wider than that keeps a line of its own)."""
+    lines: list = []
+    for word in text.split():
+        if lines and text_width(f"{lines[-1]} {word}", font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def _sheet_font():
@@ -319,12 +347,12 @@ def _word_gap(font) -> int:
     return max(6, round(getattr(font, "size", 12) / 2))
 
 
-def _text_width(text: str, font) -> int:
+def text_width(text: str, font) -> int:
     words = text.split(" ")
     return round(sum(font.getlength(word) for word in words) + _word_gap(font) * (len(words) - 1))
 
 
-def _draw_words(draw: ImageDraw.ImageDraw, at: Tuple[int, int], text: str, font) -> None:
+def draw_words(draw: ImageDraw.ImageDraw, at: Tuple[int, int], text: str, font) -> None:
     """Text with a readable gap at every space (two spaces: twice the gap)."""
     x, y = at
     for word in text.split(" "):

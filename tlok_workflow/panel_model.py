@@ -2,25 +2,28 @@
 
 Control values (a dict by control name, outfit and hairstyle as pack keys) become a `Request`, and so a recipe,
 the same way as the CLI's flags and an API body; a recipe becomes control values again (Import); results become
-what the output panel shows. ui.py lays out the widgets and wires their events to this; the WebUI tab and the
-standalone app share it.
+what the output panel shows. Each button's work (Generate, Run batch, Compare) is a `PanelRun`: what it runs on
+the session and how its result is shown. ui.py lays out the widgets and wires their events to this; the WebUI tab
+and the standalone app share it.
 """
 import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
 from . import outputs, stage_table
 from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF
+from .compare import Axis, CompareOptions, CompareResult, shown, split_values
 from .errors import UserError
 from .presets import Pack, find_key
 from .prompts import compose, compose_negative, compose_positive, medium_kind
 from .recipe import FACE, IMG2IMG, PromptSpec, Recipe, RunOptions
 from .request import AUTO_LADDER, NO_LADDER, Request, StageSettings, parse_ladder
+from .reuse import reuse_text
 from .runner import Progress, RunResult, Status
 from .schema import field_info
 
@@ -28,6 +31,12 @@ NONE = "(none)"   # the hairstyle/outfit choice that adds nothing to the prompt
 # the controls a recipe's import sets
 IMPORTED = ["subject", "outfit", "hairstyle", "shot", "medium", "outfit_weight", "extra", "negatives",
             "negative_extra", "prompt", "negative", "ladder", "face_after", "base", "style", "seed", "stages"]
+COMPARE_AXES = ("x", "y", "z")   # the Compare section's fields: across, down, a grid per value
+COMPARE_CONTROLS = [f"compare_{axis}_{part}" for axis in COMPARE_AXES for part in ("path", "values")] + \
+    ["compare_stage_grids"]
+# the request's fields the Compare boxes offer besides every stage's (any schema path can be typed in)
+COMPARE_REQUEST_FIELDS = ["prompt.medium", "prompt.negatives", "prompt.negative_extra", "prompt.extra", "prompt.shot",
+                          "prompt.outfit", "preset", "checkpoints.style", "checkpoints.base", "seed"]
 
 
 def key(choice: Optional[str]) -> str:
@@ -47,6 +56,14 @@ def selections(pack: Pack, v: Dict[str, Any]) -> PromptSpec:
     if (v.get("negative") or "").strip() != compose_negative(pack, spec):
         spec.negative = v.get("negative") or ""
     return spec
+
+
+@dataclass
+class PanelRun:
+    """A button's work: run(on_progress) on the session (None: the host's own progress), then show(result) as the
+    output panel's (gallery, generation info, infotext, log)."""
+    run: Callable[[Optional[Callable[[Progress], None]]], Any]
+    show: Callable[[Any], tuple]
 
 
 @dataclass
@@ -80,7 +97,8 @@ class PanelModel:
              "negatives": spec.negatives, "negative_extra": "", "prompt": prompts.positive,
              "negative": prompts.negative, "preset": d.recipe, "ladder": AUTO_LADDER, "face_after": FACE_LAST,
              "base": checkpoints.get("base", ""), "style": checkpoints.get("style", ""), "seed": -1,
-             "count": field_info(RunOptions, "count")["default"], "init_image": None, "stages": []}
+             "count": field_info(RunOptions, "count")["default"], "reuse": field_info(RunOptions, "reuse")["default"],
+             "init_image": None, "stages": []}
         v["stages"] = stage_table.rows(self.recipe(v))
         return v
 
@@ -123,18 +141,75 @@ class PanelModel:
             recipe = self.session.recipe_for(self.request(dict(v, stages=rows)))
         except UserError as e:
             return Derived(*boxes, error_html(e), None, None)
+        options = self.options(v)
         return Derived(*boxes, warnings_html(compose(self.pack, recipe.prompt).warnings), rows,
-                       self.plan_html(recipe, int(v["count"] or 1)))
+                       self.plan_html(recipe, options.count, options.reuse))
 
-    def plan_html(self, recipe: Recipe, count: int) -> str:
-        return f"<pre class='tlok-plan'>{html.escape(self.session.plan(recipe, self.pack).text(count))}</pre>"
+    def plan_html(self, recipe: Recipe, count: int, reuse: bool = True) -> str:
+        the_plan = self.session.plan(recipe, self.pack, count, reuse)
+        return f"<pre class='tlok-plan'>{html.escape(the_plan.text(count))}</pre>"
 
-    def run_recipe(self, v: Dict[str, Any]) -> Tuple[Recipe, int]:
-        """The recipe Generate runs and the image count; an uploaded start image is saved under out_dir/inputs
-        first, so the recipe can name it."""
-        if v.get("init_image") is not None:
-            v = dict(v, init_image=outputs.save_start_image(self.session.out_dir, v["init_image"]))
-        return self.recipe(v), int(v.get("count") or 1)
+    def plan_or_error(self, v: Dict[str, Any]) -> str:
+        """The plan of these controls (after a stage table edit), or what is wrong with them."""
+        try:
+            options = self.options(v)
+            return self.plan_html(self.recipe(v), options.count, options.reuse)
+        except UserError as e:
+            return error_html(e)
+
+    def exported(self, v: Dict[str, Any]) -> Tuple[Optional[str], str]:
+        """Export: the recipe JSON and no message, or nothing (the box stays as it is) and the error."""
+        try:
+            return self.recipe(v).to_json(), ""
+        except UserError as e:
+            return None, error_html(e)
+
+    @staticmethod
+    def options(v: Dict[str, Any]) -> RunOptions:
+        """The image count and whether saved stages are reused (on unless the box is cleared)."""
+        return RunOptions(int(v.get("count") or 1), v.get("reuse") is not False)
+
+    def run_recipe(self, v: Dict[str, Any]) -> Tuple[Recipe, RunOptions]:
+        """The recipe Generate runs and its options; an uploaded start image is saved under out_dir/inputs first,
+        so the recipe can name it."""
+        return self.recipe(self._with_saved_start(v)), self.options(v)
+
+    def _with_saved_start(self, v: Dict[str, Any]) -> Dict[str, Any]:
+        if v.get("init_image") is None or isinstance(v["init_image"], (str, Path)):
+            return v
+        return dict(v, init_image=outputs.save_start_image(self.session.out_dir, v["init_image"]))
+
+    # --- the buttons' work ----------------------------------------------------------------------------------
+    def generate(self, v: Dict[str, Any]) -> PanelRun:
+        recipe, options = self.run_recipe(v)
+        return PanelRun(lambda on_progress: self.session.run(recipe, options.count, on_progress, options.reuse),
+                        lambda result: results(result, recipe))
+
+    def batch(self, v: Dict[str, Any], folders: Dict[str, Any]) -> PanelRun:
+        job = self.batch_job(v, folders)
+        return PanelRun(lambda on_progress: self.session.run_batch(job, on_progress), batch_results)
+
+    def compare(self, v: Dict[str, Any], k: Dict[str, Any]) -> PanelRun:
+        """The Compare section's grid: its cells checked (a bad field or value is one line) before anything runs."""
+        request, options = self.compare_request(v, k)
+        cells = self.session.compare_cells(request, options)
+        return PanelRun(lambda on_progress: self.session.compare(cells, options, on_progress), compare_results)
+
+    def compare_request(self, v: Dict[str, Any], k: Dict[str, Any]) -> Tuple[Request, CompareOptions]:
+        """The request the cells start from (the panel's chain, its stage table's edits) and the axes: each
+        field box that names a field, with its comma-separated values."""
+        v = self._with_saved_start(v)
+        axes = [Axis((k.get(f"compare_{axis}_path") or "").strip(), split_values(k.get(f"compare_{axis}_values") or ""))
+                for axis in COMPARE_AXES if (k.get(f"compare_{axis}_path") or "").strip()]
+        return self.request(dict(v, stages=self.table(v))), CompareOptions(axes, bool(k.get("compare_stage_grids")),
+                                                                           self.options(v).reuse)
+
+    def compare_fields(self, recipe: Recipe) -> List[str]:
+        """The Compare boxes' choices: every stage's editable fields and checkpoint (stages.1536.cfg_scale), then
+        the request's choices (prompt.medium, preset, …)."""
+        return [f"stages.{stage.label}.{field}" for stage in recipe.stages
+                for field in [c.field for c in stage_table.EDITABLE if stage.kind in c.kinds] + ["checkpoint"]] + \
+            COMPARE_REQUEST_FIELDS
 
     def batch_job(self, v: Dict[str, Any], folders: Dict[str, Any]) -> BatchJob:
         """The batch Run batch starts: the panel's chain (from its style pass) over a folder."""
@@ -181,15 +256,21 @@ class PanelModel:
 
 
 # --- what the output panel shows -----------------------------------------------------------------------------
+def saved_image(path: Path) -> Image.Image:
+    """A saved image for the gallery, which the WebUI's serves as the file it is."""
+    image = Image.open(path)
+    image.load()
+    image.already_saved_as = str(path)
+    return image
+
+
 def results(result: RunResult, recipe: Recipe) -> tuple:
     """(gallery items, generation info JSON, infotext HTML, log HTML) for the output panel."""
     gallery, infotexts = [], []
     for o in result.outputs:
         if o.path is None:
             continue
-        image = Image.open(o.path)
-        image.load()
-        image.already_saved_as = str(o.path)   # the WebUI's gallery serves the saved file as it is
+        image = saved_image(o.path)
         infotexts.append(image.info.get(outputs.INFOTEXT_CHUNK, ""))
         gallery.append((image, f"s{o.stage} {o.label} {image.width}×{image.height}"))
     last = recipe.stages[-1] if recipe.stages else None
@@ -204,6 +285,7 @@ def results(result: RunResult, recipe: Recipe) -> tuple:
     }
     notes = [f"{o.item} s{o.stage} {o.label}: {o.note or o.status}" for o in result.outputs
              if o.status != Status.DONE or o.note]
+    notes += [line for item in dict.fromkeys(o.item for o in result.outputs) if (line := _reuse_line(result, item))]
     log = f"{len(gallery)} stage image(s) saved to {html.escape(str(Path(gallery[-1][0].already_saved_as).parent))}" \
         if gallery else "nothing was saved"
     if result.interrupted:
@@ -212,6 +294,33 @@ def results(result: RunResult, recipe: Recipe) -> tuple:
     if notes:
         log += "<br>" + "<br>".join(html.escape(n) for n in notes)
     return gallery, json.dumps(info), text_html(infotexts[-1] if infotexts else ""), f"<p>{log}</p>"
+
+
+def _reuse_line(result: RunResult, item: str) -> str:
+    mine = [o for o in result.outputs if o.item == item]
+    text = reuse_text([(o.stage, o.reused_from) for o in mine if o.reused_from],
+                      sum(1 for o in mine if o.status.finished and not o.reused_from), planned=False)
+    return f"{item}: {text}" if text else ""
+
+
+def compare_results(compared: CompareResult) -> tuple:
+    """The output panel after a compare: the grids, then each finished cell's final image with its infotext; the
+    log says the passes run and reused and what each cell took from where."""
+    gallery, infotexts = [], []
+    for path in compared.grids:
+        gallery.append((saved_image(path), path.stem))
+        infotexts.append("")
+    folder = compared.json_path.parent
+    for cell in compared.data["cells"]:
+        if cell["final"]:
+            image = saved_image(folder / cell["final"])
+            infotexts.append(image.info.get(outputs.INFOTEXT_CHUNK, ""))
+            values = ", ".join(f"{path}={shown(value)}" for path, value in cell["values"].items())
+            gallery.append((image, f"cell {cell['cell']}: {values}"))
+    log = "<br>".join(html.escape(line) for line in compared.text().splitlines())
+    if compared.interrupted:
+        log = "Interrupted — the finished cells are kept; press Compare again to continue.<br>" + log
+    return gallery, json.dumps({"infotexts": infotexts, "index_of_first_image": 0}), "", f"<p>{log}</p>"
 
 
 def batch_results(summary: Summary) -> tuple:
@@ -301,6 +410,17 @@ PANEL_HINTS = {
     "batch_recursive": "Also take images from subfolders, mirrored in the output folder.",
     "batch_final_only": "Save only each image's last stage (intermediates are removed when the batch is complete).",
     "batch_prompt_from_infotext": "Append the prompt stored in each PNG's infotext to the composed prompt.",
+    "reuse": "Take a stage's saved image from the output folder when its inputs, settings, checkpoint files and "
+             "this tool are the same (the plan says which); clear to run every pass.",
+    "compare_stage_grids": "Also a grid of every stage, not only of the final images.",
+    **{f"compare_{axis}_path": f"The field to vary {where}: stages.<stage>.<field> as in the stage table "
+                               "(stages.face.denoise, stages.1536.cfg_scale, stages.1536.checkpoint), or "
+                               "prompt.medium, prompt.negatives, preset, checkpoints.style"
+                               + (" (optional)" if axis != "x" else "")
+       for axis, where in zip(COMPARE_AXES, ("across", "down", "as one grid per value"))},
+    **{f"compare_{axis}_values": "Comma-separated values: 0.3, 0.5, 0.7 (a value with a comma in quotes; "
+                                 "prompt.negatives: keys joined by +, such as card+no-style). One value sets the "
+                                 "field for every cell." for axis in COMPARE_AXES},
 }
 
 

@@ -162,6 +162,8 @@ class Recipe:
 class RunOptions:
     """How many images one run makes: the panel's slider, the API and the CLI share this bound."""
     count: int = spec(1, "images to make (seeds seed, seed+1, …)", ge=1, le=64)
+    reuse: bool = spec(True, "take the saved image of a stage whose inputs, settings, checkpoint files and tool are "
+                             "those of this run (from the output folder) instead of running it again")
 
 
 def check_recipe(recipe: Recipe) -> None:

@@ -9,7 +9,12 @@ pass.
 
 An executor computes the passes (here, or on Ray workers); only the runner commits them: it saves each image,
 notes it in the journal and reports progress.
+
+With a stage index (reuse.py) every pass gets a key of everything that made it: a pass whose key an earlier run
+(or an earlier item of this run: a compare's cells) saved is not computed again, its image is taken from where it
+is. The items of a compare each carry their own recipe (a cell); they go through the same stage-major order.
 """
+import dataclasses
 import random
 import time
 from collections import deque
@@ -22,13 +27,14 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from PIL import Image
 
-from . import __version__, infotext, outputs
+from . import __version__, infotext, outputs, reuse
 from .backends.base import BUILTIN_UPSCALERS, INPAINT, Backend, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
 from .errors import UserError
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
 from .recipe import FACE, FIXED_SEED, IMG2IMG, OFFSET_SEED, TXT2IMG, Recipe, Stage
+from .reuse import StageIndex
 
 
 @dataclass
@@ -37,6 +43,7 @@ class Item:
     seed: int
     image: Optional[Path] = None  # the start image, for chains that begin with img2img
     prompt_extra: str = ""        # words added to this item's positive prompt (e.g. the start image's prompt)
+    recipe: Optional[Recipe] = None   # a compare cell's own recipe; None: the run's
 
 
 @dataclass
@@ -81,10 +88,11 @@ class StageOutput:
     note: str = ""
     seconds: float = 0.0
     resumed: bool = False  # finished by an earlier run (see Journal)
+    reused_from: str = ""  # the item whose saved image this pass took (its key matched; reuse.py)
 
 
-# save(folder, stem, image, infotext, recipe_json) -> the path written, never over another file
-Saver = Callable[[Path, str, Image.Image, str, str], Path]
+# save(folder, stem, image, infotext, recipe_json, stage_key) -> the path written, never over another file
+Saver = Callable[[Path, str, Image.Image, str, str, str], Path]
 
 
 @dataclass
@@ -95,6 +103,7 @@ class PassImage:
     image: Image.Image
     infotext: str
     recipe_json: str
+    stage_key: str = ""   # the pass's reuse key, saved as the PNG's reuse.KEY_CHUNK
 
 
 class Journal:
@@ -110,7 +119,7 @@ class Journal:
 
     def save(self, output: StageOutput, image: PassImage) -> Path:
         """Write a computed pass's image; the path written."""
-        return self._save(image.folder, image.stem, image.image, image.infotext, image.recipe_json)
+        return self._save(image.folder, image.stem, image.image, image.infotext, image.recipe_json, image.stage_key)
 
     def record(self, output: StageOutput) -> None:
         """Called after each finished pass (DONE or NO_FACE), once its image is on disk."""
@@ -137,6 +146,7 @@ class PassJob:
     stage: int               # 1-based
     repeat: int              # 0-based
     source: Optional[Path]
+    key: str = ""            # its reuse key ('' without a stage index)
 
 
 @dataclass
@@ -156,10 +166,21 @@ class PassComputer:
     prompts: Prompts
     out_dir: Path
     yolo_folder: str = ""   # the host's face model folder (the WebUI's models/adetailer), for the yolo detector
+    cell_prompts: Dict[str, Prompts] = field(default_factory=dict)   # a compare cell's (item name → its prompts)
+
+    def recipe_of(self, item: Item) -> Recipe:
+        return item.recipe or self.recipe
+
+    def prompts_of(self, item: Item) -> Prompts:
+        if item.recipe is None:
+            return self.prompts
+        if item.name not in self.cell_prompts:
+            self.cell_prompts[item.name] = compose(self.pack, item.recipe.prompt)
+        return self.cell_prompts[item.name]
 
     def compute(self, backend: Backend, job: PassJob, on_step: StepCallback) -> PassResult:
         """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result)."""
-        stage = self.recipe.stages[job.stage - 1]
+        stage = self.recipe_of(job.item).stages[job.stage - 1]
         started = time.perf_counter()
         try:
             result = self._compute(backend, stage, job, on_step)
@@ -172,22 +193,39 @@ class PassComputer:
 
     def output(self, job: PassJob, status: Status, seed: int, note: str = "") -> StageOutput:
         """The job's StageOutput (without a path: the runner sets it when it saves the image)."""
-        label = self.recipe.stages[job.stage - 1].label
+        label = self.recipe_of(job.item).stages[job.stage - 1].label
         return StageOutput(job.item.name, job.stage, job.repeat, label, status, None, seed, note)
 
+    def describe(self, backend: Backend, item: Item, number: int, repeat: int) -> dict:
+        """What makes a pass's pixels besides its input image, for its reuse key: the stage's fields as it runs
+        (its exact prompts and seed, not its label or repeat count), its checkpoint and that file's identity, its
+        upscaler's and mask's files."""
+        recipe = self.recipe_of(item)
+        stage = recipe.stages[number - 1]
+        fields = stage_fields(stage)
+        fields["prompt"]["positive"], fields["prompt"]["negative"] = self.stage_prompts(stage, item)
+        checkpoint = recipe.checkpoint_of(stage)
+        fields.update(checkpoint=checkpoint, seed=_stage_seed(stage, number, item) + repeat)
+        files = {"checkpoint": backend.checkpoint_identity(checkpoint),
+                 "upscaler": backend.upscaler_identity(stage.upscaler) if stage.kind == IMG2IMG else ""}
+        if stage.face:
+            files.update(mask=reuse.file_stamp(stage.face.mask_image) if stage.face.mask_image else "",
+                         yolo=reuse.file_stamp(stage.face.yolo_model) if stage.face.yolo_model else "")
+        return {"stage": fields, "files": files}
+
     def _compute(self, backend: Backend, stage: Stage, job: PassJob, on_step: StepCallback) -> PassResult:
-        item = job.item
+        item, recipe = job.item, self.recipe_of(job.item)
         seed = _stage_seed(stage, job.stage, item) + job.repeat
         positive, negative = self.stage_prompts(stage, item)
         request = PassRequest(   # a face stage's passes are inpaints; the others' are passes of their kind
-            mode=INPAINT if stage.kind == FACE else stage.kind, checkpoint=self.recipe.checkpoint_of(stage),
+            mode=INPAINT if stage.kind == FACE else stage.kind, checkpoint=recipe.checkpoint_of(stage),
             prompt=positive, negative_prompt=negative, width=stage.width, height=stage.height, steps=stage.steps,
             cfg_scale=stage.cfg_scale, sampler=stage.sampler, scheduler=stage.scheduler, seed=seed,
             denoise=stage.denoise)
         if stage.kind == FACE:
             image, note = self._redraw_faces(backend, request, stage, outputs.load_image(job.source), on_step)
             if image is None:
-                if self.recipe.demo and job.stage > 1:   # the image is the demo's own: noise, whatever it started from
+                if recipe.demo and job.stage > 1:   # the image is the demo's own: noise, whatever it started from
                     note += "; the demo models' earlier passes paint noise, not faces"
                 return PassResult(job, self.output(job, Status.NO_FACE, seed, note))
         else:
@@ -226,21 +264,23 @@ class PassComputer:
         if stage.prompt.positive:
             positive = f"{stage.prompt.positive} {item.prompt_extra}".strip()
         else:
-            positive = for_stage(self.pack, f"{self.prompts.positive} {item.prompt_extra}".strip(), stage.prompt)
-        return positive, stage.prompt.negative or self.prompts.negative
+            positive = for_stage(self.pack, f"{self.prompts_of(item).positive} {item.prompt_extra}".strip(),
+                                 stage.prompt)
+        return positive, stage.prompt.negative or self.prompts_of(item).negative
 
     def _image(self, backend: Backend, request: PassRequest, stage: Stage, job: PassJob, image: Image.Image,
                note: str) -> PassImage:
         target = self.out_dir / stage_stem(job.item.name, job.stage, stage, job.repeat)  # names may hold a folder
         info = infotext.format(request.prompt, request.negative_prompt,
-                               self._infotext_params(backend, request, stage, job.stage, image, note))
+                               self._infotext_params(backend, request, self.recipe_of(job.item), stage, job.stage,
+                                                     image, note))
         recipe_json = self._item_recipe(backend, job.item).to_json(indent=None)
-        return PassImage(target.parent, target.name, image, info, recipe_json)
+        return PassImage(target.parent, target.name, image, info, recipe_json, job.key)
 
     def _item_recipe(self, backend: Backend, item: Item) -> Recipe:
         """The recipe as this item ran it, self-contained: every stage's exact prompts and the checkpoints' hashes,
         so re-running it as one item reproduces this image without the pack it came from."""
-        recipe = self.recipe
+        recipe = self.recipe_of(item)
         item_recipe = Recipe.from_dict(recipe.to_dict())
         item_recipe.seed, item_recipe.init_image = item.seed, str(item.image or "")
         for stage in item_recipe.stages:
@@ -249,7 +289,7 @@ class PassComputer:
         item_recipe.hashes = {role: h for role, checkpoint in roles.items() if (h := backend.model_hash(checkpoint))}
         return item_recipe
 
-    def _infotext_params(self, backend: Backend, request: PassRequest, stage: Stage, number: int,
+    def _infotext_params(self, backend: Backend, request: PassRequest, recipe: Recipe, stage: Stage, number: int,
                          image: Image.Image, note: str) -> dict:
         face = stage.face if stage.kind == FACE else None
         keys = infotext.KEYS
@@ -267,13 +307,22 @@ class PassComputer:
             infotext.MASK_BLUR: face.mask_blur if face else None,
             infotext.INPAINT_AREA: infotext.ONLY_MASKED if face else None,
             infotext.MASKED_PADDING: face.padding if face else None,
-            infotext.TLOK_STAGE: f"{number}/{len(self.recipe.stages)} {stage.label}",
-            infotext.TLOK_PACK: self.recipe.pack,
+            infotext.TLOK_STAGE: f"{number}/{len(recipe.stages)} {stage.label}",
+            infotext.TLOK_PACK: recipe.pack,
             infotext.TLOK_FACES: (note or None) if stage.kind == FACE else None,
-            infotext.TLOK_DEMO: "random-weight demo models" if self.recipe.demo else None,
+            infotext.TLOK_DEMO: "random-weight demo models" if recipe.demo else None,
             infotext.TLOK_VERSION: __version__,
             infotext.VERSION: backend.host_version() or None,
         }
+
+
+def stage_fields(stage: Stage) -> dict:
+    """A stage's fields that make its pixels: all but its label (a name) and its repeat count (each repeat is a
+    pass of its own, with its own seed); the seed policy and seed become the pass's seed."""
+    fields = dataclasses.asdict(stage)
+    for name in ("label", "repeat", "seed_policy", "seed"):
+        del fields[name]
+    return fields
 
 
 def _stage_seed(stage: Stage, number: int, item: Item) -> int:
@@ -287,13 +336,21 @@ def _stage_seed(stage: Stage, number: int, item: Item) -> int:
 
 class PassQueue:
     """The passes ready to compute. The runner puts an item's next pass first once its previous one is committed,
-    so items finish one after another, while the passes of items not begun keep every worker busy."""
+    so items finish one after another, while the passes of items not begun keep every worker busy. `still_needed`
+    looks at a job again as it is taken: the pass an earlier item of the run has just saved (a compare's shared
+    stages) is reused then, and the job handed out is the first of the item's passes that still needs computing."""
 
-    def __init__(self, jobs: Iterable[PassJob] = ()):
+    def __init__(self, jobs: Iterable[PassJob] = (),
+                 still_needed: Optional[Callable[[PassJob], Optional[PassJob]]] = None):
         self._jobs = deque(jobs)
+        self._still_needed = still_needed or (lambda job: job)
 
     def take(self) -> Optional[PassJob]:
-        return self._jobs.popleft() if self._jobs else None
+        while self._jobs:
+            job = self._still_needed(self._jobs.popleft())
+            if job is not None:
+                return job
+        return None
 
     def peek(self) -> Optional[PassJob]:
         return self._jobs[0] if self._jobs else None
@@ -369,11 +426,23 @@ def stage_stem(item: str, number: int, stage: Stage, repeat: int) -> str:
 StageRepeat = Tuple[int, int]   # a stage number (1-based) and a repeat (0-based)
 
 
-def runs_on_one_checkpoint(recipe: Recipe) -> List[List[StageRepeat]]:
-    """The recipe's passes in order, grouped into runs of consecutive stages on the same checkpoint."""
-    numbered = list(enumerate(recipe.stages, 1))
-    return [[(number, repeat) for number, stage in group for repeat in range(stage.repeat)]
-            for _, group in groupby(numbered, key=lambda pair: recipe.checkpoint_of(pair[1]))]
+def passes_of(recipe: Recipe) -> List[StageRepeat]:
+    return [(number, repeat) for number, stage in enumerate(recipe.stages, 1) for repeat in range(stage.repeat)]
+
+
+def runs_on_one_checkpoint(recipes: Sequence[Recipe]) -> List[List[StageRepeat]]:
+    """The passes of the recipes in order (one recipe; or a compare's cells, whose stages may differ), grouped into
+    runs of consecutive stages that keep the checkpoint of the stage before in every recipe."""
+    depth = max((len(recipe.stages) for recipe in recipes), default=0)
+
+    def checkpoints(number: int) -> tuple:
+        return tuple(r.checkpoint_of(r.stages[number - 1]) if number <= len(r.stages) else None for r in recipes)
+
+    def repeats(number: int) -> int:
+        return max(r.stages[number - 1].repeat for r in recipes if number <= len(r.stages))
+
+    return [[(number, repeat) for number in group for repeat in range(repeats(number))]
+            for _, group in groupby(range(1, depth + 1), key=checkpoints)]
 
 
 class Runner:
@@ -381,7 +450,8 @@ class Runner:
                  on_progress: Optional[Callable[[Progress], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, should_skip: Optional[Callable[[], bool]] = None,
                  contact_sheets: bool = True, journal: Optional[Journal] = None,
-                 executor: Optional[Executor] = None, yolo_folder: str = ""):
+                 executor: Optional[Executor] = None, stage_index: Optional[StageIndex] = None,
+                 yolo_folder: str = ""):
         self.backend = backend
         self.pack = pack
         self.out_dir = Path(out_dir)
@@ -391,19 +461,26 @@ class Runner:
         self.contact_sheets = contact_sheets
         self.journal = journal or Journal()
         self.executor = executor or Executor(backend)
+        self.stage_index = stage_index   # reuse.py: passes keyed, found and recorded; None: no keys (a batch)
         self.yolo_folder = yolo_folder
 
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
-        if recipe.stages and recipe.stages[0].kind != TXT2IMG and any(item.image is None for item in items):
-            raise UserError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
-        self._check_upscalers(recipe)
-        computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir, self.yolo_folder)
-        run = _Run(recipe, items, sum(stage.repeat for stage in recipe.stages) * len(items))
+        computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir,
+                                self.yolo_folder)
+        recipes = [computer.recipe_of(item) for item in items]
+        for item, item_recipe in zip(items, recipes):
+            if item_recipe.stages and item_recipe.stages[0].kind != TXT2IMG and item.image is None:
+                raise UserError(f"the chain starts with {item_recipe.stages[0].kind}: every item needs a start image")
+        for distinct in {id(r): r for r in recipes or [recipe]}.values():
+            self._check_upscalers(distinct)
+        run = _Run(computer, items, sum(len(passes_of(r)) for r in recipes))
+        if self.stage_index is not None:
+            run.keys = {item.name: reuse.start_key(self.backend, item.image) for item in items}
         control = RunControl(self.should_stop, partial(self._on_step, run))
         loads_before = len(self.backend.loads)
         self.backend.begin_run(run.total)
         try:
-            for passes in runs_on_one_checkpoint(recipe):
+            for passes in runs_on_one_checkpoint(recipes or [recipe]):
                 self._run_item_by_item(computer, control, run, passes)
         except Interrupted:
             run.result.interrupted = True
@@ -416,18 +493,47 @@ class Runner:
         # shown stage by stage, however they were computed (item by item here, in any order on Ray)
         run.result.outputs.sort(key=lambda o: (o.stage, o.repeat, number[o.item]))
         if self.contact_sheets:
-            run.result.sheets = self._save_sheets(recipe, run.result, items)
+            run.result.sheets = self._save_sheets(computer, run.result, items)
         return run.result
+
+    def preview(self, recipe: Recipe, items: Sequence[Item]) -> List[Tuple[Item, List[reuse.Reused], int]]:
+        """What a run of these items would take from the stage index: for each item, its reused stages (with the
+        item each image comes from) and the number of passes to run. Keys chain as in the run; a pass that an
+        earlier item of the same run makes (a compare's shared stages) is run once."""
+        computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir)
+        made: Dict[str, str] = {}   # key → the item of this run that makes it
+        found = []
+        for item in items:
+            key = reuse.start_key(self.backend, item.image)
+            reused: List[reuse.Reused] = []
+            to_run = 0
+            for number, repeat in passes_of(computer.recipe_of(item)):
+                if key is not None:
+                    key = reuse.pass_key(key, computer.describe(self.backend, item, number, repeat))
+                entry = self.stage_index.find(key) if key else None
+                source = entry.item if entry else made.get(key) if key else None
+                if source:
+                    reused.append((number, source))
+                else:
+                    to_run += 1
+                    if key:
+                        made[key] = item.name
+            found.append((item, reused, to_run))
+        return found
 
     def _run_item_by_item(self, computer: PassComputer, control: RunControl, run: "_Run",
                           passes: List[StageRepeat]) -> None:
         """Every item through `passes` (which share a checkpoint), each item's next pass queued as soon as its
-        previous one is committed."""
-        queue = PassQueue(job for job in (self._next_job(run, passes, index, 0) for index in
-                                          range(1, len(run.items) + 1)) if job)
+        previous one is committed; items on the same checkpoint here go one after another (a compare varying a
+        checkpoint loads each once). With a stage index a job is looked at again as it is taken (PassQueue)."""
+        order = sorted(range(1, len(run.items) + 1), key=lambda index: run.first_checkpoint(index, passes))
+        still_needed = None if self.stage_index is None else \
+            (lambda job: self._next_job(run, passes, job.index, passes.index((job.stage, job.repeat))))
+        queue = PassQueue((job for job in (self._next_job(run, passes, index, 0) for index in order) if job),
+                          still_needed)
         for computed in self.executor.run(computer, queue, control):
             job = computed.job
-            run.keep(self._commit(computed))
+            run.keep(self._commit(computed), job.key)
             if not self.executor.reports_steps:
                 self.on_progress(run.progress(job, run.stage(job).steps, run.stage(job).steps))
             following = self._next_job(run, passes, job.index, passes.index((job.stage, job.repeat)) + 1)
@@ -436,15 +542,38 @@ class Runner:
 
     def _next_job(self, run: "_Run", passes: List[StageRepeat], index: int, start: int) -> Optional[PassJob]:
         """The item's first pass from passes[start:] that needs running; those before it that need none (finished
-        by an earlier run, or with no image to work on) are kept on the way."""
+        by an earlier run, saved under the same key, or with no image to work on) are kept on the way."""
         item = run.items[index - 1]
+        recipe = run.recipe(item)
         for number, repeat in passes[start:]:
+            if number > len(recipe.stages) or repeat >= recipe.stages[number - 1].repeat:
+                continue   # a compare cell with fewer stages or repeats than another
             source = run.latest[item.name]
-            output = self._resumed_or_passed_over(run.recipe.stages[number - 1], number, repeat, item, source)
+            key = None
+            output = self._resumed_or_passed_over(recipe.stages[number - 1], number, repeat, item, source)
             if output is None:
-                return PassJob(item, index, number, repeat, source)
-            run.keep(output)
+                key = self._key(run, item, number, repeat)
+                output = self._reused(key, item, number, repeat, recipe.stages[number - 1])
+                if output is None:
+                    return PassJob(item, index, number, repeat, source, key or "")
+            run.keep(output, key)
         return None
+
+    def _key(self, run: "_Run", item: Item, number: int, repeat: int) -> Optional[str]:
+        """The pass's reuse key: the key of the item's latest image and the pass (None without a stage index, or
+        when the start image could not be read)."""
+        previous = run.keys.get(item.name)
+        if self.stage_index is None or previous is None:
+            return None
+        return reuse.pass_key(previous, run.computer.describe(self.backend, item, number, repeat))
+
+    def _reused(self, key: Optional[str], item: Item, number: int, repeat: int, stage: Stage
+                ) -> Optional[StageOutput]:
+        entry = self.stage_index.find(key) if key else None
+        if entry is None:
+            return None
+        return StageOutput(item.name, number, repeat, stage.label, Status(entry.status), entry.path, entry.seed,
+                           entry.note, reused_from=entry.item)
 
     def _resumed_or_passed_over(self, stage: Stage, number: int, repeat: int, item: Item,
                                 source: Optional[Path]) -> Optional[StageOutput]:
@@ -458,12 +587,15 @@ class Runner:
         return None
 
     def _commit(self, computed: PassResult) -> StageOutput:
-        """Save the pass's image and note the pass in the journal: the one place where a pass becomes finished."""
+        """Save the pass's image and note the pass in the journal (and under its key in the stage index): the one
+        place where a pass becomes finished."""
         output = computed.output
         if computed.image:
             output.path = self.journal.save(output, computed.image)
         if output.status.finished:
             self.journal.record(output)
+            if self.stage_index is not None and computed.job.key:
+                self.stage_index.record(computed.job.key, output)
         return output
 
     def _on_step(self, run: "_Run", job: PassJob, step: int, steps: int) -> None:
@@ -479,7 +611,7 @@ class Runner:
         if problems:
             raise UserError(problems[0])
 
-    def _save_sheets(self, recipe: Recipe, result: RunResult, items: Sequence[Item]) -> Dict[str, Path]:
+    def _save_sheets(self, computer: PassComputer, result: RunResult, items: Sequence[Item]) -> Dict[str, Path]:
         sheets = {}
         for item in items:
             stages = [o for o in result.outputs if o.item == item.name and o.path]
@@ -489,7 +621,8 @@ class Runner:
             for o in stages:
                 im = outputs.load_image(o.path)
                 tiles.append((im, f"s{o.stage} {o.label} {im.width}x{im.height}"))
-            title = f"{item.name}  seed {item.seed}" + ("  DEMO OUTPUT (random-weight models)" if recipe.demo else "")
+            demo = computer.recipe_of(item).demo
+            title = f"{item.name}  seed {item.seed}" + ("  DEMO OUTPUT (random-weight models)" if demo else "")
             target = self.out_dir / f"{item.name}-sheet"
             sheets[item.name] = outputs.save_png(target.parent, target.name,
                                                  outputs.contact_sheet(tiles, title))
@@ -497,23 +630,35 @@ class Runner:
 
 
 class _Run:
-    """One run's state: its result so far and each item's latest image."""
+    """One run's state: its result so far, each item's latest image and (with a stage index) that image's key."""
 
-    def __init__(self, recipe: Recipe, items: Sequence[Item], total: int):
-        self.recipe, self.items, self.total = recipe, items, total
+    def __init__(self, computer: PassComputer, items: Sequence[Item], total: int):
+        self.computer, self.items, self.total = computer, items, total
         self.result = RunResult()
         self.latest: Dict[str, Optional[Path]] = {item.name: item.image for item in items}
+        self.keys: Dict[str, Optional[str]] = {}
+
+    def recipe(self, item: Item) -> Recipe:
+        return self.computer.recipe_of(item)
 
     def stage(self, job: PassJob) -> Stage:
-        return self.recipe.stages[job.stage - 1]
+        return self.recipe(job.item).stages[job.stage - 1]
 
-    def keep(self, output: StageOutput) -> None:
+    def first_checkpoint(self, index: int, passes: List[StageRepeat]) -> str:
+        """The checkpoint the item's first pass of `passes` loads ('' when it has none of them)."""
+        recipe = self.recipe(self.items[index - 1])
+        number = next((number for number, _ in passes if number <= len(recipe.stages)), None)
+        return recipe.checkpoint_of(recipe.stages[number - 1]) if number else ""
+
+    def keep(self, output: StageOutput, key: Optional[str] = None) -> None:
         self.result.outputs.append(output)
         if output.path:
             self.latest[output.item] = output.path
         elif output.status == Status.FAILED:
             self.latest[output.item] = None
+        if key and output.status.finished:
+            self.keys[output.item] = key
 
     def progress(self, job: PassJob, step: int, steps: int) -> Progress:
-        return Progress(job.stage, len(self.recipe.stages), self.stage(job).label, job.index, len(self.items), step,
-                        steps, len(self.result.outputs), self.total)
+        return Progress(job.stage, len(self.recipe(job.item).stages), self.stage(job).label, job.index,
+                        len(self.items), step, steps, len(self.result.outputs), self.total)

@@ -116,7 +116,7 @@ def build(cls, data: Any, where: str):
                 raise SchemaError(f"{path}: required")
             continue
         _check_length(data[name], f.metadata.get("max_length"), path)   # before building from it
-        values[name] = _check_bounds(_convert(data[name], hints[name], path), f.metadata, path)
+        values[name] = check_bounds(_convert(data[name], hints[name], path), f.metadata, path)
     return cls(**values)
 
 
@@ -187,7 +187,7 @@ def _item(value: Any, where: str) -> Any:
     return value
 
 
-def _check_bounds(value: Any, meta: Any, where: str) -> Any:
+def check_bounds(value: Any, meta: Any, where: str) -> Any:
     if value is None or isinstance(value, (list, dict, bool)) or dataclasses.is_dataclass(value):
         return value
     if meta.get("ge") is not None and value < meta["ge"] or meta.get("le") is not None and value > meta["le"]:

@@ -5,6 +5,10 @@ keep intermediates or not, contact sheets or not. It runs a recipe for N images 
 progress as `Progress` events, and takes cancel and skip requests. The panel, the API and the CLI only turn
 their inputs into a recipe and show what comes back; none of them runs anything itself.
 
+Every run and compare keeps the output folder's stage index (reuse.py): a pass whose key matches a saved one is
+reused, not computed again (on by default; `reuse=False` forces every pass and still records them). The plan says
+which stages a run would reuse.
+
 The Session also knows what its host offers (its checkpoints, upscalers and face models): `confine` resolves
 every name a request's recipe gives to one of those, so a recipe from the network never makes the host load a
 file of its choosing. The CLI's own flags name any file the user likes; only requests are confined.
@@ -19,15 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 
-from . import batch, outputs
+from . import batch, compare, outputs
 from .batch import BatchJob, Summary
 from .chain import Plan, plan
+from .compare import Cell, CompareOptions, CompareResult
 from .errors import UserError
 from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
 from .recipe import IMG2IMG, Recipe
 from .request import Request, recipe_for
+from .reuse import StageIndex, reuse_text
 from .runner import (Executor, Journal, Progress, RunResult, Runner, Saver, make_items, resolve_seed,
                      upscaler_problems)
 
@@ -144,15 +150,33 @@ class Session:
     def save_intermediates(self) -> bool:
         return self._save_intermediates
 
-    def plan(self, recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
-        """The plan, with this host's policy in it: what is kept and where."""
-        the_plan = plan(recipe, pack or self.pack(recipe.pack))
+    def plan(self, recipe: Recipe, pack: Optional[Pack] = None, count: int = 1, reuse: bool = True) -> Plan:
+        """The plan, with this host's policy in it: what is kept and where, and which stages of `count` images a
+        run would reuse from the output folder."""
+        pack = pack or self.pack(recipe.pack)
+        the_plan = plan(recipe, pack)
         the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe) + \
             self.upscaler_problems(recipe)
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))
+        if reuse:
+            the_plan.notes += self.reuse_preview(recipe, pack, count)
         return the_plan
+
+    def reuse_preview(self, recipe: Recipe, pack: Pack, count: int) -> List[str]:
+        """'00013-7: s1–s4 reused from 00012-7; 1 pass to run' for each image that would reuse stages. Nothing when
+        the folder has no saved stages, the seed is picked at run time or the start image is not a file yet (the
+        log says it after the run); the backend is made only when there is something to look up."""
+        index = StageIndex(self.out_dir)
+        starts_from_image = bool(recipe.stages) and recipe.stages[0].kind != "txt2img"
+        if not index or recipe.seed == -1 or (starts_from_image and not recipe.init_image):
+            return []
+        try:
+            found = self._runner(pack, index).preview(recipe, make_items(recipe, count, self.out_dir))
+        except ValueError:   # a checkpoint or start image the run would refuse: the plan's warnings say it
+            return []
+        return [f"{item.name}: {text}" for item, reused, to_run in found if (text := reuse_text(reused, to_run, True))]
 
     def upscaler_problems(self, recipe: Recipe) -> List[str]:
         """Stages whose upscaler cannot run here (runner.upscaler_problems)."""
@@ -180,25 +204,64 @@ class Session:
             self._backend = self.backend_factory()
         return self._backend
 
-    def run(self, recipe: Recipe, count: int = 1, on_progress: Optional[Callable[[Progress], None]] = None
-            ) -> RunResult:
-        """Run a recipe for `count` images (seeds seed, seed+1, …); each stage is saved under out_dir."""
+    def _runner(self, pack: Pack, index: StageIndex, on_progress: Optional[Callable[[Progress], None]] = None,
+                contact_sheets: bool = False) -> Runner:
+        """The runner of a run or a compare here: this host's backend, saver, stop and skip, and the output
+        folder's stage index, so reuse works the same from every face."""
+        return Runner(self.backend(), pack, self.out_dir, on_progress=on_progress or self.show_progress,
+                      should_stop=self.should_stop, should_skip=self.take_skip, contact_sheets=contact_sheets,
+                      journal=Journal(self.saver), stage_index=index, yolo_folder=self.yolo_folder)
+
+    def run(self, recipe: Recipe, count: int = 1, on_progress: Optional[Callable[[Progress], None]] = None,
+            reuse: bool = True) -> RunResult:
+        """Run a recipe for `count` images (seeds seed, seed+1, …); each stage is saved under out_dir. `reuse`:
+        passes whose key matches a stage saved in out_dir take its image (reuse.py); off, every pass runs."""
         pack = self.check(recipe)
         self.check_start(recipe)
         self._stop.clear()
         self._skip.clear()
         recipe.seed = resolve_seed(recipe.seed)
         items = make_items(recipe, count, self.out_dir)
-        runner = Runner(self.backend(), pack, self.out_dir, on_progress=on_progress or self.show_progress,
-                        should_stop=self.should_stop, should_skip=self.take_skip,
-                        contact_sheets=self.contact_sheets, journal=Journal(self.saver), yolo_folder=self.yolo_folder)
+        runner = self._runner(pack, StageIndex(self.out_dir, reuse), on_progress, self.contact_sheets)
         result = runner.run(recipe, items)
         if not self.save_intermediates:
-            for o in result.outputs:
-                if o.path and o.path != result.final(o.item):
+            for o in result.outputs:   # an earlier run's image that this one reused stays where it is
+                if o.path and o.path != result.final(o.item) and not o.reused_from:
                     o.path.unlink()
                     o.path, o.note = None, o.note or "intermediate stage not kept (setting)"
         return result
+
+    # --- compare ---------------------------------------------------------------------------------------------
+    def compare_cells(self, request: Request, options: CompareOptions) -> List[Cell]:
+        """The cells of a compare, each a recipe checked against the schema (compare.cells: unknown paths, values
+        out of bounds, too many cells are one line before anything runs). A seed of -1 is the seed of this
+        folder's last compare, so the same compare continues and another one varies the same image."""
+        if request.seed == -1:
+            request.seed = compare.folder_seed(self.out_dir)
+        return compare.cells(self.pack(request.pack), request, options, self.face_detectors)
+
+    def compare_preview(self, cells: Sequence[Cell], options: CompareOptions) -> str:
+        """How many passes the compare runs, reuses and would run one cell at a time, before it runs."""
+        runner = self._runner(self.pack(cells[0].recipe.pack), StageIndex(self.out_dir, options.reuse))
+        found = runner.preview(cells[0].recipe, compare.items(cells, self.out_dir))
+        to_run = sum(n for _, _, n in found)
+        return compare.passes_text(len(cells), to_run, sum(len(r) for _, r, _ in found), compare.naive_passes(cells),
+                                   planned=True)
+
+    def compare(self, cells: Sequence[Cell], options: CompareOptions,
+                on_progress: Optional[Callable[[Progress], None]] = None) -> CompareResult:
+        """Run the cells as the items of one run: stage-major, each checkpoint loaded once; the stage index runs
+        their shared stages once and each cell from the first stage its values change. Writes the grids and
+        compare.json (also after an interrupt: the finished cells are kept, the same compare continues)."""
+        packs = [self.check(cell.recipe) for cell in cells]
+        for cell in cells:
+            self.check_start(cell.recipe)
+        self._stop.clear()
+        self._skip.clear()
+        items = compare.items(cells, self.out_dir)
+        runner = self._runner(packs[0], StageIndex(self.out_dir, options.reuse), on_progress)
+        result = runner.run(cells[0].recipe, items)
+        return compare.finish(cells, items, result, options, self.out_dir)
 
     def run_batch(self, job: BatchJob, on_progress: Optional[Callable[[Progress], None]] = None,
                   executor: Optional[Executor] = None) -> Summary:

@@ -17,8 +17,8 @@ import gradio as gr
 from . import stage_table
 from .chain import FACE_LAST, FACE_OFF
 from .errors import UserError
-from .panel_model import (IMPORTED, NONE, Derived, PanelModel, batch_results, detectors_html, error_html, hints_html,
-                          last_stage_infotext, progress_html, results, selections, stage_infotext, text_html,
+from .panel_model import (COMPARE_AXES, IMPORTED, NONE, Derived, PanelModel, PanelRun, detectors_html, error_html,
+                          hints_html, last_stage_infotext, progress_html, selections, stage_infotext, text_html,
                           warnings_html)
 from .presets import DEFAULT_PACK, Pack, find_key
 from .prompts import compose, medium_kind
@@ -90,36 +90,39 @@ class Host:
 
     def connect_generate(self, panel: "Panel", inputs: list, targets: list) -> None:
         """Generate streams progress text, then all stages; Interrupt and Skip go to the session."""
-        def generate(*values):
-            yield from self.run_streaming(panel, values)
-
-        panel.generate.click(fn=generate, inputs=inputs, outputs=targets, show_progress="minimal")
+        self._streams(panel.generate, self.run_streaming, panel, inputs, targets)
         panel.interrupt.click(fn=self.session.cancel, queue=False)
         panel.skip.click(fn=self.session.skip, queue=False)
 
     def connect_batch(self, panel: "Panel", inputs: list, targets: list) -> None:
-        def run_batch(*values):
-            yield from self.batch_streaming(panel, values)
+        self._streams(panel.batch, self.batch_streaming, panel, inputs, targets)
 
-        panel.batch.click(fn=run_batch, inputs=inputs, outputs=targets, show_progress="minimal")
+    def connect_compare(self, panel: "Panel", inputs: list, targets: list) -> None:
+        self._streams(panel.compare, self.compare_streaming, panel, inputs, targets)
+
+    def _streams(self, button, streaming: Callable, panel: "Panel", inputs: list, targets: list) -> None:
+        def clicked(*values):
+            yield from streaming(panel, values)
+
+        button.click(fn=clicked, inputs=inputs, outputs=targets, show_progress="minimal")
 
     def run_streaming(self, panel: "Panel", args: tuple):
-        try:
-            recipe, count = panel.model.run_recipe(panel.values(args))
-        except UserError as e:
-            yield [], "", "", error_html(e)
-            return
-        yield from self.stream(lambda on_progress: self.session.run(recipe, count, on_progress=on_progress),
-                               lambda result: results(result, recipe))
+        return self.streaming(lambda: panel.model.generate(panel.values(args)))
 
     def batch_streaming(self, panel: "Panel", args: tuple):
+        return self.streaming(lambda: panel.model.batch(panel.values(args), panel.batch_values(args)))
+
+    def compare_streaming(self, panel: "Panel", args: tuple):
+        return self.streaming(lambda: panel.model.compare(panel.values(args), panel.compare_values(args)))
+
+    def streaming(self, make: Callable[[], PanelRun]):
+        """A button's work (make() may refuse it: its error is the log) streamed: progress, then its result."""
         try:
-            job = panel.model.batch_job(panel.values(args), panel.batch_values(args))
+            work = make()
         except UserError as e:
             yield [], "", "", error_html(e)
             return
-        yield from self.stream(lambda on_progress: self.session.run_batch(job, on_progress=on_progress),
-                               batch_results)
+        yield from self.stream(work.run, work.show)
 
     def stream(self, work: Callable, show: Callable):
         """gradio updates for a session stream: the progress line in the log, then show(result) or the error."""
@@ -172,6 +175,8 @@ class Panel:
     paste: Any = None
     batch: Any = None
     batch_controls: Dict[str, Any] = field(default_factory=dict)
+    compare: Any = None
+    compare_controls: Dict[str, Any] = field(default_factory=dict)
     output: Optional[OutputPanel] = None
     stage_infotext: Any = None   # hidden: the shown stage's infotext as text, for the send-to buttons
     warnings: Any = None
@@ -191,8 +196,8 @@ class Panel:
         return list(self.controls)
 
     def _own(self, args: Sequence) -> Sequence:
-        return args[1:] if len(args) in (len(self.names) + 1, len(self.names) + len(self.batch_controls) + 1) \
-            else args
+        extras = (0, len(self.batch_controls), len(self.compare_controls))
+        return args[1:] if len(args) in [len(self.names) + extra + 1 for extra in extras] else args
 
     def values(self, args: Sequence) -> Dict[str, Any]:
         """The controls' values by name, as the model takes them: the outfit and hairstyle as pack keys."""
@@ -203,6 +208,9 @@ class Panel:
 
     def batch_values(self, args: Sequence) -> Dict[str, Any]:
         return dict(zip(self.batch_controls, self._own(args)[len(self.names):]))
+
+    def compare_values(self, args: Sequence) -> Dict[str, Any]:
+        return dict(zip(self.compare_controls, self._own(args)[len(self.names):]))
 
 
 # --- the choices as the dropdowns show them -----------------------------------------------------------------
@@ -298,6 +306,7 @@ def build_panel(host: Host) -> Panel:
                 count = field_info(RunOptions, "count")
                 c["count"] = gr.Slider(label="Images", minimum=count["ge"], maximum=count["le"], step=1,
                                        value=v0["count"], elem_id=f"{TAB}_count")
+                c["reuse"] = gr.Checkbox(label="Reuse unchanged stages", value=v0["reuse"], elem_id=f"{TAB}_reuse")
             c["init_image"] = gr.Image(label="Start from image (optional: skips txt2img)", type="pil",
                                        elem_id=f"{TAB}_init_image", height=200)
             b: Dict[str, Any] = {}
@@ -318,6 +327,20 @@ def build_panel(host: Host) -> Panel:
                         "is skipped), each checkpoint loaded once. Re-running the same batch into the same output "
                         "folder continues where it stopped.</p>")
                 batch_button = gr.Button("Run batch", elem_id=f"{TAB}_batch")
+            k: Dict[str, Any] = {}
+            with gr.Accordion("Compare: the chain with other values of one or two fields, as a grid", open=False,
+                              elem_id=f"{TAB}_compare_accordion"):
+                fields = model.compare_fields(model.recipe(v0))
+                for axis, where in zip(COMPARE_AXES, ("across", "down", "a grid per value")):
+                    with gr.Row():
+                        k[f"compare_{axis}_path"] = gr.Dropdown(label=f"{axis.upper()} field ({where})", choices=fields,
+                                                                value=None, allow_custom_value=True,
+                                                                elem_id=f"{TAB}_compare_{axis}_path")
+                        k[f"compare_{axis}_values"] = gr.Textbox(label=f"{axis.upper()} values", placeholder="0.3, 0.5",
+                                                                 elem_id=f"{TAB}_compare_{axis}_values")
+                k["compare_stage_grids"] = gr.Checkbox(label="A grid of every stage too",
+                                                       elem_id=f"{TAB}_compare_stage_grids")
+                compare_button = gr.Button("Compare", elem_id=f"{TAB}_compare")
             editable = ", ".join(column.header for column in stage_table.EDITABLE)
             with gr.Accordion(f"Stages ({editable})", open=False, elem_id=f"{TAB}_stages_accordion"):
                 c["stages"] = gr.Dataframe(value=v0["stages"], headers=stage_table.HEADERS,
@@ -329,7 +352,7 @@ def build_panel(host: Host) -> Panel:
                         f"Samplers: {html.escape(', '.join(host.samplers))}."
                         f" Schedule types: {html.escape(', '.join(host.schedulers))}."
                         f" Upscalers (enlarge before an img2img pass): {html.escape(', '.join(host.upscalers))}.</p>")
-            plan_box = gr.HTML(model.plan_html(model.recipe(v0), v0["count"]), elem_id=f"{TAB}_plan")
+            plan_box = gr.HTML(model.plan_or_error(v0), elem_id=f"{TAB}_plan")
             with gr.Accordion("Face detectors on this machine", open=False, elem_id=f"{TAB}_detectors_accordion"):
                 detectors_box = gr.HTML("<p class='tlok-note'>The face stage tries the detectors in order; the log "
                                         "says which one found the faces.</p>", elem_id=f"{TAB}_detectors")
@@ -342,7 +365,8 @@ def build_panel(host: Host) -> Panel:
                     import_button = gr.Button("Import", elem_id=f"{TAB}_import")
                 recipe_status = gr.HTML(elem_id=f"{TAB}_recipe_status")   # what Import/Export did, by the buttons
         with gr.Column(scale=2, elem_id=f"{TAB}_output_column"):
-            panel = Panel(host, model, c, paste=paste, batch=batch_button, batch_controls=b)
+            panel = Panel(host, model, c, paste=paste, batch=batch_button, batch_controls=b, compare=compare_button,
+                          compare_controls=k)
             with gr.Row(elem_id=f"{TAB}_generate_box", elem_classes=["generate-box"]):
                 panel.interrupt = gr.Button("Interrupt", elem_id=f"{TAB}_interrupt",
                                             elem_classes="generate-box-interrupt")
@@ -353,16 +377,17 @@ def build_panel(host: Host) -> Panel:
             panel.output = host.output_panel()
             panel.stage_infotext = gr.Textbox(visible=False, elem_id=f"{TAB}_stage_infotext")
             panel.warnings = warnings
-            gr.HTML(hints_html(TAB, list(c) + list(b)))
+            gr.HTML(hints_html(TAB, list(c) + list(b) + list(k)))
 
     _wire(panel, warnings, plan_box, recipe_json, recipe_status, export_button, import_button)
     o = panel.output
     host.connect_stage_select(panel)
     o.generation_info.change(fn=last_stage_infotext, inputs=[o.generation_info], outputs=[panel.stage_infotext],
                              show_progress="hidden")
-    host.connect_generate(panel, list(c.values()), [o.gallery, o.generation_info, o.infotext, o.html_log])
-    host.connect_batch(panel, list(c.values()) + list(b.values()), [o.gallery, o.generation_info, o.infotext,
-                                                                     o.html_log])
+    targets = [o.gallery, o.generation_info, o.infotext, o.html_log]
+    host.connect_generate(panel, list(c.values()), targets)
+    host.connect_batch(panel, list(c.values()) + list(b.values()), targets)
+    host.connect_compare(panel, list(c.values()) + list(k.values()), targets)
     host.after_build(panel)
     return panel
 
@@ -401,28 +426,17 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, recipe_status, export_b
     for name in selection:
         if name not in ("outfit", "medium"):
             c[name].input(fn=update(recompose=True), inputs=inputs, outputs=derived, show_progress="hidden")
-    for name in selection + ["ladder", "face_after", "base", "style", "count", "init_image", "prompt", "negative"]:
+    for name in selection + ["ladder", "face_after", "base", "style", "count", "reuse", "init_image", "prompt",
+                             "negative"]:
         c[name].change(fn=update(recompose=False), inputs=inputs, outputs=derived, show_progress="hidden")
     # a chosen recipe preset replaces the table's settings; a pasted one comes with its own table
     c["preset"].input(fn=update(recompose=False, keep=False), inputs=inputs, outputs=derived,
                       show_progress="hidden")
 
-    def replan(*args):
-        v = panel.values(args)
-        try:
-            return model.plan_html(model.recipe(v), int(v["count"] or 1))
-        except UserError as e:
-            return error_html(e)
-
-    c["stages"].input(fn=replan, inputs=inputs, outputs=[plan_box], show_progress="hidden")
-
-    def export(*args):
-        try:
-            return model.recipe(panel.values(args)).to_json(), ""
-        except UserError as e:
-            return gr.update(), error_html(e)
-
-    export_button.click(fn=export, inputs=inputs, outputs=[recipe_json, recipe_status], show_progress="hidden")
+    c["stages"].input(fn=lambda *args: model.plan_or_error(panel.values(args)), inputs=inputs, outputs=[plan_box],
+                      show_progress="hidden")
+    export_button.click(fn=lambda *args: [gr.update() if x is None else x for x in model.exported(panel.values(args))],
+                        inputs=inputs, outputs=[recipe_json, recipe_status], show_progress="hidden")
     import_outputs = [c[n] for n in IMPORTED]
 
     def do_import(text):

@@ -25,7 +25,7 @@ from .backends.webui import CheckpointNotFound, WebUIBackend, find_checkpoint, h
 from .errors import UserError
 from .recipe import Recipe
 from .session import NotListed, Session
-from .panel_model import batch_results, error_html, results, stage_infotext, text_html, warnings_html
+from .panel_model import error_html, stage_infotext, text_html, warnings_html
 from .ui import TAB, Host, OutputPanel, Panel, build_panel, js, shown, submit_js
 
 TITLE = "TLOK Workflow"
@@ -56,21 +56,23 @@ def schedulers() -> List[str]:
     return [s.label for s in sd_schedulers.schedulers]
 
 
-def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "") -> Path:
+def save_stage(folder: Path, stem: str, image, info: str, recipe_json: str = "", stage_key: str = "") -> Path:
     """The runner's saver in the WebUI: the WebUI's image format, our file names, never overwriting."""
     extension = shared.opts.data.get("samples_format") or "png"
-    return write_png(outputs.free_name(Path(folder), stem, f".{extension}"), image, info, recipe_json)
+    return write_png(outputs.free_name(Path(folder), stem, f".{extension}"), image, info, recipe_json, stage_key)
 
 
-def write_png(path: Path, image, info: str, recipe_json: str) -> Path:
+def write_png(path: Path, image, info: str, recipe_json: str, stage_key: str = "") -> Path:
     """An image to exactly `path` (its suffix is the format; a batch's are PNG, since its resume reads the recipe
     chunk back) through images.save_image, so the WebUI's save callbacks (other extensions) and .txt option apply;
-    the recipe as a PNG text chunk. Returns where the WebUI saved it (a save callback may rename it)."""
+    the recipe and the reuse key as PNG text chunks. Returns where the WebUI saved it (a save callback may rename
+    it)."""
     if path.exists():
         raise FileExistsError(f"{path}: already there")
+    chunks = {name: text for name, text in ((outputs.RECIPE_CHUNK, recipe_json), (outputs.KEY_CHUNK, stage_key))
+              if text}
     fullfn, _ = images.save_image(image, str(path.parent), "", extension=path.suffix[1:], info=info,
-                                  forced_filename=path.stem, save_to_dirs=False,
-                                  existing_info={outputs.RECIPE_CHUNK: recipe_json} if recipe_json else None)
+                                  forced_filename=path.stem, save_to_dirs=False, existing_info=chunks or None)
     return Path(fullfn)
 
 
@@ -256,14 +258,10 @@ class WebUIHost(Host):
         return OutputPanel(out.gallery, out.generation_info, out.infotext, out.html_log)
 
     def connect_generate(self, panel: Panel, inputs: list, targets: list) -> None:
-        self.task_id = task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
+        self.task_id = gr.Textbox(visible=False, elem_id=f"{TAB}_task_id")
 
         def generate(id_task, *values):
-            recipe, count = panel.model.run_recipe(panel.values(values))
-            shared.state.textinfo = "TLOK Workflow: starting"
-            result = on_main_thread(self.session.run, recipe, count)
-            shared.total_tqdm.clear()
-            return results(result, recipe)
+            return self.queued_run(panel.model.generate(panel.values(values)), "starting")
 
         def interrupt():  # as the WebUI's own Interrupt: first click stops after this pass, second at once
             if not shared.state.stopping_generation and shared.state.job_count > 1 and \
@@ -272,10 +270,7 @@ class WebUIHost(Host):
             else:
                 shared.state.interrupt()
 
-        self.generate_fn = call_queue.wrap_gradio_gpu_call(generate, extra_outputs=[None, "", ""])
-        panel.generate.click(fn=self.generate_fn, inputs=[task_id] + inputs, outputs=targets, show_progress="hidden",
-                             **submit_js(1 + len(inputs))).then(fn=self.retitle, inputs=[panel.base, panel.style],
-                                                          outputs=[panel.base, panel.style], show_progress="hidden")
+        self.generate_fn = self._queued_button(panel, panel.generate, generate, inputs, targets)
         panel.interrupt.click(fn=interrupt, **js(f'function(){{ showSubmitInterruptingPlaceholder("{TAB}"); }}'))
         panel.interrupting.click(fn=interrupt)
         panel.skip.click(fn=shared.state.skip)
@@ -308,19 +303,36 @@ class WebUIHost(Host):
         return (prompt, negative, *[gr.update() if found[n] is None else shown(pack, n, found[n])
                                     for n in SENT_SELECTIONS])
 
+    @staticmethod
+    def queued_run(work, what: str) -> tuple:
+        """A button's work on the WebUI's main thread (we are in its queue), with its progress text and bar."""
+        shared.state.textinfo = f"TLOK Workflow: {what}"
+        result = on_main_thread(work.run, None)
+        shared.total_tqdm.clear()
+        return work.show(result)
+
     def connect_batch(self, panel: Panel, inputs: list, targets: list) -> None:
         def run_batch(id_task, *values):
-            job = panel.model.batch_job(panel.values(values), panel.batch_values(values))
-            shared.state.textinfo = "TLOK Workflow: batch starting"
-            summary = on_main_thread(self.session.run_batch, job)
-            shared.total_tqdm.clear()
-            return batch_results(summary)
+            return self.queued_run(panel.model.batch(panel.values(values), panel.batch_values(values)),
+                                   "batch starting")
 
-        self.batch_fn = call_queue.wrap_gradio_gpu_call(run_batch, extra_outputs=[None, "", ""])
-        panel.batch.click(fn=self.batch_fn, inputs=[self.task_id] + inputs, outputs=targets,
-                          show_progress="hidden", **submit_js(1 + len(inputs))).then(
-            fn=self.retitle, inputs=[panel.base, panel.style], outputs=[panel.base, panel.style],
-            show_progress="hidden")
+        self.batch_fn = self._queued_button(panel, panel.batch, run_batch, inputs, targets)
+
+    def connect_compare(self, panel: Panel, inputs: list, targets: list) -> None:
+        def compare(id_task, *values):
+            return self.queued_run(panel.model.compare(panel.values(values), panel.compare_values(values)),
+                                   "compare starting")
+
+        self.compare_fn = self._queued_button(panel, panel.compare, compare, inputs, targets)
+
+    def _queued_button(self, panel: Panel, button, fn, inputs: list, targets: list):
+        """The button runs fn in the WebUI's GPU queue, with its progress bar; then the checkpoint boxes take the
+        titles the run hashed. Returns the queued function."""
+        queued = call_queue.wrap_gradio_gpu_call(fn, extra_outputs=[None, "", ""])
+        button.click(fn=queued, inputs=[self.task_id] + inputs, outputs=targets, show_progress="hidden",
+                     **submit_js(1 + len(inputs))).then(fn=self.retitle, inputs=[panel.base, panel.style],
+                                                        outputs=[panel.base, panel.style], show_progress="hidden")
+        return queued
 
 
 def infotext_fields(panel: Panel) -> List[tuple]:

@@ -70,6 +70,19 @@ class Backend:
         """The checkpoint's AutoV2 hash as the WebUI writes it ("Model hash: …"); '' when it has none."""
         return ""
 
+    def identity(self) -> dict:
+        """What of this backend, besides the request, makes a pass's pixels (device, dtype, versions, the host's
+        settings): part of every saved pass's key (reuse.py), so another one never reuses its images."""
+        return {"backend": type(self).__name__}
+
+    def checkpoint_identity(self, checkpoint: str) -> str:
+        """What identifies the checkpoint file's contents for reuse: its hash ('' for a built-in model)."""
+        return self.model_hash(checkpoint)
+
+    def upscaler_identity(self, name: str) -> str:
+        """What identifies a model upscaler's file for reuse ('' for a built-in resize)."""
+        return ""
+
     def host_version(self) -> str:
         """The host program's version for infotext ("Version: …"); '' standalone."""
         return ""

@@ -14,7 +14,7 @@ from typing import List, Tuple
 
 from PIL import Image
 
-from .. import attention, inpaint_region, model_hash
+from .. import attention, inpaint_region, model_hash, reuse
 from ..outputs import first_line
 from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, MODES, TXT2IMG, Backend, PassRequest, StepCallback
 from .checkpoint_files import CheckpointError, check_folder, loadable_single_file
@@ -75,6 +75,20 @@ class DiffusersBackend(Backend):
 
     def model_hash(self, checkpoint: str) -> str:
         return "" if checkpoint in DEMO_MODELS else model_hash.autov2(checkpoint)
+
+    def identity(self) -> dict:
+        return {"backend": "diffusers", "device": str(self.device), "dtype": str(self.dtype),
+                "vae_tiling": self.vae_tiling}
+
+    def checkpoint_identity(self, checkpoint: str) -> str:
+        """A file's AutoV2 hash; a diffusers folder's file sizes and times (it has no hash)."""
+        if checkpoint in DEMO_MODELS:
+            return ""
+        return self.model_hash(checkpoint) or reuse.file_stamp(checkpoint)
+
+    def upscaler_identity(self, name: str) -> str:
+        path = self.model_upscalers.path(name)
+        return reuse.file_stamp(path) if path else ""
 
     def upscaler_names(self) -> List[str]:
         return super().upscaler_names() + self.model_upscalers.names()

@@ -14,7 +14,7 @@ import importlib.util
 import sys
 import types
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -134,6 +134,9 @@ class ModelUpscalers:
     def names(self) -> List[str]:
         return list(model_files(self.folder))
 
+    def path(self, name: str) -> Optional[Path]:
+        return model_files(self.folder).get(name)
+
     def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Image.Image:
         model = self._model(name)
         for _ in range(MAX_RUNS):
@@ -144,7 +147,7 @@ class ModelUpscalers:
 
     def _model(self, name: str):
         if name not in self._models:
-            path = model_files(self.folder).get(name)
+            path = self.path(name)
             if path is None:
                 raise UpscalerError(f"upscaler {name!r}: no such file in {self.folder} "
                                     f"(found: {', '.join(self.names()) or 'none'})")

@@ -20,8 +20,9 @@ from typing import List, Tuple
 
 from PIL import Image
 
-from modules import images, processing, sd_models, sd_samplers, shared
+from modules import devices, images, processing, sd_models, sd_samplers, shared
 
+from .. import reuse
 from ..control import Interrupted, Skipped
 from ..errors import UserError
 from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, TXT2IMG, Backend, PassRequest, StepCallback
@@ -32,6 +33,14 @@ except ImportError:  # pragma: no cover - older WebUIs
     sd_schedulers = None
 
 IS_FORGE = importlib.util.find_spec("modules_forge") is not None
+# settings a pass reads that change its pixels (A1111 1.10's create_infotext and samplers; Forge's share the names)
+PIXEL_SETTINGS = ("sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "randn_source", "eta_ancestral",
+                  "eta_ddim", "s_churn", "s_tmin", "s_tmax", "s_noise", "sgm_noise_multiplier",
+                  "always_discard_next_to_last_sigma", "img2img_fix_steps", "initial_noise_multiplier",
+                  "token_merging_ratio", "token_merging_ratio_img2img", "sd_vae_encode_method", "sd_vae_decode_method",
+                  "cross_attention_optimization", "upcast_attn", "emphasis", "inpainting_mask_weight",
+                  "img2img_color_correction", "img2img_background_color", "sd_unet", "fp8_storage",
+                  "forge_unet_storage_dtype", "forge_additional_modules")
 
 
 def forge_set_config():
@@ -90,6 +99,19 @@ class WebUIBackend(Backend):
     def model_hash(self, checkpoint: str) -> str:
         info = find_checkpoint(checkpoint)
         return info.shorthash or info.calculate_shorthash() or ""
+
+    def identity(self) -> dict:
+        """The WebUI's version, devices and dtypes, and the settings its passes read that change pixels (those
+        its own infotext records, and the sampler and VAE settings): another value gives other images."""
+        return {"backend": "webui", "version": processing.program_version() or "", "forge": IS_FORGE,
+                "devices": [str(getattr(devices, name, "")) for name in ("device", "dtype", "dtype_vae", "dtype_unet")],
+                "settings": {key: str(shared.opts.data.get(key)) for key in PIXEL_SETTINGS}}
+
+    def upscaler_identity(self, name: str) -> str:
+        if name in BUILTIN_UPSCALERS:
+            return ""
+        data = webui_upscaler(name)
+        return reuse.file_stamp(str(getattr(data, "local_data_path", None) or data.data_path or ""))
 
     def host_version(self) -> str:
         return (processing.program_version() or "") if shared.opts.data.get("add_version_to_infotext", True) else ""
