@@ -87,7 +87,7 @@ class _Worker:
 
     def run_pass(self, run: str, computer: PassComputer, job: PassJob) -> Tuple[Optional[PassResult], List[str]]:
         """(the pass's result, None when the driver stopped it mid-pass; the model loads made since the last call)."""
-        def on_step(step: int, steps: int) -> None:
+        def on_step(step: int, steps: int, tile=None) -> None:
             if self.stopped_run == run:
                 raise Interrupted()
 

@@ -13,7 +13,7 @@ notes it in the journal and reports progress.
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
 from itertools import groupby
@@ -22,13 +22,14 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from PIL import Image
 
-from . import __version__, outputs
-from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
+from . import __version__, outputs, tiles
+from .backends.base import BUILTIN_UPSCALERS, Backend, Control, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
-from .recipe import Recipe, Stage
+from .recipe import TILES, Recipe, Stage
 from .schema import infotext_keys
+from .stage_table import controlnet_text, redraw_text
 
 
 KEYS = infotext_keys(Stage)   # the stage fields' WebUI infotext keys ("steps" → "Steps"), from the schema
@@ -53,6 +54,16 @@ class Progress:
     steps: int
     done: int           # passes finished in this run
     total: int          # passes in this run (face stages count one pass per item)
+    tile: int = 0       # a tiled pass: the 1-based tile being drawn, of `tiles`; 0 otherwise
+    tiles: int = 0
+
+    @property
+    def share(self) -> float:
+        """How much of the run is done, counting the pass in progress by its tiles and steps."""
+        in_pass = self.step / self.steps if self.steps else 0
+        if self.tiles:
+            in_pass = (self.tile - 1 + in_pass) / self.tiles
+        return (self.done + in_pass) / max(self.total, 1)
 
 
 class Status(str, Enum):
@@ -160,7 +171,8 @@ class PassComputer:
     out_dir: Path
 
     def compute(self, backend: Backend, job: PassJob, on_step: StepCallback) -> PassResult:
-        """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result)."""
+        """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result). A tiled
+        pass calls it with tile=(number, count) too."""
         stage = self.recipe.stages[job.stage - 1]
         started = time.perf_counter()
         try:
@@ -202,9 +214,28 @@ class PassComputer:
                 if request.upscaler != stage.upscaler:   # recorded as what ran, and said in the log
                     note = f"upscaler {stage.upscaler} did not run (the host's log says why); {request.upscaler} " \
                            "enlarged the image instead"
-            image = backend.generate(request, on_step)
+                if stage.controlnet:
+                    request.control = Control(stage.controlnet, request.image, stage.controlnet_weight,
+                                              stage.controlnet_start, stage.controlnet_end)
+            if stage.kind == "img2img" and stage.redraw == TILES:
+                image = self._redraw_tiles(backend, request, stage, on_step)
+            else:
+                image = backend.generate(request, on_step)
         return PassResult(job, self.output(job, Status.DONE, seed, note),
                           self._image(backend, request, stage, job, image, note))
+
+    @staticmethod
+    def _redraw_tiles(backend: Backend, request: PassRequest, stage: Stage, on_step: StepCallback) -> Image.Image:
+        """One request per tile (its crop of the enlarged image, its own seed; a ControlNet gets the same crop),
+        blended back (tiles.redraw)."""
+        grid = tiles.layout(request.image.size, stage.tile_size, stage.tile_overlap, request.seed)
+
+        def draw(tile: tiles.Tile, crop: Image.Image) -> Image.Image:
+            control = request.control and replace(request.control, image=crop)
+            part = replace(request, width=crop.width, height=crop.height, image=crop, seed=tile.seed, control=control)
+            return backend.generate(part, partial(on_step, tile=(tile.index + 1, len(grid))))
+
+        return tiles.redraw(request.image, grid, draw)
 
     @staticmethod
     def _redraw_faces(backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
@@ -266,16 +297,33 @@ class PassComputer:
             "Model": backend.model_name(request.checkpoint),
             KEYS["denoise"]: request.denoise if stage.kind != "txt2img" else None,
             "Upscaler": request.upscaler if stage.kind == "img2img" else None,
+            KEYS["redraw"]: redraw_text(stage) if stage.redraw == TILES else None,
+            KEYS["controlnet"]: controlnet_text(stage, _controlnet_shown(backend, stage.controlnet))
+            if stage.controlnet else None,
             "Mask blur": face.mask_blur if face else None,
             "Inpaint area": "Only masked" if face else None,
             "Masked area padding": face.padding if face else None,
             "TLOK stage": f"{number}/{len(self.recipe.stages)} {stage.label}",
             "TLOK pack": self.recipe.pack,
             "TLOK faces": (note or None) if stage.kind == "face" else None,
+            "TLOK tiles": _tile_seeds(image.size, stage, request.seed) if stage.redraw == TILES else None,
             "TLOK demo": "random-weight demo models" if self.recipe.demo else None,
             "TLOK version": __version__,
             "Version": backend.host_version() or None,
         }
+
+
+def _controlnet_shown(backend: Backend, name: str) -> str:
+    """A ControlNet as infotext names it: 'control_v11f1e_sd15_tile [0123456789]', its AutoV2 hash if known."""
+    shown, hash_ = backend.controlnet_name(name), backend.controlnet_hash(name)
+    return f"{shown} [{hash_}]" if hash_ else shown
+
+
+def _tile_seeds(size: Tuple[int, int], stage: Stage, seed: int) -> str:
+    """What the tiles were: '3×3, seeds 7-15' (each tile's seed is the stage seed plus its index)."""
+    columns, rows = tiles.grid_shape(size, stage.tile_size, stage.tile_overlap)
+    last = tiles.layout(size, stage.tile_size, stage.tile_overlap, seed)[-1].seed
+    return f"{columns}×{rows}, seeds {seed}-{last}"
 
 
 def _stage_seed(stage: Stage, number: int, item: Item) -> int:
@@ -338,16 +386,29 @@ class Executor:
         return []
 
 
-def upscaler_problems(backend: Callable[[], Backend], recipe: Recipe) -> List[str]:
-    """One line per img2img stage whose upscaler cannot run on the backend, naming it and why. The backend can
-    take seconds to make (the standalone one imports torch), so backend() is called only when a stage names an
-    upscaler that is not a built-in resize."""
-    asked = [stage for stage in recipe.stages if stage.kind == "img2img" and stage.upscaler not in BUILTIN_UPSCALERS]
-    if not asked:
+def model_problems(backend: Callable[[], Backend], recipe: Recipe) -> List[str]:
+    """One line per img2img stage whose upscaler or ControlNet cannot run on the backend, naming it and why. The
+    backend can take seconds to make (the standalone one imports torch), so backend() is called only when a stage
+    names an upscaler that is not a built-in resize, or a ControlNet."""
+    passes = [stage for stage in recipe.stages if stage.kind == "img2img"]
+    upscaling = [stage for stage in passes if stage.upscaler not in BUILTIN_UPSCALERS]
+    guided = [stage for stage in passes if stage.controlnet]
+    if not upscaling and not guided:
         return []
     host = backend()
-    return [f"stage {stage.label}: upscaler {stage.upscaler!r} {problem}" for stage in asked
-            if (problem := host.upscaler_problem(stage.upscaler))]
+    return [f"stage {stage.label}: upscaler {stage.upscaler!r} {problem}" for stage in upscaling
+            if (problem := host.upscaler_problem(stage.upscaler))] + \
+        [f"stage {stage.label}: ControlNet {stage.controlnet!r} {problem}; clear the stage's ControlNet to redraw "
+         "without one" for stage in guided
+         if (problem := host.controlnet_problem(stage.controlnet, recipe.checkpoint_of(stage)))]
+
+
+def _calls(stage: Stage) -> int:
+    """The backend calls a pass of the stage makes (its tiles; a face pass: one per face, counted as one)."""
+    if stage.kind == "img2img" and stage.redraw == TILES:
+        columns, rows = tiles.grid_shape((stage.width, stage.height), stage.tile_size, stage.tile_overlap)
+        return columns * rows
+    return 1
 
 
 def resolve_seed(seed: int) -> int:
@@ -397,12 +458,12 @@ class Runner:
     def run(self, recipe: Recipe, items: Sequence[Item]) -> RunResult:
         if recipe.stages and recipe.stages[0].kind != "txt2img" and any(item.image is None for item in items):
             raise ValueError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
-        self._check_upscalers(recipe)
+        self._check_models(recipe)
         computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir)
         run = _Run(recipe, items, sum(stage.repeat for stage in recipe.stages) * len(items))
         control = RunControl(self.should_stop, partial(self._on_step, run))
         loads_before = len(self.backend.loads)
-        self.backend.begin_run(run.total)
+        self.backend.begin_run(sum(stage.repeat * _calls(stage) for stage in recipe.stages) * len(items))
         try:
             for passes in runs_on_one_checkpoint(recipe):
                 self._run_item_by_item(computer, control, run, passes)
@@ -467,16 +528,17 @@ class Runner:
             self.journal.record(output)
         return output
 
-    def _on_step(self, run: "_Run", job: PassJob, step: int, steps: int) -> None:
-        self.on_progress(run.progress(job, step, steps))
+    def _on_step(self, run: "_Run", job: PassJob, step: int, steps: int, tile: Tuple[int, int] = (0, 0)) -> None:
+        self.on_progress(run.progress(job, step, steps, tile))
         if self.should_stop():
             raise Interrupted()
         if self.should_skip():
             raise Skipped()
 
-    def _check_upscalers(self, recipe: Recipe) -> None:
-        """An unknown upscaler, or one that could not load, fails before any pass, not after the earlier stages."""
-        problems = upscaler_problems(lambda: self.backend, recipe)
+    def _check_models(self, recipe: Recipe) -> None:
+        """An unknown upscaler or ControlNet, or one that could not load, fails before any pass, not after the
+        earlier stages."""
+        problems = model_problems(lambda: self.backend, recipe)
         if problems:
             raise ValueError(problems[0])
 
@@ -515,6 +577,6 @@ class _Run:
         elif output.status == Status.FAILED:
             self.latest[output.item] = None
 
-    def progress(self, job: PassJob, step: int, steps: int) -> Progress:
+    def progress(self, job: PassJob, step: int, steps: int, tile: Tuple[int, int] = (0, 0)) -> Progress:
         return Progress(job.stage, len(self.recipe.stages), self.stage(job).label, job.index, len(self.items), step,
-                        steps, len(self.result.outputs), self.total)
+                        steps, len(self.result.outputs), self.total, *tile)

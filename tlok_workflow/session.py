@@ -5,14 +5,15 @@ keep intermediates or not, contact sheets or not. It runs a recipe for N images 
 progress as `Progress` events, and takes cancel and skip requests. The panel, the API and the CLI only turn
 their inputs into a recipe and show what comes back; none of them runs anything itself.
 
-The Session also knows what its host offers (its checkpoints, upscalers and face models): `confine` resolves
-every name a request's recipe gives to one of those, so a recipe from the network never makes the host load a
-file of its choosing. The CLI's own flags name any file the user likes; only requests are confined.
+The Session also knows what its host offers (its checkpoints, upscalers, ControlNets and face models): `confine`
+resolves every name a request's recipe gives to one of those, so a recipe from the network never makes the host
+load a file of its choosing. The CLI's own flags name any file the user likes; only requests are confined.
 
 The WebUI's session (webui_host.WebUISession) overrides what its host does differently: a fresh backend per
 run, its saver, its Interrupt/Skip state, its queue, and its own checkpoint and upscaler lists.
 No gradio, no fastapi here.
 """
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
 from .recipe import Recipe
 from .request import Request, recipe_for
-from .runner import Executor, Journal, Progress, RunResult, Runner, make_items, resolve_seed, upscaler_problems
+from .runner import Executor, Journal, Progress, RunResult, Runner, make_items, model_problems, resolve_seed
 
 
 class Busy(RuntimeError):
@@ -48,7 +49,7 @@ class Session:
     def __init__(self, backend_factory: Callable[[], Any], *, out_dir: Path, user_dirs: Sequence[str] = (),
                  save_intermediates: bool = True, contact_sheets: bool = False,
                  face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = (),
-                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = ()):
+                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = (), controlnets: Sequence[str] = ()):
         self.out_dir = Path(out_dir)
         self.backend_factory = backend_factory
         self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # a broken user pack falls back, visibly
@@ -57,6 +58,7 @@ class Session:
         self.face_detectors = list(face_detectors)   # the default for new recipes; a loaded recipe keeps its own
         self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
         self._checkpoints, self._upscalers = list(checkpoints), list(upscalers)   # what a request may name
+        self._controlnets = list(controlnets)
         self.saver = None   # the runner's default, outputs.save_png
         self.write_png = outputs.save_png_as   # a batch's writer of one PNG to an exact path
         self._lock = threading.Lock()   # one run at a time: the panel and the API share the session
@@ -76,7 +78,7 @@ class Session:
         pack = self.pack(recipe.pack)
         compose(pack, recipe.prompt)   # unknown negative preset keys fail here
         self.check_host(recipe)
-        problems = self.upscaler_problems(recipe)   # the plan shows the same lines as warnings
+        problems = self.model_problems(recipe)   # the plan shows the same lines as warnings
         if problems:
             raise ValueError(problems[0])
         return pack
@@ -103,6 +105,10 @@ class Session:
     def listed_upscalers(self) -> List[str]:
         return self._upscalers
 
+    def listed_controlnets(self) -> List[str]:
+        """Standalone: the names in the ControlNet folder."""
+        return self._controlnets
+
     def resolve_checkpoint(self, name: str, field: str) -> str:
         """The listed checkpoint `name` means: an entry itself, or an entry's file name or stem."""
         for entry in self.listed_checkpoints():
@@ -111,9 +117,17 @@ class Session:
         raise NotListed(f"{field}: {name!r} is not a checkpoint this host lists "
                         f"(listed: {', '.join(Path(e).name for e in self.listed_checkpoints()) or 'none'})")
 
+    def resolve_controlnet(self, name: str, field: str) -> str:
+        """The listed ControlNet `name` means: an entry itself, or an entry's name without its ' [hash]'."""
+        for entry in self.listed_controlnets():
+            if name in (entry, re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", entry)):
+                return entry
+        raise NotListed(f"{field}: {name!r} is not a ControlNet this host lists "
+                        f"(listed: {', '.join(self.listed_controlnets()) or 'none'})")
+
     def confine(self, recipe: Recipe) -> None:
-        """Resolve every name a request's recipe gives (each stage's checkpoint, upscaler and face model) to one
-        this host lists; NotListed names the field otherwise. A path in a request never reaches a file."""
+        """Resolve every name a request's recipe gives (each stage's checkpoint, upscaler, ControlNet and face model)
+        to one this host lists; NotListed names the field otherwise. A path in a request never reaches a file."""
         upscalers = self.listed_upscalers()
         for i, stage in enumerate(recipe.stages):
             where = f"recipe.stages[{i}]"
@@ -126,6 +140,8 @@ class Session:
             if stage.kind == "img2img" and stage.upscaler not in upscalers:
                 raise NotListed(f"{where}.upscaler: {stage.upscaler!r} is not an upscaler this host lists "
                                 f"(listed: {', '.join(upscalers)})")
+            if stage.controlnet:
+                stage.controlnet = self.resolve_controlnet(stage.controlnet, f"{where}.controlnet")
             if stage.face and stage.face.yolo_model:
                 models = detectors.yolo_models()
                 found = next((path for path in models.values() if stage.face.yolo_model in (path.name, path.stem)),
@@ -143,15 +159,15 @@ class Session:
         """The plan, with this host's policy in it: what is kept and where."""
         the_plan = plan(recipe, pack or self.pack(recipe.pack))
         the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe) + \
-            self.upscaler_problems(recipe)
+            self.model_problems(recipe)
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))
         return the_plan
 
-    def upscaler_problems(self, recipe: Recipe) -> List[str]:
-        """Stages whose upscaler cannot run here (runner.upscaler_problems)."""
-        return upscaler_problems(self.backend, recipe)
+    def model_problems(self, recipe: Recipe) -> List[str]:
+        """Stages whose upscaler or ControlNet cannot run here (runner.model_problems)."""
+        return model_problems(self.backend, recipe)
 
     def hash_warnings(self, recipe: Recipe) -> List[str]:
         """A saved recipe names the hash of each checkpoint it ran with: say when a file differs now."""
