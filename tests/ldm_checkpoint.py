@@ -97,6 +97,32 @@ def _vae_key(key, num_blocks):
     return key  # conv_in, conv_out, norm_out, quant_conv, post_quant_conv keep their names
 
 
+def controlnet_to_ldm(state_dict, config, prefix="control_model."):
+    """ControlNetModel state dict → the original single-file layout lllyasviel publishes and the WebUIs load: the
+    UNet encoder as `input_blocks`/`middle_block`, the hint encoder as `input_hint_block`, the zero convolutions as
+    `zero_convs` and `middle_block_out` (under `prefix`: `control_model.`, or '' as some files have them)."""
+    per_block = config["layers_per_block"] + 1
+    hint_blocks = 2 * (len(config["conditioning_embedding_out_channels"]) - 1)
+    converted = {}
+    for key, tensor in state_dict.items():
+        converted[prefix + _controlnet_key(key, per_block, hint_blocks)] = tensor
+    return {key: tensor.detach().cpu().contiguous().clone() for key, tensor in converted.items()}
+
+
+def _controlnet_key(key, per_block, hint_blocks):
+    module, param = key.rsplit(".", 1)
+    match = re.fullmatch(r"controlnet_cond_embedding\.(conv_in|conv_out|blocks\.(\d+))", module)
+    if match:   # the hint encoder: convolutions at the even places of a Sequential, SiLUs between them
+        place = {"conv_in": 0, "conv_out": hint_blocks + 1}.get(match[1], int(match[2] or 0) + 1)
+        return f"input_hint_block.{2 * place}.{param}"
+    match = re.fullmatch(r"controlnet_down_blocks\.(\d+)", module)
+    if match:
+        return f"zero_convs.{match[1]}.0.{param}"
+    if module == "controlnet_mid_block":
+        return f"middle_block_out.0.{param}"
+    return _unet_key(key, per_block, [])
+
+
 def clip_to_ldm(state_dict):
     """CLIPTextModel state dict → LDM `cond_stage_model.transformer.text_model.*` keys."""
     converted = {}

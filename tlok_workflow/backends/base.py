@@ -102,6 +102,8 @@ class Backend:
         """Why the ControlNet `name` cannot guide passes on `checkpoint` here ('' when it can), checked before any
         pass: not there, not a ControlNet, not one for this model."""
         known = self.controlnet_names()
+        if name in known:
+            return ""
         return f"not found; available: {', '.join(known)}" if known else "not available: this host has no ControlNet"
 
     def controlnet_name(self, name: str) -> str:

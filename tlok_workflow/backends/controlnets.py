@@ -135,7 +135,8 @@ def _checked_weights(path: Path, config: dict, shapes_only: bool) -> dict:
     from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
     state = convert_controlnet_checkpoint(found, config)   # original layouts → diffusers names; renames only
-    for key, shape in _expected_shapes(config).items():
+    expected = _expected_shapes(config)
+    for key, shape in expected.items():
         if _shape(state.get(key)) != shape:
             seen = _shape(state.get(key))
             raise ControlNetError(f"{path}: not a ControlNet for this model: {key} is "
