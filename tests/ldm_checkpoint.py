@@ -152,3 +152,32 @@ def write_safetensors(pipe, path):
 def write_ckpt(pipe, path):
     # The original checkpoints wrap the weights in a "state_dict" entry next to training bookkeeping.
     torch.save({"state_dict": pipeline_to_ldm(pipe), "global_step": 1}, str(path))
+
+
+def tiny_controlnet(seed=0, **config):
+    """A ControlNet for the demo UNet whose zero convolutions are not zero (from_unet's are: it would guide
+    nothing), so a test can see that it guides."""
+    from diffusers import ControlNetModel
+
+    from tlok_workflow.backends.demo_model import build_demo_pipeline
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = build_demo_pipeline("demo-style").unet
+        if config:
+            from diffusers import UNet2DConditionModel
+            unet = UNet2DConditionModel.from_config({**unet.config, **config})
+        controlnet = ControlNetModel.from_unet(unet)
+        for block in (controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block):
+            for parameter in block.parameters():
+                torch.nn.init.normal_(parameter, std=0.5)
+    return controlnet.eval()
+
+
+def write_tiny_controlnet(path):
+    """The tiny ControlNet as a user's .safetensors in the original `control_model.*` layout."""
+    from safetensors.torch import save_file
+
+    controlnet = tiny_controlnet()
+    save_file(controlnet_to_ldm(controlnet.state_dict(), controlnet.config), str(path))
+    return path

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm_checkpoint import controlnet_to_ldm, unet_to_ldm
+from ldm_checkpoint import controlnet_to_ldm, tiny_controlnet, unet_to_ldm
 from tlok_workflow import outputs
 from tlok_workflow.backends import controlnets
-from tlok_workflow.model_hash import autov2
 from tlok_workflow.backends.demo_model import build_demo_pipeline, demo_controlnet_config
 from tlok_workflow.cli import main
+from tlok_workflow.model_hash import autov2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,23 +30,6 @@ def pixels(path):
 class RunsACommand:
     def __reduce__(self):
         return os.system, ("echo owned",)
-
-
-def tiny_controlnet(seed=0, **config):
-    """A ControlNet for the demo UNet whose zero convolutions are not zero (from_unet's are: it would guide
-    nothing), so a test can see that it guides."""
-    from diffusers import ControlNetModel
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = build_demo_pipeline("demo-style").unet
-        if config:
-            from diffusers import UNet2DConditionModel
-            unet = UNet2DConditionModel.from_config({**unet.config, **config})
-        controlnet = ControlNetModel.from_unet(unet)
-        for parameter in [*controlnet.controlnet_down_blocks.parameters(), *controlnet.controlnet_mid_block.parameters()]:
-            torch.nn.init.normal_(parameter, std=0.5)
-    return controlnet.eval()
 
 
 @pytest.fixture(scope="module")

@@ -88,3 +88,20 @@ def test_without_a_controlnet_in_the_webui_a_stage_naming_one_is_refused_and_one
     run(webui, tiled(controlnet=""), tmp_path)   # the user cleared it: the tiles run, unguided
     assert len(webui.processing.calls) == 9 and all(p.scripts is None for p in webui.processing.calls)
     assert all(p.override_settings == {"sd_model_checkpoint": title(STYLE)} for p in webui.processing.calls)
+
+
+def test_a_pasted_tiled_stage_gets_its_tiles_and_controlnet_back_and_only_it(webui):
+    from tlok_workflow import stage_table, webui_paste
+
+    info = ("full-shot Korra wearing defa outfit stada hairstyle tlok artstyle\nNegative prompt: blur\n"
+            "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7.0, Seed: 42, Size: 1536x1536, "
+            "Denoising strength: 0.5, Model: 4elements-diffusion, Upscaler: Lanczos, Redraw: tiles 512/64, "
+            'ControlNet: "control_v11f1e_sd15_tile [0123456789] (0.6, 0–0.8)", TLOK stage: 4/5 1536, '
+            'TLOK tiles: "3×3, seeds 42-50"')
+    params = webui.infotext_utils.parse_generation_parameters(info)
+    rows = webui_paste.pasted_stage_rows(PACK, {"base": "base", "style": "style"}, params)
+    column = {name: stage_table.HEADERS.index(name) for name in ("stage", "redraw", "ControlNet")}
+    assert [[r[column[n]] for n in column] for r in rows] == [
+        ["base", "–", "–"], ["style", "whole", ""], ["1024", "whole", ""],
+        ["1536", "tiles 512/64", "control_v11f1e_sd15_tile (0.6, 0–0.8)"], ["face", "–", "–"]]
+    assert webui_paste.not_restored(params) == ["Upscaler"]   # Redraw and ControlNet are restored
