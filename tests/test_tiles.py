@@ -1,4 +1,4 @@
-"""Tiled redraw (tiles.py, the runner's tiled pass): the grid, the blend, seams measured, per-tile requests, progress."""
+"""Tiled redraw (tiles.py, the runner's tiled pass): the grid, the blend, seams measured, the requests, progress."""
 import numpy as np
 import pytest
 from PIL import Image

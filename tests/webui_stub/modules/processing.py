@@ -3,8 +3,9 @@
 The processing dataclasses have the real constructor fields (an unknown keyword raises TypeError as in the
 real), the `scripts`/`script_args` properties (once both are set, the scripts' setup runs: a UI-only one only when
 p.is_api is False), the Img2Img `mask` → `image_mask` move and the `mask_blur` property. The scripts' process and
-postprocess hooks run around sampling, and the prompt's extra networks (LoRA) are activated without them. process_images follows the real override/restore logic (§3.5 of the API notes) and the job
-accounting of process_images_inner; "sampling" paints a flat colour from the seed and checkpoint, so tests can
+postprocess hooks run around sampling, and the prompt's extra networks (LoRA) are activated without them.
+process_images follows the real override/restore logic (§3.5 of the API notes) and the job accounting of
+process_images_inner; "sampling" paints a flat colour from the seed and checkpoint, so tests can
 tell passes apart. `calls` records every p; `on_sampling_step` hooks let a test press Interrupt or Skip
 mid-pass, after which the partly finished image is returned as the real one does.
 """
