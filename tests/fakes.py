@@ -8,8 +8,9 @@ from tlok_workflow.backends.base import Backend, PassRequest
 class FakeBackend(Backend):
     """Holds one model at a time, like a WebUI with one checkpoint loaded: switching loads."""
 
-    def __init__(self, on_generate=None):
+    def __init__(self, on_generate=None, controlnets=("tile",)):
         super().__init__()
+        self.controlnets = list(controlnets)
         self.loaded = None
         self.requests = []
         self.on_generate = on_generate
@@ -44,3 +45,6 @@ class FakeBackend(Backend):
 
     def model_name(self, checkpoint):
         return f"fake-{checkpoint}"
+
+    def controlnet_names(self):
+        return self.controlnets

@@ -97,6 +97,32 @@ def _vae_key(key, num_blocks):
     return key  # conv_in, conv_out, norm_out, quant_conv, post_quant_conv keep their names
 
 
+def controlnet_to_ldm(state_dict, config, prefix="control_model."):
+    """ControlNetModel state dict → the original single-file layout lllyasviel publishes and the WebUIs load: the
+    UNet encoder as `input_blocks`/`middle_block`, the hint encoder as `input_hint_block`, the zero convolutions as
+    `zero_convs` and `middle_block_out` (under `prefix`: `control_model.`, or '' as some files have them)."""
+    per_block = config["layers_per_block"] + 1
+    hint_blocks = 2 * (len(config["conditioning_embedding_out_channels"]) - 1)
+    converted = {}
+    for key, tensor in state_dict.items():
+        converted[prefix + _controlnet_key(key, per_block, hint_blocks)] = tensor
+    return {key: tensor.detach().cpu().contiguous().clone() for key, tensor in converted.items()}
+
+
+def _controlnet_key(key, per_block, hint_blocks):
+    module, param = key.rsplit(".", 1)
+    match = re.fullmatch(r"controlnet_cond_embedding\.(conv_in|conv_out|blocks\.(\d+))", module)
+    if match:   # the hint encoder: convolutions at the even places of a Sequential, SiLUs between them
+        place = {"conv_in": 0, "conv_out": hint_blocks + 1}.get(match[1], int(match[2] or 0) + 1)
+        return f"input_hint_block.{2 * place}.{param}"
+    match = re.fullmatch(r"controlnet_down_blocks\.(\d+)", module)
+    if match:
+        return f"zero_convs.{match[1]}.0.{param}"
+    if module == "controlnet_mid_block":
+        return f"middle_block_out.0.{param}"
+    return _unet_key(key, per_block, [])
+
+
 def clip_to_ldm(state_dict):
     """CLIPTextModel state dict → LDM `cond_stage_model.transformer.text_model.*` keys."""
     converted = {}
@@ -126,3 +152,32 @@ def write_safetensors(pipe, path):
 def write_ckpt(pipe, path):
     # The original checkpoints wrap the weights in a "state_dict" entry next to training bookkeeping.
     torch.save({"state_dict": pipeline_to_ldm(pipe), "global_step": 1}, str(path))
+
+
+def tiny_controlnet(seed=0, **config):
+    """A ControlNet for the demo UNet whose zero convolutions are not zero (from_unet's are: it would guide
+    nothing), so a test can see that it guides."""
+    from diffusers import ControlNetModel
+
+    from tlok_workflow.backends.demo_model import build_demo_pipeline
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = build_demo_pipeline("demo-style").unet
+        if config:
+            from diffusers import UNet2DConditionModel
+            unet = UNet2DConditionModel.from_config({**unet.config, **config})
+        controlnet = ControlNetModel.from_unet(unet)
+        for block in (controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block):
+            for parameter in block.parameters():
+                torch.nn.init.normal_(parameter, std=0.5)
+    return controlnet.eval()
+
+
+def write_tiny_controlnet(path):
+    """The tiny ControlNet as a user's .safetensors in the original `control_model.*` layout."""
+    from safetensors.torch import save_file
+
+    controlnet = tiny_controlnet()
+    save_file(controlnet_to_ldm(controlnet.state_dict(), controlnet.config), str(path))
+    return path

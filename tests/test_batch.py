@@ -160,3 +160,21 @@ def test_prompt_from_infotext(tmp_path):
     backend = FakeBackend()
     run_batch(backend, PACK, recipe(), str(src), tmp_path / "out", prompt_from_infotext=True)
     assert backend.requests[0].prompt.endswith("tlok artstyle woman with red hair")
+
+
+def test_a_tiled_pass_stopped_between_its_tiles_is_not_kept_and_runs_whole_on_resume(tmp_path):
+    from tlok_workflow.request import StageSettings, apply_settings
+
+    src = make_inputs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    tiled = apply_settings(recipe(), StageSettings(redraw="tiles"))   # style: 1 tile, 1024: 4, 1536: 9
+    calls = []
+    first = FakeBackend(on_generate=calls.append)
+    summary = run_batch(first, PACK, tiled, str(src), out, should_stop=lambda: len(calls) >= 10)
+    assert summary.interrupted and len(calls) == 10   # stopped at the 1536 pass's 5th tile
+    assert sorted(snapshot(out)) == ["img0-s1-style.png", "img0-s2-1024.png"]   # no half-tiled image
+    second = FakeBackend()
+    summary = run_batch(second, PACK, tiled, str(src), out)
+    assert summary.done == 2 and summary.resumed_passes == 2
+    assert [r.width for r in second.requests[:9]] == [72, 80, 72] * 3   # img0's 1536 pass: all 9 tiles again
+    assert len(second.requests) == 9 + 1 + 4 + 9

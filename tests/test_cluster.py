@@ -113,6 +113,19 @@ def test_ray_batch_writes_the_same_files_as_one_process_and_loads_each_model_onc
     assert min(order.index(p) for p in PASSES if p[1] == 2) < max(order.index(p) for p in PASSES if p[1] == 1)
 
 
+@needs_ray
+def test_tiled_passes_guided_by_a_controlnet_give_the_same_files_on_ray(photos, ray_cluster, tmp_path):
+    from ldm_checkpoint import write_tiny_controlnet
+
+    tiles = DEMO_CHAIN + ["--redraw", "tiles", "--controlnet",
+                          str(write_tiny_controlnet(tmp_path / "tiny-tile.safetensors"))]
+    assert cli.main(["batch", str(photos), str(tmp_path / "here")] + tiles) == 1   # 1: broken.png failed
+    assert cli.main(["batch", str(photos), str(tmp_path / "ray"), "--ray", "--workers", "2"] + tiles) == 1
+    assert pngs(tmp_path / "ray") == pngs(tmp_path / "here")   # names and bytes: pixels, seeds and infotext
+    assert "Redraw: tiles 64/8" in Image.open(tmp_path / "ray" / "photo0-s2-1024.png").info["parameters"]
+    assert manifest_counts(tmp_path / "ray") == Counter(dict.fromkeys(PASSES, 1))   # a pass: the unit of resume
+
+
 def kill_when(condition, kill, timeout=120.0):
     """Call kill() from a thread once condition() holds; the thread's result says whether it did."""
     done = {}

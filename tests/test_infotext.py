@@ -54,4 +54,5 @@ def test_value_is_one_unquoted_parameter():
 
 def test_the_stage_fields_keys_come_from_the_schema():
     assert infotext.KEYS == {"denoise": "Denoising strength", "sampler": "Sampler", "scheduler": "Schedule type",
-                             "steps": "Steps", "cfg_scale": "CFG scale"}
+                             "steps": "Steps", "cfg_scale": "CFG scale", "redraw": "Redraw",
+                             "controlnet": "ControlNet"}

@@ -1,7 +1,8 @@
 """python -m tlok_workflow ui: the TLOK Workflow panel in the browser, on 127.0.0.1, with the diffusers backend.
 
 The demo models are the default checkpoints, so the app works before any real checkpoint is downloaded; a
-`--models` folder adds its .safetensors/.ckpt files and diffusers folders to the dropdowns. The REST API of the
+`--models` folder adds its .safetensors/.ckpt files and diffusers folders to the dropdowns, the `--controlnets`
+folder (models/ControlNet) the ControlNets a stage may name. The REST API of the
 WebUI extension is mounted too (/tlok-workflow/v1/...).
 """
 import inspect
@@ -12,6 +13,8 @@ import gradio as gr
 
 from . import api
 from .backends.base import BUILTIN_UPSCALERS
+from .backends.controlnets import DEFAULT_FOLDER as CONTROLNETS_FOLDER
+from .backends.controlnets import model_paths
 from .backends.demo_model import DEMO_MODELS
 from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .backends.model_upscalers import model_files
@@ -36,18 +39,20 @@ def list_checkpoints(models: Optional[Path]) -> List[str]:
 
 
 def make_host(out_dir: Path, models: Optional[Path] = None, user_dirs: Sequence[str] = (), backend_factory=None,
-              pack: str = DEFAULT_PACK, batch_roots: Sequence[str] = ()) -> Host:
+              pack: str = DEFAULT_PACK, batch_roots: Sequence[str] = (),
+              controlnets: Path = CONTROLNETS_FOLDER) -> Host:
     def diffusers_backend():
         from .backends.diffusers_backend import DiffusersBackend  # lazy: torch loads at the first run
-        return DiffusersBackend()
+        return DiffusersBackend(controlnets_dir=controlnets)
 
     session = Session(backend_factory or diffusers_backend, out_dir=out_dir, user_dirs=user_dirs,
                       batch_roots=batch_roots, checkpoints=list_checkpoints(models),
-                      upscalers=list(BUILTIN_UPSCALERS) + list(model_files(UPSCALERS_FOLDER)))
+                      upscalers=list(BUILTIN_UPSCALERS) + list(model_files(UPSCALERS_FOLDER)),
+                      controlnets=list(model_paths(controlnets)))
     return Host(session, checkpoints=session.listed_checkpoints(),
                 default_checkpoints={"base": "demo-base", "style": "demo-style"}, samplers=SAMPLERS,
-                schedulers=SCHEDULE_TYPES, upscalers=session.listed_upscalers(), demo_checkpoints=DEMO_MODELS,
-                pack=pack)
+                schedulers=SCHEDULE_TYPES, upscalers=session.listed_upscalers(),
+                controlnets=session.listed_controlnets(), demo_checkpoints=DEMO_MODELS, pack=pack)
 
 
 def page_assets() -> dict:
@@ -82,5 +87,6 @@ def serve(host: Host, port: Optional[int] = None, block: bool = True):
 
 
 def main(out: Path = Path("outputs"), port: Optional[int] = None, models: Optional[Path] = None,
-         user_dirs: Sequence[str] = (), batch_roots: Sequence[str] = ()) -> None:
-    serve(make_host(out, models, user_dirs, batch_roots=batch_roots), port)
+         user_dirs: Sequence[str] = (), batch_roots: Sequence[str] = (),
+         controlnets: Path = CONTROLNETS_FOLDER) -> None:
+    serve(make_host(out, models, user_dirs, batch_roots=batch_roots, controlnets=controlnets), port)

@@ -13,8 +13,8 @@ from typing import List, Optional, Sequence
 
 from . import stage_table
 from .backends.base import BUILTIN_UPSCALERS
-from .presets import Pack, find_key
-from .recipe import FACE, IMG2IMG, TXT2IMG, FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
+from .presets import Pack, TiledPasses, find_key
+from .recipe import FACE, IMG2IMG, TILES, TXT2IMG, FaceOptions, PromptSpec, Recipe, RecipeError, Stage, StagePrompt
 
 DEMO_CHECKPOINTS = {"base": "demo-base", "style": "demo-style"}
 DEMO_SCALE = 8  # the demo chain runs at 1/8 of the real sizes: 512 → 64, 1536 → 192
@@ -57,16 +57,25 @@ def build_recipe(pack: Pack, selections: PromptSpec, *, sampler_recipe: str = ""
                      height=size // scale, denoise=denoise, sampler=sampling.sampler, scheduler=sampling.scheduler,
                      steps=sampling.steps, cfg_scale=sampling.cfg_scale, **extra)
 
+    def redraw(size):   # img2img: the tile sizes to the chain's scale; tiles from the recipe's from_size up
+        tiled = sampling.tiles or TiledPasses()
+        found = dict(tile_size=tiled.tile_size // scale, tile_overlap=tiled.overlap // scale)
+        if sampling.tiles and size >= tiled.from_size:
+            found.update(redraw=TILES, controlnet=tiled.controlnet, controlnet_weight=tiled.controlnet_weight,
+                         controlnet_start=tiled.controlnet_start, controlnet_end=tiled.controlnet_end)
+        return found
+
     stages = []
     if not start_from_image:
         stages.append(make_stage(TXT2IMG, "base", chain.base_size, 1.0, "base",
                                  prompt=StagePrompt(style_token=False)))
-    stages.append(make_stage(IMG2IMG, "style", chain.base_size, _pick(sampling.denoise, chain.style_denoise)))
+    stages.append(make_stage(IMG2IMG, "style", chain.base_size, _pick(sampling.denoise, chain.style_denoise),
+                             **redraw(chain.base_size)))
     for size in sizes:   # a repeated size gets its own label: 1024, 1024-2
         label = str(size)
         n = sum(1 for s in stages if s.label == label or s.label.startswith(f"{label}-")) + 1
         stages.append(make_stage(IMG2IMG, label if n == 1 else f"{label}-{n}", size,
-                                 _pick(sampling.denoise, chain.ladder_denoise)))
+                                 _pick(sampling.denoise, chain.ladder_denoise), **redraw(size)))
     if face_after != FACE_OFF:
         face = make_stage(FACE, "face", chain.base_size, chain.face_denoise, prompt=StagePrompt(shot=chain.face_shot),
                           face=FaceOptions(inpaint_size=max(64, chain.face_size // scale),   # the schema's floor
@@ -123,7 +132,13 @@ def plan(recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
     passes = sum(s.repeat for s in recipe.stages)
     notes = [f"{s.label}: faces found by {', then '.join(s.face.detectors)}; each redrawn at {s.face.inpaint_size}"
              for s in recipe.stages if s.kind == FACE]
+    notes += [_controlnet_note(s) for s in recipe.stages if s.kind == IMG2IMG and s.controlnet]
     return Plan(stage_table.plan_rows(recipe), loads, passes, _warnings(recipe, pack), notes)
+
+
+def _controlnet_note(stage: Stage) -> str:
+    fed = "each tile's crop of the enlarged image" if stage.redraw == TILES else "the enlarged image"
+    return f"{stage.label}: ControlNet {stage_table.controlnet_text(stage)} guides the redraw, fed {fed}"
 
 
 # The work budget of a request, in work units: one sampling step over one pixel of a small image.

@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import outputs
+from .backends.controlnets import DEFAULT_FOLDER as CONTROLNETS_FOLDER
 from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .chain import FACE_LAST, FACE_OFF, ladder_warning, plan
 from .compare import MAX_CELLS, CompareOptions, naive_passes, parse_axis
 from .errors import UserError
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs
 from .prompts import compose
-from .recipe import FaceOptions, PromptSpec, Recipe, RecipeError
+from .recipe import TILES, WHOLE, FaceOptions, PromptSpec, Recipe, RecipeError
 from .reuse import reuse_text
-from .runner import Progress, Status, resolve_seed, upscaler_problems
+from .runner import Progress, Status, model_problems, resolve_seed
 from .request import Request, StageSettings, apply_settings, parse_ladder, recipe_for
 from .schema import build
 
@@ -131,6 +132,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: ./outputs)")
     ui.add_argument("--port", type=int, help="default: 7860, or the next free port after it (the WebUI's is 7860)")
     ui.add_argument("--models", type=Path, help="folder whose checkpoints the dropdowns list")
+    ui.add_argument("--controlnets", type=Path, default=CONTROLNETS_FOLDER, metavar="DIR",
+                    help=f"folder of the ControlNets the stages may name (default: {CONTROLNETS_FOLDER})")
     ui.add_argument("--presets", action="append", default=[], metavar="DIR", help="user pack folder")
     ui.add_argument("--batch-root", action="append", default=[], metavar="DIR",
                     help="a folder the batch API may use (repeatable; default: the current folder)")
@@ -194,6 +197,15 @@ def _add_recipe_args(p: argparse.ArgumentParser, from_images: bool = False) -> N
                                       "name of a model file in --upscalers (e.g. 4x-AnimeSharp)")
     g.add_argument("--upscalers", type=Path, default=UPSCALERS_FOLDER, metavar="DIR",
                    help=f"folder of ESRGAN-family upscaler files, .pth/.safetensors (default: {UPSCALERS_FOLDER})")
+    g.add_argument("--redraw", choices=(WHOLE, TILES), help="how every img2img pass redraws: whole (default) or in "
+                                                            "tiles of --tile-size with --tile-overlap px of context")
+    g.add_argument("--tile-size", type=int, metavar="N", help="tiles: the side of a tile (default 512)")
+    g.add_argument("--tile-overlap", type=int, metavar="N", help="tiles: context px on each inner side (default 64)")
+    g.add_argument("--controlnet", metavar="PATH", help="a ControlNet guiding every img2img pass (each tile with its "
+                                                        "crop): a .safetensors/.pth file, a diffusers folder, or a "
+                                                        "name in --controlnets; '' for none")
+    g.add_argument("--controlnets", type=Path, default=CONTROLNETS_FOLDER, metavar="DIR",
+                   help=f"folder of ControlNet files and folders (default: {CONTROLNETS_FOLDER})")
     if from_images:
         p.set_defaults(base=None, init_image=None)
         return
@@ -232,9 +244,8 @@ def _selections(args, pack: Pack) -> PromptSpec:
 def _recipe_and_pack(args, from_images: bool = False, to_run: bool = False):
     """The recipe from --recipe, or built from the flags; and the pack it refers to. `to_run`: the --base and
     --style files must exist (a plan may name files it does not have yet)."""
-    every_pass = StageSettings(upscaler=args.upscaler)
     if args.recipe:
-        recipe = apply_settings(_read_recipe(args.recipe), every_pass)
+        recipe = apply_settings(_read_recipe(args.recipe), _every_pass(args))
         pack = load_pack(args.pack or recipe.pack, args.presets)
         if args.seed is not None:
             recipe.seed = args.seed
@@ -263,7 +274,13 @@ def _request(args, pack: Pack, from_images: bool = False, to_run: bool = False) 
                    face_after=args.face_after, demo=demo,
                    checkpoints={"base": args.base or "", "style": args.style or ""},
                    seed=-1 if args.seed is None else args.seed, init_image=str(args.init_image or ""),
-                   from_image=start_from_image, every_pass=StageSettings(upscaler=args.upscaler))
+                   from_image=start_from_image, every_pass=_every_pass(args))
+
+
+def _every_pass(args) -> StageSettings:
+    """The settings flags give every img2img pass (None: the recipe's own)."""
+    return StageSettings(upscaler=args.upscaler, redraw=args.redraw, tile_size=args.tile_size,
+                         tile_overlap=args.tile_overlap, controlnet=args.controlnet)
 
 
 def _read_recipe(path: Path) -> Recipe:
@@ -320,7 +337,7 @@ def _cmd_plan(args) -> None:
         return
     _warn(_selection_warnings(args, recipe, pack))
     the_plan = plan(recipe, pack)
-    the_plan.warnings += upscaler_problems(lambda: _backend(args), recipe)
+    the_plan.warnings += model_problems(lambda: _backend(args), recipe)
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(args.count))
 
@@ -372,7 +389,7 @@ def _cmd_ui(args) -> None:
     from .app import main as serve  # lazy: gradio loads only for the UI
 
     serve(out=args.out, port=args.port, models=args.models, user_dirs=args.presets,
-          batch_roots=args.batch_root or [str(Path.cwd())])
+          batch_roots=args.batch_root or [str(Path.cwd())], controlnets=args.controlnets)
 
 
 def _port_in_use(port: int) -> bool:
@@ -388,7 +405,7 @@ def _port_in_use(port: int) -> bool:
 def _backend(args, **options):
     from .backends.diffusers_backend import DiffusersBackend  # lazy: torch and diffusers load only to run
 
-    return DiffusersBackend(upscalers_dir=args.upscalers, **options)
+    return DiffusersBackend(upscalers_dir=args.upscalers, controlnets_dir=args.controlnets, **options)
 
 
 def _session(args, **policy):
@@ -422,7 +439,8 @@ def _cmd_run(args) -> int:
 def _shows_progress(bar):
     def show(p: Progress) -> None:
         bar.update(p.done - bar.n)
-        bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items} step {p.step}/{p.steps}")
+        tile = f" tile {p.tile}/{p.tiles}" if p.tiles else ""
+        bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}{tile} step {p.step}/{p.steps}")
     return show
 
 
@@ -512,7 +530,7 @@ def _check_before_run(session, recipe: Recipe, args) -> None:
     except outputs.ImageError as e:
         given = "--init-image" if args.init_image else f"--recipe {args.recipe}: init_image"
         raise CliError(f"{given} {e}") from None
-    problems = session.upscaler_problems(recipe)
+    problems = session.model_problems(recipe)
     if problems:
         raise CliError(problems[0])
 
@@ -576,8 +594,8 @@ def _ray_executor(args):
     from .backends.diffusers_backend import DiffusersBackend
     from .cluster import RayExecutor
 
-    return RayExecutor(partial(DiffusersBackend, vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers),
-                       args.ray, args.workers)
+    return RayExecutor(partial(DiffusersBackend, vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers,
+                               controlnets_dir=args.controlnets), args.ray, args.workers)
 
 
 def _report(result, recipe: Recipe, out: Path) -> None:

@@ -88,7 +88,7 @@ class _Worker:
 
     def run_pass(self, run: str, computer: PassComputer, job: PassJob) -> Tuple[Optional[PassResult], List[str]]:
         """(the pass's result, None when the driver stopped it mid-pass; the model loads made since the last call)."""
-        def on_step(step: int, steps: int) -> None:
+        def on_step(step: int, steps: int, tile=None) -> None:
             if self.stopped_run == run:
                 raise Interrupted()
 
@@ -307,11 +307,12 @@ class RayExecutor(Executor):
                              f"(see `ray status` and the Ray logs, {RAY_LOGS})")
 
     def _check_shared_folder(self, computer: PassComputer, first: Optional[PassJob]) -> None:
-        """Every worker must see the output folder, the inputs and the checkpoints at the driver's paths: say so
-        before any pass."""
+        """Every worker must see the output folder, the inputs, the checkpoints and ControlNet files at the driver's
+        paths: say so before any pass."""
         recipe, out_dir = computer.recipe, computer.out_dir
         inputs = [str(first.source)] if first and first.source else []
-        files = [c for c in {recipe.checkpoint_of(s) for s in recipe.stages} if Path(c).exists()]  # not demo names
+        models = {recipe.checkpoint_of(s) for s in recipe.stages} | {s.controlnet for s in recipe.stages}
+        files = [c for c in models if c and Path(c).exists()]  # not demo names, nor ControlNets named in their folder
         paths = inputs + sorted(files)
         out_dir.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex

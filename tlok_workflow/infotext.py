@@ -35,6 +35,7 @@ TLOK_PREFIX = "TLOK "         # our own keys; the WebUI ignores them
 TLOK_STAGE = "TLOK stage"     # "2/4 style": the stage's number, the chain's length and the stage's label
 TLOK_PACK = "TLOK pack"
 TLOK_FACES = "TLOK faces"     # what the face stage found
+TLOK_TILES = "TLOK tiles"     # a tiled pass: its grid and its tiles' seeds
 TLOK_DEMO = "TLOK demo"
 TLOK_VERSION = "TLOK version"
 # The WebUI's parser returns the prompts among the parameters under these keys (parse returns them apart).

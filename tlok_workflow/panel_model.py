@@ -369,9 +369,9 @@ def warnings_html(warnings: Sequence[str]) -> str:
 def progress_html(p: Optional[Progress]) -> str:
     if p is None:
         return "<p class='tlok-progress'>Starting…</p>"
-    share = (p.done + (p.step / p.steps if p.steps else 0)) / max(p.total, 1)
+    tile = f" · tile {p.tile}/{p.tiles}" if p.tiles else ""
     return (f"<p class='tlok-progress'>Stage {p.stage}/{p.stages} <b>{html.escape(p.label)}</b> · image "
-            f"{p.item}/{p.items} · step {p.step}/{p.steps} · {share:.0%}</p>")
+            f"{p.item}/{p.items}{tile} · step {p.step}/{p.steps} · {p.share:.0%}</p>")
 
 
 def detectors_html() -> str:

@@ -67,6 +67,20 @@ class NegativePreset:
 
 
 @dataclass
+class TiledPasses:
+    """Which ladder passes of a sampler recipe redraw in tiles, and with which ControlNet."""
+    from_size: int = spec(1536, "the ladder passes of this size and larger redraw in tiles", ge=64, le=8192,
+                          multiple_of=8)
+    tile_size: int = spec(512, "the side of a tile's cell", ge=64, le=4096, multiple_of=8)
+    overlap: int = spec(64, "context pixels a tile adds on each side that faces another tile", ge=0, le=2048,
+                        multiple_of=8)
+    controlnet: str = spec("", "the ControlNet guiding each tile, by name (control_v11f1e_sd15_tile); '' = none")
+    controlnet_weight: float = spec(1.0, "ControlNet weight", ge=0.0, le=2.0)
+    controlnet_start: float = spec(0.0, "ControlNet guidance start (share of the steps)", ge=0.0, le=1.0)
+    controlnet_end: float = spec(1.0, "ControlNet guidance end (share of the steps)", ge=0.0, le=1.0)
+
+
+@dataclass
 class SamplerRecipe:
     sampler: str = spec(doc="WebUI sampler name")
     scheduler: str = spec("Automatic", "WebUI schedule type")
@@ -74,6 +88,7 @@ class SamplerRecipe:
     cfg_scale: float = spec(7.0, "CFG scale", ge=1.0, le=30.0)
     denoise: Optional[float] = spec(None, "img2img denoise for the style and ladder passes; null = the pack's",
                                     ge=0.0, le=1.0)
+    tiles: Optional[TiledPasses] = spec(None, "redraw the larger ladder passes in tiles; null = every pass whole")
     description: str = spec("", "what it is for")
 
 

@@ -15,6 +15,8 @@ StageKind = Literal["txt2img", "img2img", "face"]
 TXT2IMG, IMG2IMG, FACE = get_args(StageKind)
 SeedPolicy = Literal["same", "offset", "fixed"]
 SAME_SEED, OFFSET_SEED, FIXED_SEED = get_args(SeedPolicy)
+Redraw = Literal["whole", "tiles"]   # how an img2img pass redraws: the whole image at once, or tile by tile
+WHOLE, TILES = get_args(Redraw)
 RECIPE_VERSION = 1
 DEFAULT_UPSCALER = "Lanczos"
 # Length bounds: far above any real recipe, far below what would hold a host up (a request is checked against
@@ -114,6 +116,21 @@ class Stage:
     prompt: StagePrompt = spec(doc="per-stage prompt variant", factory=StagePrompt)
     repeat: int = spec(1, "run the pass this many times in a row (card: several 0.5–0.6 runs beat one 0.8)",
                        ge=1, le=10)
+    redraw: Redraw = spec(WHOLE, "img2img: redraw the whole image at once (the card's pass), or in tiles of about "
+                              "tile_size px, each with tile_overlap px of context, blended back without seams (SD 1.5 "
+                              "drifts and repeats above its native 512, and a whole 1536² pass needs the most memory "
+                              "of the chain)", infotext="Redraw")
+    tile_size: int = spec(512, "tiles: the side of a tile's cell (the model's native size)", ge=64, le=4096,
+                          multiple_of=8)
+    tile_overlap: int = spec(64, "tiles: context pixels each tile adds on a side that faces another tile; the "
+                                 "blend crossfades across the overlap", ge=0, le=2048, multiple_of=8)
+    controlnet: str = spec("", "img2img: a ControlNet (1.1 tile: control_v11f1e_sd15_tile) guiding the redraw with "
+                               "the enlarged input, each tile with its own crop of it; in the WebUI one of its "
+                               "ControlNet models, standalone a file's name in the ControlNet folder (the CLI: also "
+                               "a path); '' = none", max_length=PATH, infotext="ControlNet")
+    controlnet_weight: float = spec(1.0, "ControlNet weight (conditioning scale)", ge=0.0, le=2.0)
+    controlnet_start: float = spec(0.0, "ControlNet guidance start, a share of the steps", ge=0.0, le=1.0)
+    controlnet_end: float = spec(1.0, "ControlNet guidance end, a share of the steps", ge=0.0, le=1.0)
     face: Optional[FaceOptions] = spec(None, "face detection and mask options (face stages only)")
 
     def __post_init__(self):
@@ -177,9 +194,26 @@ def check_recipe(recipe: Recipe) -> None:
             raise RecipeError(f"{where}.face: only face stages take face options")
         if stage.kind != IMG2IMG and stage.upscaler != DEFAULT_UPSCALER:
             raise RecipeError(f"{where}.upscaler: only img2img stages take an upscaler")
+        _check_redraw(stage, where)
         if not stage.label.strip():
             raise RecipeError(f"{where}.label: empty")
         if stage.label in labels:
             raise RecipeError(f"{where}.label: {stage.label!r} is already the label of stages[{labels[stage.label]}] "
                               "(labels name the files and the stage table rows)")
         labels[stage.label] = i
+
+
+def _check_redraw(stage: Stage, where: str) -> None:
+    """Tiles and a ControlNet belong to img2img passes, tiles fit in the image, the overlap in a tile."""
+    if stage.kind != IMG2IMG and (stage.redraw != WHOLE or stage.controlnet):
+        field = "redraw" if stage.redraw != WHOLE else "controlnet"
+        raise RecipeError(f"{where}.{field}: only img2img stages redraw in tiles or take a ControlNet")
+    if stage.redraw == TILES and stage.tile_size > min(stage.width, stage.height):
+        raise RecipeError(f"{where}.tile_size: {stage.tile_size} is larger than the {stage.width}×{stage.height} "
+                          f"image; a tile must fit in it (or redraw {WHOLE})")
+    if stage.redraw == TILES and 2 * stage.tile_overlap >= stage.tile_size:
+        raise RecipeError(f"{where}.tile_overlap: {stage.tile_overlap} is not less than half the tile "
+                          f"({stage.tile_size}); the context around a tile must leave it a cell of its own")
+    if stage.controlnet_start > stage.controlnet_end:
+        raise RecipeError(f"{where}.controlnet_start: {stage.controlnet_start:g} is after controlnet_end "
+                          f"{stage.controlnet_end:g}")

@@ -71,9 +71,10 @@ def apply_settings(recipe: Recipe, every_pass: Optional[StageSettings] = None,
     for stage in recipe.stages:
         for settings in (every_pass, stages.get(stage.label)):
             for column in EDITABLE:
-                value = getattr(settings, column.field, None)
-                if value is not None and stage.kind in column.kinds:
-                    setattr(stage, column.field, value)
+                for name in column.names:
+                    value = getattr(settings, name, None)
+                    if value is not None and stage.kind in column.kinds:
+                        setattr(stage, name, value)
     return Recipe.from_dict(recipe.to_dict())
 
 

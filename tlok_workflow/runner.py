@@ -18,7 +18,7 @@ import dataclasses
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
 from itertools import groupby
@@ -27,14 +27,15 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from PIL import Image
 
-from . import __version__, infotext, outputs, reuse
-from .backends.base import BUILTIN_UPSCALERS, INPAINT, Backend, PassRequest, StepCallback
+from . import __version__, infotext, outputs, reuse, tiles
+from .backends.base import BUILTIN_UPSCALERS, INPAINT, Backend, Control, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
 from .errors import UserError
 from .presets import Pack
 from .prompts import Prompts, compose, for_stage
-from .recipe import FACE, FIXED_SEED, IMG2IMG, OFFSET_SEED, TXT2IMG, Recipe, Stage
+from .recipe import FACE, FIXED_SEED, IMG2IMG, OFFSET_SEED, TILES, TXT2IMG, Recipe, Stage
 from .reuse import StageIndex
+from .stage_table import controlnet_text, redraw_text
 
 
 @dataclass
@@ -57,6 +58,16 @@ class Progress:
     steps: int
     done: int           # passes finished in this run
     total: int          # passes in this run (face stages count one pass per item)
+    tile: int = 0       # a tiled pass: the 1-based tile being drawn, of `tiles`; 0 otherwise
+    tiles: int = 0
+
+    @property
+    def share(self) -> float:
+        """How much of the run is done, counting the pass in progress by its tiles and steps."""
+        in_pass = self.step / self.steps if self.steps else 0
+        if self.tiles:
+            in_pass = (self.tile - 1 + in_pass) / self.tiles
+        return (self.done + in_pass) / max(self.total, 1)
 
 
 class Status(str, Enum):
@@ -179,7 +190,8 @@ class PassComputer:
         return self.cell_prompts[item.name]
 
     def compute(self, backend: Backend, job: PassJob, on_step: StepCallback) -> PassResult:
-        """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result)."""
+        """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result). A tiled
+        pass calls it with tile=(number, count) too."""
         stage = self.recipe_of(job.item).stages[job.stage - 1]
         started = time.perf_counter()
         try:
@@ -199,7 +211,7 @@ class PassComputer:
     def describe(self, backend: Backend, item: Item, number: int, repeat: int) -> dict:
         """What makes a pass's pixels besides its input image, for its reuse key: the stage's fields as it runs
         (its exact prompts and seed, not its label or repeat count), its checkpoint and that file's identity, its
-        upscaler's and mask's files."""
+        upscaler's, mask's and ControlNet's files."""
         recipe = self.recipe_of(item)
         stage = recipe.stages[number - 1]
         fields = stage_fields(stage)
@@ -211,6 +223,8 @@ class PassComputer:
         if stage.face:
             files.update(mask=reuse.file_stamp(stage.face.mask_image) if stage.face.mask_image else "",
                          yolo=reuse.file_stamp(stage.face.yolo_model) if stage.face.yolo_model else "")
+        if stage.controlnet:   # another ControlNet file under the same name guides differently
+            files["controlnet"] = backend.controlnet_hash(stage.controlnet)
         return {"stage": fields, "files": files}
 
     def _compute(self, backend: Backend, stage: Stage, job: PassJob, on_step: StepCallback) -> PassResult:
@@ -239,9 +253,28 @@ class PassComputer:
                 if request.upscaler != stage.upscaler:   # recorded as what ran, and said in the log
                     note = f"upscaler {stage.upscaler} did not run (the host's log says why); {request.upscaler} " \
                            "enlarged the image instead"
-            image = backend.generate(request, on_step)
+                if stage.controlnet:
+                    request.control = Control(stage.controlnet, request.image, stage.controlnet_weight,
+                                              stage.controlnet_start, stage.controlnet_end)
+            if stage.kind == IMG2IMG and stage.redraw == TILES:
+                image = self._redraw_tiles(backend, request, stage, on_step)
+            else:
+                image = backend.generate(request, on_step)
         return PassResult(job, self.output(job, Status.DONE, seed, note),
                           self._image(backend, request, stage, job, image, note))
+
+    @staticmethod
+    def _redraw_tiles(backend: Backend, request: PassRequest, stage: Stage, on_step: StepCallback) -> Image.Image:
+        """One request per tile (its crop of the enlarged image, its own seed; a ControlNet gets the same crop),
+        blended back (tiles.redraw)."""
+        grid = tiles.layout(request.image.size, stage.tile_size, stage.tile_overlap, request.seed)
+
+        def draw(tile: tiles.Tile, crop: Image.Image) -> Image.Image:
+            control = request.control and replace(request.control, image=crop)
+            part = replace(request, width=crop.width, height=crop.height, image=crop, seed=tile.seed, control=control)
+            return backend.generate(part, partial(on_step, tile=(tile.index + 1, len(grid))))
+
+        return tiles.redraw(request.image, grid, draw)
 
     def _redraw_faces(self, backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
                       on_step: StepCallback):
@@ -304,12 +337,16 @@ class PassComputer:
             infotext.MODEL: backend.model_name(request.checkpoint),
             keys["denoise"]: request.denoise if stage.kind != TXT2IMG else None,
             infotext.UPSCALER: request.upscaler if stage.kind == IMG2IMG else None,
+            keys["redraw"]: redraw_text(stage) if stage.redraw == TILES else None,
+            keys["controlnet"]: controlnet_text(stage, _controlnet_shown(backend, stage.controlnet))
+            if stage.controlnet else None,
             infotext.MASK_BLUR: face.mask_blur if face else None,
             infotext.INPAINT_AREA: infotext.ONLY_MASKED if face else None,
             infotext.MASKED_PADDING: face.padding if face else None,
             infotext.TLOK_STAGE: f"{number}/{len(recipe.stages)} {stage.label}",
             infotext.TLOK_PACK: recipe.pack,
             infotext.TLOK_FACES: (note or None) if stage.kind == FACE else None,
+            infotext.TLOK_TILES: _tile_seeds(image.size, stage, request.seed) if stage.redraw == TILES else None,
             infotext.TLOK_DEMO: "random-weight demo models" if recipe.demo else None,
             infotext.TLOK_VERSION: __version__,
             infotext.VERSION: backend.host_version() or None,
@@ -323,6 +360,19 @@ def stage_fields(stage: Stage) -> dict:
     for name in ("label", "repeat", "seed_policy", "seed"):
         del fields[name]
     return fields
+
+
+def _controlnet_shown(backend: Backend, name: str) -> str:
+    """A ControlNet as infotext names it: 'control_v11f1e_sd15_tile [0123456789]', its AutoV2 hash if known."""
+    shown, hash_ = backend.controlnet_name(name), backend.controlnet_hash(name)
+    return f"{shown} [{hash_}]" if hash_ else shown
+
+
+def _tile_seeds(size: Tuple[int, int], stage: Stage, seed: int) -> str:
+    """What the tiles were: '3×3, seeds 7-15' (each tile's seed is the stage seed plus its index)."""
+    columns, rows = tiles.grid_shape(size, stage.tile_size, stage.tile_overlap)
+    last = tiles.layout(size, stage.tile_size, stage.tile_overlap, seed)[-1].seed
+    return f"{columns}×{rows}, seeds {seed}-{last}"
 
 
 def _stage_seed(stage: Stage, number: int, item: Item) -> int:
@@ -393,16 +443,29 @@ class Executor:
         return []
 
 
-def upscaler_problems(backend: Callable[[], Backend], recipe: Recipe) -> List[str]:
-    """One line per img2img stage whose upscaler cannot run on the backend, naming it and why. The backend can
-    take seconds to make (the standalone one imports torch), so backend() is called only when a stage names an
-    upscaler that is not a built-in resize."""
-    asked = [stage for stage in recipe.stages if stage.kind == IMG2IMG and stage.upscaler not in BUILTIN_UPSCALERS]
-    if not asked:
+def model_problems(backend: Callable[[], Backend], recipe: Recipe) -> List[str]:
+    """One line per img2img stage whose upscaler or ControlNet cannot run on the backend, naming it and why. The
+    backend can take seconds to make (the standalone one imports torch), so backend() is called only when a stage
+    names an upscaler that is not a built-in resize, or a ControlNet."""
+    passes = [stage for stage in recipe.stages if stage.kind == IMG2IMG]
+    upscaling = [stage for stage in passes if stage.upscaler not in BUILTIN_UPSCALERS]
+    guided = [stage for stage in passes if stage.controlnet]
+    if not upscaling and not guided:
         return []
     host = backend()
-    return [f"stage {stage.label}: upscaler {stage.upscaler!r} {problem}" for stage in asked
-            if (problem := host.upscaler_problem(stage.upscaler))]
+    return [f"stage {stage.label}: upscaler {stage.upscaler!r} {problem}" for stage in upscaling
+            if (problem := host.upscaler_problem(stage.upscaler))] + \
+        [f"stage {stage.label}: ControlNet {stage.controlnet!r} {problem}; clear the stage's ControlNet to redraw "
+         "without one" for stage in guided
+         if (problem := host.controlnet_problem(stage.controlnet, recipe.checkpoint_of(stage)))]
+
+
+def _calls(stage: Stage) -> int:
+    """The backend calls a pass of the stage makes (its tiles; a face pass: one per face, counted as one)."""
+    if stage.kind == IMG2IMG and stage.redraw == TILES:
+        columns, rows = tiles.grid_shape((stage.width, stage.height), stage.tile_size, stage.tile_overlap)
+        return columns * rows
+    return 1
 
 
 def resolve_seed(seed: int) -> int:
@@ -472,13 +535,13 @@ class Runner:
             if item_recipe.stages and item_recipe.stages[0].kind != TXT2IMG and item.image is None:
                 raise UserError(f"the chain starts with {item_recipe.stages[0].kind}: every item needs a start image")
         for distinct in {id(r): r for r in recipes or [recipe]}.values():
-            self._check_upscalers(distinct)
+            self._check_models(distinct)
         run = _Run(computer, items, sum(len(passes_of(r)) for r in recipes))
         if self.stage_index is not None:
             run.keys = {item.name: reuse.start_key(self.backend, item.image) for item in items}
         control = RunControl(self.should_stop, partial(self._on_step, run))
         loads_before = len(self.backend.loads)
-        self.backend.begin_run(run.total)
+        self.backend.begin_run(sum(stage.repeat * _calls(stage) for stage in recipe.stages) * len(items))
         try:
             for passes in runs_on_one_checkpoint(recipes or [recipe]):
                 self._run_item_by_item(computer, control, run, passes)
@@ -598,16 +661,17 @@ class Runner:
                 self.stage_index.record(computed.job.key, output)
         return output
 
-    def _on_step(self, run: "_Run", job: PassJob, step: int, steps: int) -> None:
-        self.on_progress(run.progress(job, step, steps))
+    def _on_step(self, run: "_Run", job: PassJob, step: int, steps: int, tile: Tuple[int, int] = (0, 0)) -> None:
+        self.on_progress(run.progress(job, step, steps, tile))
         if self.should_stop():
             raise Interrupted()
         if self.should_skip():
             raise Skipped()
 
-    def _check_upscalers(self, recipe: Recipe) -> None:
-        """An unknown upscaler, or one that could not load, fails before any pass, not after the earlier stages."""
-        problems = upscaler_problems(lambda: self.backend, recipe)
+    def _check_models(self, recipe: Recipe) -> None:
+        """An unknown upscaler or ControlNet, or one that could not load, fails before any pass, not after the
+        earlier stages."""
+        problems = model_problems(lambda: self.backend, recipe)
         if problems:
             raise UserError(problems[0])
 
@@ -659,6 +723,6 @@ class _Run:
         if key and output.status.finished:
             self.keys[output.item] = key
 
-    def progress(self, job: PassJob, step: int, steps: int) -> Progress:
+    def progress(self, job: PassJob, step: int, steps: int, tile: Tuple[int, int] = (0, 0)) -> Progress:
         return Progress(job.stage, len(self.recipe(job.item).stages), self.stage(job).label, job.index,
-                        len(self.items), step, steps, len(self.result.outputs), self.total)
+                        len(self.items), step, steps, len(self.result.outputs), self.total, *tile)

@@ -9,15 +9,16 @@ Every run and compare keeps the output folder's stage index (reuse.py): a pass w
 reused, not computed again (on by default; `reuse=False` forces every pass and still records them). The plan says
 which stages a run would reuse.
 
-The Session also knows what its host offers (its checkpoints, upscalers and face models): `confine` resolves
-every name a request's recipe gives to one of those, so a recipe from the network never makes the host load a
-file of its choosing. The CLI's own flags name any file the user likes; only requests are confined.
+The Session also knows what its host offers (its checkpoints, upscalers, ControlNets and face models): `confine`
+resolves every name a request's recipe gives to one of those, so a recipe from the network never makes the host
+load a file of its choosing. The CLI's own flags name any file the user likes; only requests are confined.
 
 The WebUI's session (webui_host.WebUISession) overrides what its host does differently: a fresh backend per
 run, its Interrupt/Skip state, its queue, and its own checkpoint and upscaler lists; what a host only sets
 differently (its savers, its face model folder) it passes to the constructor.
 No gradio, no fastapi here.
 """
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +32,11 @@ from .errors import UserError
 from .faces import detectors
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs, usable_user_dirs
 from .prompts import compose
-from .recipe import IMG2IMG, Recipe
+from .recipe import IMG2IMG, TXT2IMG, Recipe
 from .request import Request, recipe_for
 from .reuse import StageIndex, reuse_text
-from .runner import (Executor, Journal, Progress, RunResult, Runner, Saver, make_items, resolve_seed,
-                     upscaler_problems)
+from .runner import (Executor, Journal, Progress, RunResult, Runner, Saver, make_items, model_problems,
+                     resolve_seed)
 
 
 class Busy(RuntimeError):
@@ -57,8 +58,9 @@ class Session:
     def __init__(self, backend_factory: Callable[[], Any], *, out_dir: Path, user_dirs: Sequence[str] = (),
                  save_intermediates: bool = True, contact_sheets: bool = False,
                  face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = (),
-                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = (), saver: Optional[Saver] = None,
-                 write_png: Callable[..., Any] = outputs.save_png_as, yolo_folder: str = ""):
+                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = (), controlnets: Sequence[str] = (),
+                 saver: Optional[Saver] = None, write_png: Callable[..., Any] = outputs.save_png_as,
+                 yolo_folder: str = ""):
         self.out_dir = Path(out_dir)
         self.backend_factory = backend_factory
         self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # a broken user pack falls back, visibly
@@ -67,6 +69,7 @@ class Session:
         self.face_detectors = list(face_detectors)   # the default for new recipes; a loaded recipe keeps its own
         self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
         self._checkpoints, self._upscalers = list(checkpoints), list(upscalers)   # what a request may name
+        self._controlnets = list(controlnets)
         self.saver = saver            # a run's writer of each stage's image; None: the runner's, outputs.save_png
         self.write_png = write_png    # a batch's writer of one PNG to an exact path
         self.yolo_folder = yolo_folder   # where the host keeps face models (the WebUI's models/adetailer), or ""
@@ -87,7 +90,7 @@ class Session:
         pack = self.pack(recipe.pack)
         compose(pack, recipe.prompt)   # unknown negative preset keys fail here
         self.check_host(recipe)
-        problems = self.upscaler_problems(recipe)   # the plan shows the same lines as warnings
+        problems = self.model_problems(recipe)   # the plan shows the same lines as warnings
         if problems:
             raise UserError(problems[0])
         return pack
@@ -114,6 +117,10 @@ class Session:
     def listed_upscalers(self) -> List[str]:
         return self._upscalers
 
+    def listed_controlnets(self) -> List[str]:
+        """Standalone: the names in the ControlNet folder."""
+        return self._controlnets
+
     def resolve_checkpoint(self, name: str, field: str) -> str:
         """The listed checkpoint `name` means: an entry itself, or an entry's file name or stem."""
         for entry in self.listed_checkpoints():
@@ -122,9 +129,17 @@ class Session:
         raise NotListed(f"{field}: {name!r} is not a checkpoint this host lists "
                         f"(listed: {', '.join(Path(e).name for e in self.listed_checkpoints()) or 'none'})")
 
+    def resolve_controlnet(self, name: str, field: str) -> str:
+        """The listed ControlNet `name` means: an entry itself, or an entry's name without its ' [hash]'."""
+        for entry in self.listed_controlnets():
+            if name in (entry, re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", entry)):
+                return entry
+        raise NotListed(f"{field}: {name!r} is not a ControlNet this host lists "
+                        f"(listed: {', '.join(self.listed_controlnets()) or 'none'})")
+
     def confine(self, recipe: Recipe) -> None:
-        """Resolve every name a request's recipe gives (each stage's checkpoint, upscaler and face model) to one
-        this host lists; NotListed names the field otherwise. A path in a request never reaches a file."""
+        """Resolve every name a request's recipe gives (each stage's checkpoint, upscaler, ControlNet and face model)
+        to one this host lists; NotListed names the field otherwise. A path in a request never reaches a file."""
         upscalers = self.listed_upscalers()
         for i, stage in enumerate(recipe.stages):
             where = f"recipe.stages[{i}]"
@@ -137,6 +152,8 @@ class Session:
             if stage.kind == IMG2IMG and stage.upscaler not in upscalers:
                 raise NotListed(f"{where}.upscaler: {stage.upscaler!r} is not an upscaler this host lists "
                                 f"(listed: {', '.join(upscalers)})")
+            if stage.controlnet:
+                stage.controlnet = self.resolve_controlnet(stage.controlnet, f"{where}.controlnet")
             if stage.face and stage.face.yolo_model:
                 models = detectors.yolo_models(self.yolo_folder)
                 found = next((path for path in models.values() if stage.face.yolo_model in (path.name, path.stem)),
@@ -156,7 +173,7 @@ class Session:
         pack = pack or self.pack(recipe.pack)
         the_plan = plan(recipe, pack)
         the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe) + \
-            self.upscaler_problems(recipe)
+            self.model_problems(recipe)
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))
@@ -169,18 +186,18 @@ class Session:
         the folder has no saved stages, the seed is picked at run time or the start image is not a file yet (the
         log says it after the run); the backend is made only when there is something to look up."""
         index = StageIndex(self.out_dir)
-        starts_from_image = bool(recipe.stages) and recipe.stages[0].kind != "txt2img"
+        starts_from_image = bool(recipe.stages) and recipe.stages[0].kind != TXT2IMG
         if not index or recipe.seed == -1 or (starts_from_image and not recipe.init_image):
             return []
         try:
             found = self._runner(pack, index).preview(recipe, make_items(recipe, count, self.out_dir))
-        except ValueError:   # a checkpoint or start image the run would refuse: the plan's warnings say it
+        except UserError:   # a checkpoint or start image the run would refuse: the plan's warnings say it
             return []
         return [f"{item.name}: {text}" for item, reused, to_run in found if (text := reuse_text(reused, to_run, True))]
 
-    def upscaler_problems(self, recipe: Recipe) -> List[str]:
-        """Stages whose upscaler cannot run here (runner.upscaler_problems)."""
-        return upscaler_problems(self.backend, recipe)
+    def model_problems(self, recipe: Recipe) -> List[str]:
+        """Stages whose upscaler or ControlNet cannot run here (runner.model_problems)."""
+        return model_problems(self.backend, recipe)
 
     def hash_warnings(self, recipe: Recipe) -> List[str]:
         """A saved recipe names the hash of each checkpoint it ran with: say when a file differs now."""

@@ -55,9 +55,9 @@ class Host:
 
     def __init__(self, session: Session, *, checkpoints: Sequence[str], default_checkpoints: Dict[str, str],
                  samplers: Sequence[str], schedulers: Sequence[str], upscalers: Sequence[str] = (),
-                 demo_checkpoints: Sequence[str] = (), pack: str = DEFAULT_PACK):
+                 controlnets: Sequence[str] = (), demo_checkpoints: Sequence[str] = (), pack: str = DEFAULT_PACK):
         self.session = session
-        self.upscalers = list(upscalers)
+        self.upscalers, self.controlnets = list(upscalers), list(controlnets)
         self._checkpoints = list(checkpoints)
         self.default_checkpoints = default_checkpoints
         self.samplers, self.schedulers = list(samplers), list(schedulers)
@@ -351,7 +351,9 @@ def build_panel(host: Host) -> Panel:
                         "that kind of stage); the other columns follow the shot, ladder and face stage. "
                         f"Samplers: {html.escape(', '.join(host.samplers))}."
                         f" Schedule types: {html.escape(', '.join(host.schedulers))}."
-                        f" Upscalers (enlarge before an img2img pass): {html.escape(', '.join(host.upscalers))}.</p>")
+                        f" Upscalers (enlarge before an img2img pass): {html.escape(', '.join(host.upscalers))}."
+                        f" Redraw: whole, or tiles SIZE/OVERLAP (tiles 512/64). ControlNet: NAME (weight, start–end),"
+                        f" one of: {html.escape(', '.join(host.controlnets) or 'none here')}.</p>")
             plan_box = gr.HTML(model.plan_or_error(v0), elem_id=f"{TAB}_plan")
             with gr.Accordion("Face detectors on this machine", open=False, elem_id=f"{TAB}_detectors_accordion"):
                 detectors_box = gr.HTML("<p class='tlok-note'>The face stage tries the detectors in order; the log "

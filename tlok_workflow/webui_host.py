@@ -136,6 +136,9 @@ class WebUISession(Session):
         """Every upscaler name the WebUI knows, also one that cannot run now (check() then says why)."""
         return list(BUILTIN_UPSCALERS) + model_upscaler_names()
 
+    def listed_controlnets(self) -> List[str]:
+        return WebUIBackend().controlnet_names()
+
     def resolve_checkpoint(self, name: str, field: str) -> str:
         """As every WebUI lookup: its own match over its list (sd_models.get_closet_checkpoint_match), which
         returns only listed checkpoints; '' is the user's current one."""
@@ -151,7 +154,8 @@ class WebUISession(Session):
         return False   # the backend turns a skipped pass into Skipped itself
 
     def show_progress(self, p) -> None:
-        shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}"
+        tile = f", tile {p.tile}/{p.tiles}" if p.tiles else ""
+        shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}{tile}"
 
     def queued(self, work):
         """As /sdapi/v1/txt2img: in the WebUI's queue, with its progress and state."""
@@ -212,7 +216,7 @@ class WebUIHost(Host):
                          default_checkpoints=default_checkpoints(sd_models.checkpoint_tiles(),
                                                                  shared.opts.data.get("sd_model_checkpoint") or ""),
                          samplers=sd_samplers.visible_sampler_names(), schedulers=schedulers(),
-                         upscalers=WebUIBackend().upscaler_names())
+                         upscalers=WebUIBackend().upscaler_names(), controlnets=session.listed_controlnets())
         self.send_buttons = []   # (button, prompt, negative prompt) from txt2img/img2img
 
     def checkpoints(self) -> List[str]:

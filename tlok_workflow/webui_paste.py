@@ -3,8 +3,10 @@
 The WebUI parses the infotext into params (infotext_utils.parse_generation_parameters) and calls our paste fields
 with them; webui_host wires these functions as those fields. The prompt boxes take the text word for word, the
 dropdowns the pack keys its tokens name, the sampler recipe the preset with the pasted sampling, the stage table
-the pasted settings (every column with an infotext key), and a checkpoint box the pasted Model.
+the pasted settings (every column with an infotext key; the redraw and ControlNet only on the pasted stage), and a
+checkpoint box the pasted Model.
 """
+import dataclasses
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -17,6 +19,8 @@ from .infotext import KEYS
 from .recipe import TXT2IMG, PromptSpec, RecipeError
 from .request import Request, StageSettings, recipe_for
 
+# Settings a paste gives the pasted stage alone (a tiled 1536 pass does not make the 512 and 1024 passes tiled)
+ONE_STAGE = {name for c in stage_table.EDITABLE if c.header in ("redraw", "ControlNet") for name in c.names}
 # Infotext keys a paste restores (the rest are named as not restored); TLOK keys are ours and say nothing new.
 PASTED_KEYS = {infotext.PROMPT, infotext.NEGATIVE, infotext.SEED, infotext.WIDTH, infotext.HEIGHT, infotext.MODEL,
                infotext.MODEL_HASH, infotext.VERSION, infotext.MASK_BLUR, infotext.INPAINT_AREA,
@@ -65,12 +69,15 @@ def pasted_stage_rows(pack: Pack, checkpoints: Dict[str, str], params: Dict[str,
     try:
         chain = recipe_for(pack, request)
         kind = next((s.kind for s in chain.stages if s.label == label), TXT2IMG)
-        pasted = {c.field: stage_table.convert(c, params[KEYS[c.field]], label) for c in stage_table.EDITABLE
-                  if c.field in KEYS and params.get(KEYS[c.field])}
+        pasted = {name: value for c in stage_table.EDITABLE if c.field in KEYS and params.get(KEYS[c.field])
+                  for name, value in stage_table.read_cell(c, params[KEYS[c.field]], label).items()}
         denoise = pasted.pop("denoise", None)
+        own = {name: pasted.pop(name) for name in list(pasted) if name in ONE_STAGE}
         request.every_pass = StageSettings(**pasted)
         if denoise is not None and kind != TXT2IMG:
             request.stages = {s.label: StageSettings(denoise=denoise) for s in chain.stages if s.kind == kind}
+        if own and any(s.label == label for s in chain.stages):
+            request.stages[label] = dataclasses.replace(request.stages.get(label, StageSettings()), **own)
         return stage_table.rows(recipe_for(pack, request))
     except RecipeError:
         return None

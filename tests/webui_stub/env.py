@@ -18,8 +18,8 @@ STYLE = "4elements-diffusion.ckpt"
 def webui(tmp_path, monkeypatch):
     monkeypatch.setenv("TLOK_STUB_DATA", str(tmp_path / "webui"))
     monkeypatch.syspath_prepend(str(STUB))
-    from modules import (errors, images, infotext_utils, modelloader, paths_internal, processing, progress,
-                         realesrgan_model, script_callbacks, sd_models, shared)
+    from modules import (errors, extra_networks, images, infotext_utils, modelloader, paths_internal, processing,
+                         progress, realesrgan_model, script_callbacks, sd_models, shared)
     try:  # the UI stand-ins need gradio
         from modules import call_queue, ui_common  # noqa: F401
     except ImportError:
@@ -49,6 +49,7 @@ def webui(tmp_path, monkeypatch):
     modelloader.load_upscalers()
     realesrgan_model.runs.clear()
     errors.reported.clear()
+    extra_networks.activated.clear()
     processing.on_sampling_step.clear()
     infotext_utils.reset()
     script_callbacks.clear_callbacks()
@@ -64,3 +65,71 @@ def webui(tmp_path, monkeypatch):
 def title(name: str) -> str:
     from modules import sd_models
     return sd_models.get_closet_checkpoint_match(name).title
+
+
+
+def _tab_scripts():
+    """Two other always-on scripts of the img2img tab, as a user has them."""
+    from modules import scripts
+
+    class ScriptSampler(scripts.ScriptBuiltinUI):
+        """As modules/processing_scripts/sampler.py: UI-only; its setup writes the tab's steps and sampler into p."""
+        def title(self):
+            return "Sampler"
+
+        def setup(self, p, steps, sampler_name):
+            p.steps, p.sampler_name = steps, sampler_name
+
+    class DynamicPrompts(scripts.Script):
+        """An always-on extension script (as Dynamic Prompts is): run with the tab's arguments, it rewrites the
+        prompt."""
+        def title(self):
+            return "Dynamic Prompts"
+
+        def show(self, is_img2img):
+            return scripts.AlwaysVisible
+
+        def process(self, p, enabled):
+            if enabled:
+                p.prompt = "rewritten"
+
+    return ScriptSampler(), DynamicPrompts()
+
+
+@pytest.fixture(params=["a1111", "forge"])
+def controlnet(request, webui, monkeypatch):
+    """The WebUI stand-in with a ControlNet: sd-webui-controlnet on A1111, or Forge's built-in one. models/ControlNet
+    holds control_v11f1e_sd15_tile.pth (the keys of an SD 1.5 ControlNet that the check reads, tiny tensors) and an
+    SDXL one; the img2img ScriptRunner holds the built-in sampler script, an always-on prompt script and the
+    ControlNet script, with their argument slices. Yields the ControlNet script's class (its `runs`)."""
+    import torch
+
+    from modules import scripts
+
+    folder = Path(webui.paths_internal.models_path) / "ControlNet"
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = {"control_model.input_hint_block.0.weight": (16, 3, 3, 3),
+            "control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)}
+    torch.save({k: torch.zeros(shape) for k, shape in keys.items()}, folder / "control_v11f1e_sd15_tile.pth")
+    keys["control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] = (320, 2048)
+    torch.save({k: torch.zeros(shape) for k, shape in keys.items()}, folder / "controlnet_sdxl_tile.pth")
+    monkeypatch.syspath_prepend(str(STUB / f"{request.param}_controlnet"))
+    if request.param == "a1111":
+        from internal_controlnet import global_state
+        global_state.update_cn_models()
+    else:
+        from lib_controlnet import global_state
+        global_state.update_controlnet_filenames()
+    from controlnet_script import ControlNetScript
+
+    runner = scripts.ScriptRunner()
+    for script, (start, end) in zip((*_tab_scripts(), ControlNetScript()), ((1, 3), (3, 4), (4, 7))):
+        script.args_from, script.args_to, script.alwayson = start, end, True
+        runner.scripts.append(script)
+        runner.alwayson_scripts.append(script)
+    monkeypatch.setattr(scripts, "scripts_img2img", runner)
+    ControlNetScript.runs.clear()
+    yield ControlNetScript
+    for name in [m for m in sys.modules if m.split(".")[0] in ("internal_controlnet", "lib_controlnet",
+                                                              "controlnet_script")]:
+        del sys.modules[name]

@@ -3,7 +3,8 @@
 A backend turns a `PassRequest` into an image. It knows nothing of recipes, items or saving; the runner
 does the ordering, prompt building and saving. Two backends implement this: diffusers
 (standalone) and the WebUI (modules.processing). Before an img2img pass the runner has the backend enlarge
-the image with the stage's upscaler.
+the image with the stage's upscaler; a tiled pass is one request per tile, and a ControlNet comes with its control
+image (the tile's crop of the enlarged input).
 """
 from dataclasses import dataclass
 from typing import Callable, List, Literal, Optional, Tuple, get_args
@@ -18,6 +19,16 @@ MODES = TXT2IMG, IMG2IMG, INPAINT = get_args(Mode)
 
 # Upscalers every backend has, as plain PIL resizes. Lanczos is the card's img2img resize (and the WebUI's).
 BUILTIN_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
+
+
+@dataclass
+class Control:
+    """A ControlNet guiding an img2img pass."""
+    model: str                  # as the stage names it: a host's ControlNet name (standalone also a path)
+    image: Image.Image          # the control image: the enlarged input, or a tile's crop of it (the pass's size)
+    weight: float = 1.0
+    start: float = 0.0          # guidance start and end, shares of the steps
+    end: float = 1.0
 
 
 @dataclass
@@ -39,6 +50,7 @@ class PassRequest:
     inpaint_padding: int = 32   # inpaint: context pixels kept around the mask's box ("only masked" mode)
     mask_blur: int = 4          # inpaint: feather radius of the paste-back, pixels
     upscaler: str = ""          # img2img: the upscaler that really enlarged `image` (for infotext)
+    control: Optional[Control] = None     # img2img: a ControlNet guiding the pass
 
 
 class Backend:
@@ -95,6 +107,26 @@ class Backend:
         """Why the upscaler `name` cannot enlarge an image here ('' when it can), checked before any pass."""
         known = self.upscaler_names()
         return "" if name in known else f"not found; available: {', '.join(known)}"
+
+    def controlnet_names(self) -> List[str]:
+        """The ControlNets a stage may name here."""
+        return []
+
+    def controlnet_problem(self, name: str, checkpoint: str) -> str:
+        """Why the ControlNet `name` cannot guide passes on `checkpoint` here ('' when it can), checked before any
+        pass: not there, not a ControlNet, not one for this model."""
+        known = self.controlnet_names()
+        if name in known:
+            return ""
+        return f"not found; available: {', '.join(known)}" if known else "not available: this host has no ControlNet"
+
+    def controlnet_name(self, name: str) -> str:
+        """The ControlNet's name for infotext (without a path or a listing's hash)."""
+        return name
+
+    def controlnet_hash(self, name: str) -> str:
+        """The ControlNet file's AutoV2 hash for infotext ('' when it has none)."""
+        return ""
 
     def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Tuple[Image.Image, str]:
         """`image` resized to `size` (width, height) with the upscaler `name`, one of `upscaler_names()`, and the

@@ -35,6 +35,18 @@ def build_demo_pipeline(name: str):
     )
 
 
+def demo_controlnet_config() -> dict:
+    """The config of a ControlNet for the demo models' UNet (what ControlNetModel.from_unet makes of it): tests'
+    tiny random ControlNets have it."""
+    import torch
+    from diffusers import ControlNetModel
+
+    with torch.device("meta"):   # only the config is wanted: no weights are drawn
+        controlnet = ControlNetModel.from_unet(_tiny_unet(), load_weights_from_unet=False)
+    return {"_class_name": "ControlNetModel",
+            **{key: value for key, value in controlnet.config.items() if not key.startswith("_")}}
+
+
 def _tiny_unet():
     from diffusers import UNet2DConditionModel
 

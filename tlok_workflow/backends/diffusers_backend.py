@@ -2,7 +2,8 @@
 
 Checkpoints are demo model names, diffusers folders (model_index.json) or SD1.x single files (.safetensors/.ckpt,
 loaded with the bundled sd1_config). Loaded models sit in a small LRU cache; txt2img, img2img and inpaint of one
-model share its components. Model upscalers are ESRGAN-family files in `upscalers_dir` (see model_upscalers).
+model share its components, and so does ControlNet img2img (only the ControlNet is loaded on top: one ControlNet at a
+time, see controlnets). Model upscalers are ESRGAN-family files in `upscalers_dir` (see model_upscalers).
 torch/diffusers are imported lazily: this module is importable without them.
 """
 import gc
@@ -16,6 +17,7 @@ from PIL import Image
 
 from .. import attention, inpaint_region, model_hash, reuse
 from ..outputs import first_line
+from . import controlnets
 from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, MODES, TXT2IMG, Backend, PassRequest, StepCallback
 from .checkpoint_files import CheckpointError, check_folder, loadable_single_file
 from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
@@ -42,11 +44,22 @@ class _LoadedModel:
         for pipeline in self.pipelines.values():
             pipeline.set_progress_bar_config(disable=True)
         self.scheduler_config = pipe.scheduler.config
+        self._guided = None   # the ControlNet img2img pipeline, made for the ControlNet last asked for
+
+    def guided(self, controlnet):
+        """ControlNet img2img on this model's own components, with `controlnet` added."""
+        from diffusers import StableDiffusionControlNetImg2ImgPipeline
+
+        if self._guided is None or self._guided.controlnet is not controlnet:
+            components = dict(self.pipelines[TXT2IMG].components, requires_safety_checker=False)
+            self._guided = StableDiffusionControlNetImg2ImgPipeline(**components, controlnet=controlnet)
+            self._guided.set_progress_bar_config(disable=True)
+        return self._guided
 
 
 class DiffusersBackend(Backend):
     def __init__(self, cache_size: int = 2, device=None, dtype=None, vae_tiling: str = "auto", config_dir=None,
-                 upscalers_dir=DEFAULT_FOLDER):
+                 upscalers_dir=DEFAULT_FOLDER, controlnets_dir=controlnets.DEFAULT_FOLDER):
         super().__init__()
         import torch
         from diffusers.utils import logging as diffusers_logging
@@ -62,6 +75,8 @@ class DiffusersBackend(Backend):
         self.vae_tiling = vae_tiling
         self.config_dir = str(config_dir or SD1_CONFIG_DIR)
         self.model_upscalers = ModelUpscalers(upscalers_dir, self.device, half=self.dtype == torch.float16)
+        self.controlnets_dir = Path(controlnets_dir)
+        self._controlnet = (None, None)   # ((path, checkpoint family), model): one ControlNet held at a time
         self._models: OrderedDict[str, _LoadedModel] = OrderedDict()
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
@@ -98,6 +113,41 @@ class DiffusersBackend(Backend):
             return super().upscale(image, size, name)
         return self.model_upscalers.upscale(image, size, name), name
 
+    def controlnet_names(self) -> List[str]:
+        return list(controlnets.model_paths(self.controlnets_dir))
+
+    def controlnet_path(self, name: str):
+        """The ControlNet a stage names: a name in the ControlNet folder, or (the CLI) a path; None if neither."""
+        path = controlnets.model_paths(self.controlnets_dir).get(name) or Path(name)
+        return path if path.exists() else None
+
+    def controlnet_problem(self, name: str, checkpoint: str) -> str:
+        path = self.controlnet_path(name)
+        if path is None:
+            return (f"not found in {self.controlnets_dir} (found: {', '.join(self.controlnet_names()) or 'none'}) "
+                    "and not a file or folder")
+        return controlnets.problem(path, controlnets.expected_config(checkpoint))
+
+    def controlnet_name(self, name: str) -> str:
+        path = self.controlnet_path(name)
+        return (path.name if path.is_dir() else path.stem) if path else name
+
+    def controlnet_hash(self, name: str) -> str:
+        path = self.controlnet_path(name)
+        return model_hash.autov2(controlnets.weights_file(path)) if path else ""
+
+    def _controlnet_model(self, name: str, checkpoint: str):
+        """The ControlNet, loaded once and kept until another one is asked for."""
+        path, config = self.controlnet_path(name), controlnets.expected_config(checkpoint)
+        if path is None:
+            raise controlnets.ControlNetError(f"ControlNet {name!r}: {self.controlnet_problem(name, checkpoint)}")
+        key = (str(path.resolve()), config["cross_attention_dim"])
+        if self._controlnet[0] != key:
+            self._controlnet = (None, None)   # the old one goes before the new one loads
+            gc.collect()
+            self._controlnet = (key, controlnets.load(path, config, self.device, self.dtype))
+        return self._controlnet[1]
+
     def generate(self, request: PassRequest, on_step: StepCallback) -> Image.Image:
         if request.mode not in MODES:
             raise ValueError(f"unknown mode {request.mode!r}; known: {', '.join(MODES)}")
@@ -110,9 +160,21 @@ class DiffusersBackend(Backend):
         if request.mode == IMG2IMG:
             if request.image.size != (request.width, request.height):
                 raise ValueError(f"img2img image is {request.image.size}, expected {(request.width, request.height)}")
-            return self._denoise(pipe, request, on_step, request.image.size, image=request.image.convert("RGB"),
-                                 strength=request.denoise)
+            if request.control is None:
+                return self._denoise(pipe, request, on_step, request.image.size, image=request.image.convert("RGB"),
+                                     strength=request.denoise)
+            return self._guided(model, request, on_step)
         return self._inpaint(pipe, request, on_step)
+
+    def _guided(self, model: _LoadedModel, request: PassRequest, on_step: StepCallback) -> Image.Image:
+        """img2img guided by the request's ControlNet, fed its control image at the pass's size."""
+        control = request.control
+        pipe = model.guided(self._controlnet_model(control.model, request.checkpoint))
+        pipe.scheduler = model.pipelines[IMG2IMG].scheduler   # the one generate() just built for this pass
+        return self._denoise(pipe, request, on_step, request.image.size, image=request.image.convert("RGB"),
+                             strength=request.denoise, control_image=control.image.convert("RGB"),
+                             width=request.width, height=request.height, controlnet_conditioning_scale=control.weight,
+                             control_guidance_start=control.start, control_guidance_end=control.end)
 
     def _inpaint(self, pipe, request: PassRequest, on_step: StepCallback) -> Image.Image:
         """Redraw the region around the mask at the inpaint resolution and paste it back feathered."""

@@ -1,7 +1,8 @@
 """The WebUI backend: each pass through modules.processing (A1111 1.10, Forge).
 
 - Every value is set on the processing object; `p.scripts` stays None, so no always-on or built-in UI script
-  (sampler, seed) can overwrite them.
+  (sampler, seed) can overwrite them. A pass guided by a ControlNet gets a runner with the WebUI's ControlNet
+  script alone (webui_controlnet); a tiled pass is one processing object per tile.
 - The checkpoint is swapped with override_settings={'sd_model_checkpoint': <exact title>} and not restored
   after each pass (so the style model stays loaded across a stage-major run); `end_run` puts the user's
   checkpoint back once.
@@ -22,9 +23,10 @@ from PIL import Image
 
 from modules import devices, images, processing, sd_models, sd_samplers, shared
 
-from .. import reuse
+from .. import model_hash, reuse
 from ..control import Interrupted, Skipped
 from ..errors import UserError
+from . import controlnets, webui_controlnet
 from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, TXT2IMG, Backend, PassRequest, StepCallback
 
 try:  # schedule types exist from 1.9 on
@@ -123,6 +125,33 @@ class WebUIBackend(Backend):
 
     def upscaler_problem(self, name: str) -> str:
         return model_upscaler_problem(name) if name in model_upscaler_names() else super().upscaler_problem(name)
+
+    def controlnet_names(self) -> List[str]:
+        host = webui_controlnet.host_controlnet()
+        return host.names() if host else []
+
+    def controlnet_problem(self, name: str, checkpoint: str) -> str:
+        """Not there (no ControlNet in this WebUI, its script not loaded, no such model), or a file that is not an
+        SD 1.x ControlNet: the WebUI's ControlNet script would only log its error and run the pass unguided."""
+        host = webui_controlnet.host_controlnet()
+        if host is None:
+            return ("not available: this WebUI has no ControlNet (A1111: install the sd-webui-controlnet extension; "
+                    "Forge, Forge Classic and Neo have one built in)")
+        if webui_controlnet.controlnet_script() is None:
+            return "not available: the WebUI's ControlNet script is not loaded (is its extension disabled?)"
+        listed = host.resolve(name)
+        if listed is None:
+            return f"not found; the WebUI's ControlNet models: {', '.join(host.names()) or 'none'}"
+        path = host.path_of(listed)
+        return controlnets.family_problem(path) if path and os.path.isfile(path) else ""
+
+    def controlnet_name(self, name: str) -> str:
+        return webui_controlnet.listed_name(name)
+
+    def controlnet_hash(self, name: str) -> str:
+        host = webui_controlnet.host_controlnet()
+        path = host.path_of(host.resolve(name) or name) if host else None
+        return model_hash.autov2(path) if path else ""
 
     def upscale(self, image: Image.Image, size: Tuple[int, int], name: str) -> Tuple[Image.Image, str]:
         if name in BUILTIN_UPSCALERS:   # the card's resize, pixel for pixel the same on every host
@@ -271,4 +300,8 @@ def make_processing(request: PassRequest, checkpoint_title: str, outpath: str = 
     else:
         raise ValueError(f"unknown mode {request.mode!r}")
     p.scripts = None
+    if request.control:   # checked before the run: the host has a ControlNet and lists the model
+        host = webui_controlnet.host_controlnet()
+        model = host.resolve(request.control.model)
+        p.scripts, p.script_args = webui_controlnet.runner_for(host.unit(model, request.control))
     return p

@@ -1,9 +1,11 @@
 """Stand-in for modules/processing.py (A1111 v1.10.1).
 
 The processing dataclasses have the real constructor fields (an unknown keyword raises TypeError as in the
-real), the `scripts`/`script_args` properties, the Img2Img `mask` → `image_mask` move and the `mask_blur`
-property. process_images follows the real override/restore logic (§3.5 of the API notes) and the job
-accounting of process_images_inner; "sampling" paints a flat colour from the seed and checkpoint, so tests can
+real), the `scripts`/`script_args` properties (once both are set, the scripts' setup runs: a UI-only one only when
+p.is_api is False), the Img2Img `mask` → `image_mask` move and the `mask_blur` property. The scripts' process and
+postprocess hooks run around sampling, and the prompt's extra networks (LoRA) are activated without them.
+process_images follows the real override/restore logic (§3.5 of the API notes) and the job accounting of
+process_images_inner; "sampling" paints a flat colour from the seed and checkpoint, so tests can
 tell passes apart. `calls` records every p; `on_sampling_step` hooks let a test press Interrupt or Skip
 mid-pass, after which the partly finished image is returned as the real one does.
 """
@@ -12,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from modules import sd_models, shared
+from modules import extra_networks, sd_models, shared
 from modules.shared import opts, state
 
 calls = []               # stand-in only: every processing object passed to process_images
@@ -86,7 +88,7 @@ class StableDiffusionProcessing:
     def scripts(self, value):
         self.scripts_value = value
         if self.scripts_value and self.script_args_value and not self.scripts_setup_complete:
-            self.scripts_setup_complete = True
+            self.setup_scripts()
 
     @property
     def script_args(self):
@@ -95,6 +97,12 @@ class StableDiffusionProcessing:
     @script_args.setter
     def script_args(self, value):
         self.script_args_value = value
+        if self.scripts_value and self.script_args_value and not self.scripts_setup_complete:
+            self.setup_scripts()
+
+    def setup_scripts(self):
+        self.scripts_setup_complete = True
+        self.scripts.setup_scrips(self, is_ui=not self.is_api)
 
     def close(self):
         self.closed = True
@@ -203,6 +211,10 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     calls.append(p)
     if state.job_count == -1:
         state.job_count = p.n_iter
+    if p.scripts is not None:
+        p.scripts.process(p)
+    if not p.disable_extra_networks:   # LoRA and the other extra networks: activated here, not by scripts
+        extra_networks.activate(p, extra_networks.parse_prompt(p.prompt))
     output_images = []
     for n in range(p.n_iter):
         state.skipped = False
@@ -221,7 +233,10 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
         state.nextjob()
         output_images.append(_paint(p, finished))
     info = f"{p.prompt}\nSteps: {p.steps}, Sampler: {p.sampler_name}, Seed: {p.seed}"
-    return Processed(p, output_images, p.seed, info)
+    processed = Processed(p, output_images, p.seed, info)
+    if p.scripts is not None:
+        p.scripts.postprocess(p, processed)
+    return processed
 
 
 def _paint(p, finished):
