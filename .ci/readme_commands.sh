@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's commands that need no checkpoint of the user's, run exactly as the README writes them, from the
-# checkout's root in .ci/run's venv: the face demo, `ui` (its page and API answer), `prompt`, `plan`, `presets`
-# and `faces` (on a copy of the bundled photo named as in the README). Called from .ci/run.
+# checkout's root in .ci/run's venv: the face demo, `ui` (its page and API answer), `prompt`, `plan`, `presets`,
+# the demo `compare` (its pass counts as the README writes them) and `faces` (on a copy of the bundled photo named
+# as in the README). Called from .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -19,6 +20,8 @@ run 'python -m tlok_workflow prompt --shot closeup --subject "Emma Watson" --out
 grep -q "wearing defa outfit:1.3" "$work/out.log" || { cat "$work/out.log"; exit 1; }
 run 'python -m tlok_workflow plan --shot full-shot --preset quality'
 run 'python -m tlok_workflow presets'
+run "cd $work && python -m tlok_workflow compare --demo --seed 7 --vary stages.1536.cfg_scale=7,4 --vary stages.style.denoise=0.5,0.3"
+grep -q "4 cell(s): 13 pass(es) run, 7 reused (20 if every cell ran from scratch)" "$work/out.log" && ls "$work"/outputs/*grid*.png >/dev/null || { cat "$work/out.log"; echo "compare: not the README's passes or no grid"; exit 1; }
 cp examples/astronaut.png "$work/photo.jpg"
 run "cd $work && python -m tlok_workflow faces photo.jpg --out preview.png"
 [ -s "$work/preview.png" ] || { echo "faces wrote no preview"; exit 1; }

@@ -162,6 +162,7 @@ class StageIndex:
         if path and not line["path"]:
             return   # saved outside the folder (a host's save callback moved it): not ours to find again
         data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
+        self.folder.mkdir(parents=True, exist_ok=True)   # a first pass that found no face saved nothing yet
         with open(self.path, "ab") as f:   # one write per line: concurrent runs append whole lines
             f.write(data)
         self._lines.setdefault(key, []).append(line)
