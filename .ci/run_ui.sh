@@ -39,7 +39,7 @@ echo "run_ui: environments ready in $((SECONDS - start)) s"
 # it on the fake backend, 4.40 on the diffusers demo models). (tests/test_webui_backend.py needs no gradio, and
 # tests/test_install.py builds its own WebUI-like venvs: both run in .ci/run's own venv.)
 TESTS="tests/test_ui_build.py tests/test_webui_tab.py tests/test_api.py tests/test_api_hostile.py \
-    tests/test_api_security.py tests/test_front_door.py tests/browser"
+    tests/test_api_security.py tests/test_front_door.py tests/test_webui_controlnet.py tests/browser"
 status=0
 echo "== gradio 3.41.2, fastapi 0.94, pydantic 1 (A1111 1.10) + Chromium"
 .venv-g3/bin/python -m pytest -q -p no:cacheprovider $TESTS || status=1
