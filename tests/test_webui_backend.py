@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from tlok_workflow import outputs
+from tlok_workflow.request import StageSettings, apply_settings
 from tlok_workflow.backends.base import PassRequest
 from tlok_workflow.chain import build_recipe
 from tlok_workflow.presets import load_pack
@@ -209,10 +210,7 @@ def test_aspect_kept_sizes_follow_the_hosts_size_step(webui, tmp_path):
 
 
 def with_upscaler(r, name):
-    for stage in r.stages:
-        if stage.kind == "img2img":
-            stage.upscaler = name
-    return r
+    return apply_settings(r, StageSettings(upscaler=name))
 
 
 def test_a_webui_upscaler_runs_through_the_webuis_resize_image(webui):

@@ -14,6 +14,7 @@ gr = pytest.importorskip("gradio")
 
 from panel_events import wired  # noqa: E402
 from tlok_workflow.stage_table import rows as stage_rows  # noqa: E402
+from tlok_workflow.request import StageSettings, apply_settings  # noqa: E402
 from webui_stub.env import BASE, STYLE, title  # noqa: E402
 pytest_plugins = ["webui_stub.env"]   # the `webui` fixture
 
@@ -455,10 +456,7 @@ def panel_values(host, **changes):
 
 
 def with_upscaler(recipe, name):
-    for stage in recipe.stages:
-        if stage.kind == "img2img":
-            stage.upscaler = name
-    return recipe
+    return apply_settings(recipe, StageSettings(upscaler=name))
 
 
 def api_client(webui):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import __version__, outputs
+from .model_hash import sha256_of
 
 INDEX = "tlok-stages.jsonl"
 KEY_CHUNK = outputs.KEY_CHUNK
@@ -145,7 +146,7 @@ class StageIndex:
             return None if line["status"] == "no-face" else False
         path = self.folder / line["path"]
         try:
-            if self.folder.resolve() not in path.resolve().parents or _sha256(path) != line["sha256"]:
+            if self.folder.resolve() not in path.resolve().parents or sha256_of(path) != line["sha256"]:
                 return False
             if path.suffix.lower() == ".png" and outputs.read_png_text(path).get(KEY_CHUNK) != line["key"]:
                 return False
@@ -158,7 +159,7 @@ class StageIndex:
         path = output.path
         line = {"key": key, "item": output.item, "stage": output.stage, "label": output.label,
                 "status": str(output.status), "seed": output.seed, "note": output.note,
-                "path": _relative(path, self.folder) if path else "", "sha256": _sha256(path) if path else ""}
+                "path": _relative(path, self.folder) if path else "", "sha256": sha256_of(path) if path else ""}
         if path and not line["path"]:
             return   # saved outside the folder (a host's save callback moved it): not ours to find again
         data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
@@ -171,14 +172,6 @@ class StageIndex:
 FINISHED = ("done", "no-face")   # runner.Status values of a pass that ran to its end
 _LINE = {"key": str, "item": str, "stage": int, "label": str, "status": str, "seed": int, "note": str, "path": str,
          "sha256": str}
-
-
-def _sha256(path: Path) -> str:
-    digest_ = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest_.update(block)
-    return digest_.hexdigest()
 
 
 def _relative(path: Path, folder: Path) -> str:
