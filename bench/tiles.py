@@ -12,10 +12,12 @@ default ("auto": tiled above 1024², so a whole 1536² or 2048² pass is not hel
 The cases run in the order given, in one process, the models loaded once. "pass MB" is the peak resident memory
 during the pass minus the memory in use just before it (common.reset_peak_rss). UNet GFLOPs: FlopCounterMode over
 one step's UNet (and ControlNet) calls, the whole latent or every tile's, on the meta device (shapes only, nothing
-computed); they are printed first, for every case, so they are there even when a slow case is cut short. A 64²
-pass first reads every weight in (the files are memory-mapped), so no pass counts the model's own memory.
+computed); they are printed first, for every case, so they are there even when a slow case is cut short. The
+weights are copied out of their memory-mapped files into the process's own memory and a 64² pass runs first, so no
+pass counts the model's own memory.
 """
 import argparse
+import itertools
 import sys
 import time
 
@@ -113,11 +115,21 @@ def load_models(folder, guided: bool):
     checkpoint = str(common.write_folder(pipe, folder / "sd15-random"))
     del pipe
     backend = DiffusersBackend(device="cpu", controlnets_dir=folder)
-    backend.pipeline(checkpoint, "img2img")
+    models = [module for module in backend.pipeline(checkpoint, "img2img").components.values()
+              if isinstance(module, torch.nn.Module)]
     if guided:
         assert backend.controlnet_problem(CONTROLNET, checkpoint) == ""   # passes the SD 1.5 file check
-        backend._controlnet_model(CONTROLNET, checkpoint)   # loaded before the first pass, not inside it
+        models.append(backend._controlnet_model(CONTROLNET, checkpoint))   # loaded before the first pass
+    in_own_memory(models)
     return backend, checkpoint
+
+
+def in_own_memory(models) -> None:
+    """Copy the weights out of the memory-mapped files they were loaded from. Mapped pages are dropped when the
+    machine runs short and read back in the next pass, which would count gigabytes of weights as that pass's."""
+    for model in models:
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            tensor.data = tensor.data.clone()
 
 
 def main():
@@ -137,7 +149,7 @@ def main():
     results = {}
     with common.scratch(need_gb=6) as folder:
         backend, checkpoint = load_models(folder, any(guided for _, _, guided in cases))
-        for guided in {guided for _, _, guided in cases}:   # the weights are read in (mmap) at their first use
+        for guided in {guided for _, _, guided in cases}:   # what a first pass sets up once
             one_pass(backend, checkpoint, 64, None, guided)
         print(f"\nmodels loaded and warmed up (a 64² pass): RSS {common.rss_mb():.0f} MB\n"
               f"{'case':<40} {'pass MB':>8} {'peak MB':>8} {'seconds':>8}  load before / after")
