@@ -53,6 +53,29 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> float:
+    """Start a new peak here (Linux: VmHWM back to the RSS now), after handing freed heap back to the system so
+    "now" is the memory still in use; returns that RSS in MB. Read the peak since with peak_rss_since_reset_mb."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return rss_mb()
+
+
+def peak_rss_since_reset_mb() -> float:
+    """Peak resident memory since the last reset_peak_rss (ru_maxrss is not reset by it, VmHWM is)."""
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+def load_average() -> str:
+    return f"load average {os.getloadavg()[0]:.1f}"
+
+
 def available_mb() -> float:
     import psutil
 

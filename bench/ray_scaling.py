@@ -50,10 +50,6 @@ def timed_batch(recipe, source, out, backend, executor=None):
     return wall, sum(entry["seconds"] for entry in entries if entry.get("event") == "done")
 
 
-def load() -> str:
-    return "load average %.1f" % os.getloadavg()[0]
-
-
 def finals(out):
     return {p.name: p.read_bytes() for p in out.glob("*-s3-*.png")}
 
@@ -83,7 +79,7 @@ def main():
         alone, alone_busy = timed_batch(recipe, source, folder / "in-process", backend)
         reference = finals(folder / "in-process")
         print(f"  in-process   {alone:6.1f} s wall, {alone / passes:.3f} s per pass, of which around the passes "
-              f"{(alone - alone_busy) / passes * 1000:.0f} ms ({load()})")
+              f"{(alone - alone_busy) / passes * 1000:.0f} ms ({common.load_average()})")
 
         started = time.perf_counter()
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -101,7 +97,7 @@ def main():
                   f"({passes / wall * 3600:.0f} passes/h), passes' own time {busy / passes:.3f} s each, workers busy "
                   f"{busy / (wall * count):.1%} of the wall time; first run "
                   f"with worker start-up {first:.1f} s; loads per worker {loads}; finals identical to in-process: "
-                  f"{same} ({load()})")
+                  f"{same} ({common.load_average()})")
             executor.close()
         ray.shutdown()
     one = walls.get(1)
