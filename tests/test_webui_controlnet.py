@@ -65,6 +65,15 @@ def test_each_tile_goes_to_the_controlnet_script_alone_with_its_own_crop(webui, 
     assert "(0.6, 0–0.8)" in info
 
 
+@pytest.mark.parametrize("controlnet", ["a1111"], indirect=True)
+def test_sd_webui_controlnet_reads_its_model_once_for_all_the_tiles(webui, controlnet, tmp_path):
+    # Seen live (A1111 1.10.1, sd-webui-controlnet 56cec5b2): "Loading model: control_v11f1e_sd15_tile" at every
+    # tile, 4-12 s each on CPU, while a fresh copy of the script per pass forgot the checkpoint its cache was for.
+    run(webui, tiled(), tmp_path)
+    run(webui, tiled(), tmp_path)
+    assert len(controlnet.runs) == 18 and len(controlnet.loads) == 1
+
+
 @pytest.mark.parametrize("name, problem", [
     ("controlnet_sdxl_tile", "a ControlNet for SDXL, not for this model (SD 1.x)"),
     ("control_v11p_sd15_canny", "not found; the WebUI's ControlNet models: "),
