@@ -74,6 +74,23 @@ def test_sd_webui_controlnet_reads_its_model_once_for_all_the_tiles(webui, contr
     assert len(controlnet.runs) == 18 and len(controlnet.loads) == 1
 
 
+def test_on_forge_neo_tiles_off_its_64_px_grid_are_refused_before_any_pass_and_tiles_on_it_run(webui, tmp_path,
+                                                                                              monkeypatch):
+    # Seen live (Forge Neo 2.26): tiles 64/16 of a 128² stage stopped after the first tile with "tile 0: redrawn at
+    # (64, 64), expected (80, 80)": Neo rounds every pass's size to a multiple of 64.
+    from tlok_workflow.backends.webui import WebUIBackend
+
+    monkeypatch.setitem(webui.shared.opts.data, "res_step", 64)   # the stand-in's Forge Neo
+    (found,) = model_problems(WebUIBackend, tiled(controlnet=""))
+    assert found == ("stage 192: tiles 64/8: this host makes every pass in steps of 64 px, so the tile size and "
+                     "overlap must be multiples of 64 (e.g. tiles 512/64)")
+    with pytest.raises(ValueError, match="tiles 64/8: this host makes every pass in steps of 64 px"):
+        run(webui, tiled(controlnet=""), tmp_path)
+    assert webui.processing.calls == []
+    run(webui, tiled(controlnet="", width=320, height=320, tile_size=192, tile_overlap=64), tmp_path)
+    assert [(p.width, p.height) for p in webui.processing.calls] == [(256, 256), (256, 256), (256, 256), (256, 256)]
+
+
 @pytest.mark.parametrize("name, problem", [
     ("controlnet_sdxl_tile", "a ControlNet for SDXL, not for this model (SD 1.x)"),
     ("control_v11p_sd15_canny", "not found; the WebUI's ControlNet models: "),
