@@ -80,7 +80,8 @@ def test_on_forge_neo_tiles_off_its_64_px_grid_are_refused_before_any_pass_and_t
     # (64, 64), expected (80, 80)": Neo rounds every pass's size to a multiple of 64.
     from tlok_workflow.backends.webui import WebUIBackend
 
-    monkeypatch.setitem(webui.shared.opts.data, "res_step", 64)   # the stand-in's Forge Neo
+    # Forge Neo's option at its default: registered, but not in opts.data once the WebUI loaded its config.json
+    monkeypatch.setitem(webui.shared.opts.data_labels, "res_step", webui.options.OptionInfo(64, "Resolution Step"))
     (found,) = model_problems(WebUIBackend, tiled(controlnet=""))
     assert found == ("stage 192: tiles 64/8: this host makes every pass in steps of 64 px, so the tile size and "
                      "overlap must be multiples of 64 (e.g. tiles 512/64)")
