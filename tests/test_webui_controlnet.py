@@ -65,6 +65,33 @@ def test_each_tile_goes_to_the_controlnet_script_alone_with_its_own_crop(webui, 
     assert "(0.6, 0–0.8)" in info
 
 
+@pytest.mark.parametrize("controlnet", ["a1111"], indirect=True)
+def test_sd_webui_controlnet_reads_its_model_once_for_all_the_tiles(webui, controlnet, tmp_path):
+    # Seen live (A1111 1.10.1, sd-webui-controlnet 56cec5b2): "Loading model: control_v11f1e_sd15_tile" at every
+    # tile, 4-12 s each on CPU, while a fresh copy of the script per pass forgot the checkpoint its cache was for.
+    run(webui, tiled(), tmp_path)
+    run(webui, tiled(), tmp_path)
+    assert len(controlnet.runs) == 18 and len(controlnet.loads) == 1
+
+
+def test_on_forge_neo_tiles_off_its_64_px_grid_are_refused_before_any_pass_and_tiles_on_it_run(webui, tmp_path,
+                                                                                              monkeypatch):
+    # Seen live (Forge Neo 2.26): tiles 64/16 of a 128² stage stopped after the first tile with "tile 0: redrawn at
+    # (64, 64), expected (80, 80)": Neo rounds every pass's size to a multiple of 64.
+    from tlok_workflow.backends.webui import WebUIBackend
+
+    # Forge Neo's option at its default: registered, but not in opts.data once the WebUI loaded its config.json
+    monkeypatch.setitem(webui.shared.opts.data_labels, "res_step", webui.options.OptionInfo(64, "Resolution Step"))
+    (found,) = model_problems(WebUIBackend, tiled(controlnet=""))
+    assert found == ("stage 192: tiles 64/8: this host makes every pass in steps of 64 px, so the tile size and "
+                     "overlap must be multiples of 64 (e.g. tiles 512/64)")
+    with pytest.raises(ValueError, match="tiles 64/8: this host makes every pass in steps of 64 px"):
+        run(webui, tiled(controlnet=""), tmp_path)
+    assert webui.processing.calls == []
+    run(webui, tiled(controlnet="", width=320, height=320, tile_size=192, tile_overlap=64), tmp_path)
+    assert [(p.width, p.height) for p in webui.processing.calls] == [(256, 256), (256, 256), (256, 256), (256, 256)]
+
+
 @pytest.mark.parametrize("name, problem", [
     ("controlnet_sdxl_tile", "a ControlNet for SDXL, not for this model (SD 1.x)"),
     ("control_v11p_sd15_canny", "not found; the WebUI's ControlNet models: "),

@@ -267,7 +267,7 @@ class PassComputer:
     def _redraw_tiles(backend: Backend, request: PassRequest, stage: Stage, on_step: StepCallback) -> Image.Image:
         """One request per tile (its crop of the enlarged image, its own seed; a ControlNet gets the same crop),
         blended back (tiles.redraw)."""
-        grid = tiles.layout(request.image.size, stage.tile_size, stage.tile_overlap, request.seed)
+        grid = tiles.layout(request.image.size, stage.tile_size, stage.tile_overlap, request.seed, backend.size_step)
 
         def draw(tile: tiles.Tile, crop: Image.Image) -> Image.Image:
             control = request.control and replace(request.control, image=crop)
@@ -444,20 +444,25 @@ class Executor:
 
 
 def model_problems(backend: Callable[[], Backend], recipe: Recipe) -> List[str]:
-    """One line per img2img stage whose upscaler or ControlNet cannot run on the backend, naming it and why. The
-    backend can take seconds to make (the standalone one imports torch), so backend() is called only when a stage
-    names an upscaler that is not a built-in resize, or a ControlNet."""
+    """One line per img2img stage whose upscaler, ControlNet or tiles cannot run on the backend, naming it and why.
+    The backend can take seconds to make (the standalone one imports torch), so backend() is called only when a
+    stage names an upscaler that is not a built-in resize, a ControlNet, or tiles."""
     passes = [stage for stage in recipe.stages if stage.kind == IMG2IMG]
     upscaling = [stage for stage in passes if stage.upscaler not in BUILTIN_UPSCALERS]
     guided = [stage for stage in passes if stage.controlnet]
-    if not upscaling and not guided:
+    tiled = [stage for stage in passes if stage.redraw == TILES]
+    if not upscaling and not guided and not tiled:
         return []
     host = backend()
+    step = host.size_step
     return [f"stage {stage.label}: upscaler {stage.upscaler!r} {problem}" for stage in upscaling
             if (problem := host.upscaler_problem(stage.upscaler))] + \
         [f"stage {stage.label}: ControlNet {stage.controlnet!r} {problem}; clear the stage's ControlNet to redraw "
          "without one" for stage in guided
-         if (problem := host.controlnet_problem(stage.controlnet, recipe.checkpoint_of(stage)))]
+         if (problem := host.controlnet_problem(stage.controlnet, recipe.checkpoint_of(stage)))] + \
+        [f"stage {stage.label}: tiles {stage.tile_size}/{stage.tile_overlap}: this host makes every pass in steps of "
+         f"{step} px, so the tile size and overlap must be multiples of {step} (e.g. tiles 512/64)"
+         for stage in tiled if stage.tile_size % step or stage.tile_overlap % step]   # a tile is a pass
 
 
 def _calls(stage: Stage) -> int:

@@ -35,6 +35,8 @@ def webui(tmp_path, monkeypatch):
     sd_models.model_data.sd_model = None
     sd_models.model_data.was_loaded_at_least_once = False
     shared.opts.data["sd_model_checkpoint"] = sd_models.get_closet_checkpoint_match(BASE).title
+    shared.opts.data.pop("res_step", None)   # A1111's options (Forge Neo's, set by the tests that stand for Neo)
+    shared.opts.data_labels.pop("res_step", None)
     shared.opts.data["interrupt_after_current"] = True
     shared.state.__dict__.clear()   # back to the class defaults (processing holds this very object)
     processing.calls.clear()

@@ -77,7 +77,9 @@ class WebUIBackend(Backend):
 
     @property
     def size_step(self) -> int:
-        return int(shared.opts.data.get("res_step", 8))   # Forge Neo: "Resolution Step", 64 by default
+        # Forge Neo: "Resolution Step", 64 by default. Read as an attribute: a setting left at its default is not in
+        # opts.data once the WebUI has loaded its config.json (seen live: 8 on Neo 2.26), only in opts.data_labels.
+        return int(getattr(shared.opts, "res_step", 8))
 
     def begin_run(self, total_passes: int) -> None:
         self.user_checkpoint = shared.opts.data.get("sd_model_checkpoint")

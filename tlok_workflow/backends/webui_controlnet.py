@@ -10,6 +10,7 @@ processing itself (extra_networks.activate), not by scripts, on every host. A pa
 `p.scripts = None`, as before.
 """
 import copy
+import functools
 import re
 from typing import Callable, List, Optional
 
@@ -65,10 +66,18 @@ def controlnet_script():
     return found[0] if found else None
 
 
+@functools.lru_cache(maxsize=1)
+def own_copy(script):
+    """One copy of the tab's ControlNet script for every guided pass, not one per pass: sd-webui-controlnet keeps on
+    the script object the checkpoint its model cache was filled for (scripts/controlnet.py, latest_model_hash) and
+    empties the cache when it differs, so a fresh copy would read the ControlNet from disk again at every tile."""
+    return copy.copy(script)
+
+
 def runner_for(unit: dict):
-    """(p.scripts, p.script_args) for a pass guided by `unit`: a copy of the img2img ScriptRunner with only a copy
-    of the ControlNet script in it, and the unit as its one argument."""
-    script = copy.copy(controlnet_script())
+    """(p.scripts, p.script_args) for a pass guided by `unit`: a copy of the img2img ScriptRunner with only our
+    copy of the ControlNet script in it, and the unit as its one argument."""
+    script = own_copy(controlnet_script())
     script.args_from, script.args_to = 0, 1
     runner = copy.copy(scripts.scripts_img2img)
     runner.scripts, runner.alwayson_scripts, runner.selectable_scripts = [script], [script], []

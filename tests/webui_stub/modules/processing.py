@@ -209,6 +209,9 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
 
 def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     calls.append(p)
+    if "res_step" in opts.data_labels:   # Forge Neo 2.26 (its "res_step" option says Neo), modules/processing.py
+        p.width = max(((p.width + 32) // 64) * 64, 64)     # process_images_inner: every pass of a model without
+        p.height = max(((p.height + 32) // 64) * 64, 64)   # fix_dimensions (SD 1.5) is rounded to 64
     if state.job_count == -1:
         state.job_count = p.n_iter
     if p.scripts is not None:
