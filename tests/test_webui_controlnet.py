@@ -109,9 +109,13 @@ def test_a_controlnet_that_cannot_guide_the_pass_is_refused_before_any_pass(webu
 
 def test_without_a_controlnet_in_the_webui_a_stage_naming_one_is_refused_and_one_without_runs(webui, tmp_path):
     from tlok_workflow.backends.webui import WebUIBackend
+    from tlok_workflow.webui_host import WebUISession
 
     (found,) = model_problems(WebUIBackend, tiled())
     assert "not available: this WebUI has no ControlNet (A1111: install the sd-webui-controlnet extension" in found
+    with pytest.raises(ValueError, match=r"recipe.stages\[0\].controlnet: 'control_v11f1e_sd15_tile': not available: "
+                                         "this WebUI has no ControlNet \\(A1111: install the sd-webui-controlnet"):
+        WebUISession().confine(tiled())   # what an API request naming it gets: why, not only 'listed: none'
     run(webui, tiled(controlnet=""), tmp_path)   # the user cleared it: the tiles run, unguided
     assert len(webui.processing.calls) == 9 and all(p.scripts is None for p in webui.processing.calls)
     assert all(p.override_settings == {"sd_model_checkpoint": title(STYLE)} for p in webui.processing.calls)

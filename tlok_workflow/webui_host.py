@@ -139,6 +139,12 @@ class WebUISession(Session):
     def listed_controlnets(self) -> List[str]:
         return WebUIBackend().controlnet_names()
 
+    def resolve_controlnet(self, name: str, field: str) -> str:
+        """As the session's, but a WebUI without ControlNet models says why (no ControlNet extension, …)."""
+        if not self.listed_controlnets():
+            raise NotListed(f"{field}: {name!r}: {WebUIBackend().controlnet_problem(name, '')}")
+        return super().resolve_controlnet(name, field)
+
     def resolve_checkpoint(self, name: str, field: str) -> str:
         """As every WebUI lookup: its own match over its list (sd_models.get_closet_checkpoint_match), which
         returns only listed checkpoints; '' is the user's current one."""
