@@ -13,6 +13,7 @@ notes it in the journal and reports progress.
 import random
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
@@ -22,7 +23,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from PIL import Image
 
-from . import __version__, outputs
+from . import __version__, cost, outputs
 from .backends.base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
 from .presets import Pack
@@ -53,6 +54,7 @@ class Progress:
     steps: int
     done: int           # passes finished in this run
     total: int          # passes in this run (face stages count one pass per item)
+    remaining: Optional[float] = None   # seconds the run has left (cost.Eta)
 
 
 class Status(str, Enum):
@@ -84,6 +86,7 @@ class StageOutput:
     note: str = ""
     seconds: float = 0.0
     resumed: bool = False  # finished by an earlier run (see Journal)
+    measured: Optional[cost.Measured] = None   # what the pass measured, for the calibration of its costs
 
 
 # save(folder, stem, image, infotext, recipe_json) -> the path written, never over another file
@@ -160,16 +163,28 @@ class PassComputer:
     out_dir: Path
 
     def compute(self, backend: Backend, job: PassJob, on_step: StepCallback) -> PassResult:
-        """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result)."""
+        """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result). A
+        finished pass carries what it measured of its costs (cost.Meter)."""
         stage = self.recipe.stages[job.stage - 1]
         started = time.perf_counter()
+        checkpoint = self.recipe.checkpoint_of(stage)
+        info, machine = backend.model_info(checkpoint), backend.machine()
+        fresh = not backend.loads
+        meter = cost.Meter(machine, sum(cost.weights_mb(backend.model_info(loaded).arch, machine)
+                                        for loaded in backend.models_in_memory()), fresh)
         try:
-            result = self._compute(backend, stage, job, on_step)
+            meter.load(backend, checkpoint, cost.Call("load", (int(fresh),), info.arch, info.source))
+            with meter.hooked(backend.torch_modules(checkpoint), info.arch):
+                result, source = self._compute(backend, stage, job, on_step, meter)
         except Skipped:
             return PassResult(job, self.output(job, Status.SKIPPED, job.item.seed))
         except outputs.ImageError as e:
             return PassResult(job, self.output(job, Status.FAILED, job.item.seed, str(e)))
         result.output.seconds = time.perf_counter() - started
+        calls = cost.stage_calls(stage, info.arch, machine, source)
+        if result.output.status == Status.NO_FACE:   # only the search ran
+            calls = [(call, n) for call, n in calls if call.part in ("faces", "pass")]
+        result.output.measured = meter.measured(calls)
         return result
 
     def output(self, job: PassJob, status: Status, seed: int, note: str = "") -> StageOutput:
@@ -177,42 +192,53 @@ class PassComputer:
         label = self.recipe.stages[job.stage - 1].label
         return StageOutput(job.item.name, job.stage, job.repeat, label, status, None, seed, note)
 
-    def _compute(self, backend: Backend, stage: Stage, job: PassJob, on_step: StepCallback) -> PassResult:
+    def _compute(self, backend: Backend, stage: Stage, job: PassJob, on_step: StepCallback,
+                 meter: cost.Meter) -> Tuple[PassResult, Tuple[int, int]]:
+        """The pass's result and the size of the image it started from."""
         item = job.item
         seed = _stage_seed(stage, job.stage, item) + job.repeat
         positive, negative = self.stage_prompts(stage, item)
         request = PassRequest(
             mode=stage.kind, checkpoint=self.recipe.checkpoint_of(stage), prompt=positive, negative_prompt=negative,
             width=stage.width, height=stage.height, steps=stage.steps, cfg_scale=stage.cfg_scale,
-            sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise)
+            sampler=stage.sampler, scheduler=stage.scheduler, seed=seed, denoise=stage.denoise,
+            vae_tiling=stage.vae_tiling)
+        source = (stage.width, stage.height)
         if stage.kind == "face":
-            image, note = self._redraw_faces(backend, request, stage, outputs.load_image(job.source), on_step)
+            start = outputs.load_image(job.source)
+            source = start.size
+            image, note = self._redraw_faces(backend, request, stage, start, on_step, meter)
             if image is None:
                 if self.recipe.demo and job.stage > 1:   # the image is the demo's own: noise, whatever it started from
                     note += "; the demo models' earlier passes paint noise, not faces"
-                return PassResult(job, self.output(job, Status.NO_FACE, seed, note))
+                return PassResult(job, self.output(job, Status.NO_FACE, seed, note)), source
         else:
             note = ""
             if stage.kind == "img2img":
                 image = outputs.load_image(job.source)
+                source = image.size
                 request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
                                                                   backend.size_step)
-                request.image, request.upscaler = backend.upscale(image, (request.width, request.height),
-                                                                  stage.upscaler)
+                size = (request.width, request.height)
+                with meter.measure(cost.Call("upscale", (image.width * image.height, size[0] * size[1]),
+                                             name=stage.upscaler)) if stage.upscaler not in BUILTIN_UPSCALERS \
+                        else nullcontext():
+                    request.image, request.upscaler = backend.upscale(image, size, stage.upscaler)
                 if request.upscaler != stage.upscaler:   # recorded as what ran, and said in the log
                     note = f"upscaler {stage.upscaler} did not run (the host's log says why); {request.upscaler} " \
                            "enlarged the image instead"
             image = backend.generate(request, on_step)
         return PassResult(job, self.output(job, Status.DONE, seed, note),
-                          self._image(backend, request, stage, job, image, note))
+                          self._image(backend, request, stage, job, image, note)), source
 
     @staticmethod
     def _redraw_faces(backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
-                      on_step: StepCallback):
+                      on_step: StepCallback, meter: cost.Meter):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
         from .faces import face_masks, find_faces, no_face_note  # lazy: detector packages load only for a face stage
 
-        search = find_faces(image, stage.face)
+        with meter.measure(cost.Call("faces", image.size)):
+            search = find_faces(image, stage.face)
         if not search.detections:
             return None, no_face_note(search, image.size)
         request.mode = "inpaint"
@@ -399,7 +425,9 @@ class Runner:
             raise ValueError(f"the chain starts with {recipe.stages[0].kind}: every item needs a start image")
         self._check_upscalers(recipe)
         computer = PassComputer(self.pack, recipe, compose(self.pack, recipe.prompt), self.out_dir)
-        run = _Run(recipe, items, sum(stage.repeat for stage in recipe.stages) * len(items))
+        calibration = cost.Calibration.load()   # every finished pass adds what it measured
+        eta = cost.Eta(cost.estimate(recipe, self.backend, len(items), calibration), recipe, len(items))
+        run = _Run(recipe, items, sum(stage.repeat for stage in recipe.stages) * len(items), eta, calibration)
         control = RunControl(self.should_stop, partial(self._on_step, run))
         loads_before = len(self.backend.loads)
         self.backend.begin_run(run.total)
@@ -413,6 +441,7 @@ class Runner:
         finally:
             self.backend.end_run()
             run.result.loads = self.backend.loads[loads_before:] + self.executor.loads()
+            calibration.save()
         number = {item.name: index for index, item in enumerate(items)}
         # shown stage by stage, however they were computed (item by item here, in any order on Ray)
         run.result.outputs.sort(key=lambda o: (o.stage, o.repeat, number[o.item]))
@@ -428,7 +457,8 @@ class Runner:
                                           range(1, len(run.items) + 1)) if job)
         for computed in self.executor.run(computer, queue, control):
             job = computed.job
-            run.keep(self._commit(computed))
+            run.keep(self._commit(computed, run.calibration))
+            run.eta.finished(run.key(job))
             if not self.executor.reports_steps:
                 self.on_progress(run.progress(job, run.stage(job).steps, run.stage(job).steps))
             following = self._next_job(run, passes, job.index, passes.index((job.stage, job.repeat)) + 1)
@@ -445,6 +475,7 @@ class Runner:
             if output is None:
                 return PassJob(item, index, number, repeat, source)
             run.keep(output)
+            run.eta.passed((index, number, repeat))
         return None
 
     def _resumed_or_passed_over(self, stage: Stage, number: int, repeat: int, item: Item,
@@ -458,13 +489,18 @@ class Runner:
                                "no image from the earlier stages")
         return None
 
-    def _commit(self, computed: PassResult) -> StageOutput:
-        """Save the pass's image and note the pass in the journal: the one place where a pass becomes finished."""
+    def _commit(self, computed: PassResult, calibration: cost.Calibration) -> StageOutput:
+        """Save the pass's image and note the pass in the journal: the one place where a pass becomes finished;
+        what it measured goes into the calibration (with the save's time)."""
         output = computed.output
+        started = time.perf_counter()
         if computed.image:
             output.path = self.journal.save(output, computed.image)
         if output.status.finished:
             self.journal.record(output)
+            if output.measured:
+                output.measured.add_seconds(time.perf_counter() - started)
+                calibration.add(output.measured.machine, output.measured.observations)
         return output
 
     def _on_step(self, run: "_Run", job: PassJob, step: int, steps: int) -> None:
@@ -498,10 +534,12 @@ class Runner:
 
 
 class _Run:
-    """One run's state: its result so far and each item's latest image."""
+    """One run's state: its result so far, each item's latest image, its remaining time and calibration."""
 
-    def __init__(self, recipe: Recipe, items: Sequence[Item], total: int):
+    def __init__(self, recipe: Recipe, items: Sequence[Item], total: int, eta: cost.Eta,
+                 calibration: cost.Calibration):
         self.recipe, self.items, self.total = recipe, items, total
+        self.eta, self.calibration = eta, calibration
         self.result = RunResult()
         self.latest: Dict[str, Optional[Path]] = {item.name: item.image for item in items}
 
@@ -515,6 +553,12 @@ class _Run:
         elif output.status == Status.FAILED:
             self.latest[output.item] = None
 
+    @staticmethod
+    def key(job: PassJob) -> cost.PassKey:
+        return job.index, job.stage, job.repeat
+
     def progress(self, job: PassJob, step: int, steps: int) -> Progress:
+        if steps:
+            self.eta.step(self.key(job), step / steps)
         return Progress(job.stage, len(self.recipe.stages), self.stage(job).label, job.index, len(self.items), step,
-                        steps, len(self.result.outputs), self.total)
+                        steps, len(self.result.outputs), self.total, self.eta.remaining())

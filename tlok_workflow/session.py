@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 
-from . import batch, outputs
+from . import batch, cost, outputs
 from .batch import BatchJob, Summary
 from .chain import Plan, plan
 from .faces import detectors
@@ -48,7 +48,8 @@ class Session:
     def __init__(self, backend_factory: Callable[[], Any], *, out_dir: Path, user_dirs: Sequence[str] = (),
                  save_intermediates: bool = True, contact_sheets: bool = False,
                  face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = (),
-                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = ()):
+                 checkpoints: Sequence[str] = (), upscalers: Sequence[str] = (),
+                 memory_mb: Optional[float] = None):
         self.out_dir = Path(out_dir)
         self.backend_factory = backend_factory
         self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # a broken user pack falls back, visibly
@@ -57,6 +58,7 @@ class Session:
         self.face_detectors = list(face_detectors)   # the default for new recipes; a loaded recipe keeps its own
         self.batch_roots = [Path(root) for root in batch_roots]   # the API's batch folders must lie inside these
         self._checkpoints, self._upscalers = list(checkpoints), list(upscalers)   # what a request may name
+        self.memory_mb = memory_mb   # the memory runs may use (None: what the device has free)
         self.saver = None   # the runner's default, outputs.save_png
         self.write_png = outputs.save_png_as   # a batch's writer of one PNG to an exact path
         self._lock = threading.Lock()   # one run at a time: the panel and the API share the session
@@ -139,15 +141,23 @@ class Session:
     def save_intermediates(self) -> bool:
         return self._save_intermediates
 
-    def plan(self, recipe: Recipe, pack: Optional[Pack] = None) -> Plan:
-        """The plan, with this host's policy in it: what is kept and where."""
+    def plan(self, recipe: Recipe, pack: Optional[Pack] = None, count: int = 1) -> Plan:
+        """The plan of a run of `count` images, with this host's policy in it (what is kept and where) and what
+        it will cost here (seconds and memory per stage; the stages that would not fit the memory)."""
         the_plan = plan(recipe, pack or self.pack(recipe.pack))
+        fitted = self.fit(recipe, count)
+        the_plan.estimate = fitted.estimate
         the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe) + \
-            self.upscaler_problems(recipe)
+            self.upscaler_problems(recipe) + fitted.warnings
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))
         return the_plan
+
+    def fit(self, recipe: Recipe, count: int = 1, apply: bool = False) -> cost.Fit:
+        """The run's estimate on this host's backend and the stages that would not fit its memory; `apply`: the
+        recipe with the fixes that make them fit (cost.fit)."""
+        return cost.fit(recipe, self.backend(), count, self.memory_mb, apply)
 
     def upscaler_problems(self, recipe: Recipe) -> List[str]:
         """Stages whose upscaler cannot run here (runner.upscaler_problems)."""

@@ -73,6 +73,7 @@ COLUMNS = [
     Column("denoise", "denoise", editable=True, datatype="number",
            plan=lambda recipe, stage: "" if stage.kind == "txt2img" else f"{stage.denoise:g}"),
     Column("repeat", "repeat", editable=True, datatype="number"),
+    Column("VAE tiling", "vae_tiling", editable=True, in_plan=False),   # the plan's memory cell says when it tiles
 ]
 HEADERS = [c.header for c in COLUMNS]
 DATATYPES = [c.datatype for c in COLUMNS]

@@ -13,6 +13,7 @@
   WebUI would only log the failure and fall back to a Lanczos resize. A fallback that still happens is recorded.
 """
 import functools
+import importlib
 import importlib.util
 import os
 from contextlib import closing, contextmanager
@@ -23,7 +24,7 @@ from PIL import Image
 from modules import images, processing, sd_models, sd_samplers, shared
 
 from ..control import Interrupted, Skipped
-from .base import BUILTIN_UPSCALERS, Backend, PassRequest, StepCallback
+from .base import BUILTIN_UPSCALERS, Backend, Machine, PassRequest, StepCallback, cpu_name
 
 try:  # schedule types exist from 1.9 on
     from modules import sd_schedulers
@@ -82,6 +83,27 @@ class WebUIBackend(Backend):
             set_config({"sd_model_checkpoint": user}, save_config=False)
         else:            # A1111 and Forge Classic; no onchange: it would take the queue lock we already hold
             shared.opts.set("sd_model_checkpoint", user, run_callbacks=False)
+
+    def machine(self) -> Machine:
+        """The WebUI's device and precision (modules.devices); one model in its device's memory; its own VAE
+        settings, not a stage's VAE tiling."""
+        import torch
+
+        try:
+            devices = importlib.import_module("modules.devices")
+        except ImportError:   # a stand-in without it
+            devices = None
+        device = torch.device(getattr(devices, "device", None) or "cpu")
+        cuda = device.type == "cuda"
+        return Machine("webui", str(device) if cuda else "cpu",
+                       str(getattr(devices, "dtype", torch.float32)).replace("torch.", ""),
+                       1 if cuda else torch.get_num_threads(), torch.cuda.get_device_name(device) if cuda else
+                       cpu_name(), vae_tiling="off", switches_vae_tiling=False)
+
+    def models_in_memory(self) -> List[str]:
+        """The WebUI's loaded checkpoint (read without loading one: shared.sd_model would)."""
+        info = getattr(getattr(sd_models.model_data, "sd_model", None), "sd_checkpoint_info", None)
+        return [info.title] if getattr(info, "title", None) else []
 
     def model_name(self, checkpoint: str) -> str:
         return find_checkpoint(checkpoint).name_for_extra
