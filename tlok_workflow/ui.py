@@ -297,6 +297,7 @@ def build_panel(host: Host) -> Panel:
                 count = field_info(RunOptions, "count")
                 c["count"] = gr.Slider(label="Images", minimum=count["ge"], maximum=count["le"], step=1,
                                        value=v0["count"], elem_id=f"{TAB}_count")
+                c["fit"] = gr.Checkbox(label="Fit to memory", value=v0["fit"], elem_id=f"{TAB}_fit")
             c["init_image"] = gr.Image(label="Start from image (optional: skips txt2img)", type="pil",
                                        elem_id=f"{TAB}_init_image", height=200)
             b: Dict[str, Any] = {}
@@ -400,7 +401,8 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, recipe_status, export_b
     for name in selection:
         if name not in ("outfit", "medium"):
             c[name].input(fn=update(recompose=True), inputs=inputs, outputs=derived, show_progress="hidden")
-    for name in selection + ["ladder", "face_after", "base", "style", "count", "init_image", "prompt", "negative"]:
+    for name in selection + ["ladder", "face_after", "base", "style", "count", "fit", "init_image", "prompt",
+                             "negative"]:
         c[name].change(fn=update(recompose=False), inputs=inputs, outputs=derived, show_progress="hidden")
     # a chosen recipe preset replaces the table's settings; a pasted one comes with its own table
     c["preset"].input(fn=update(recompose=False, keep=False), inputs=inputs, outputs=derived,

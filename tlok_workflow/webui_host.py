@@ -18,7 +18,7 @@ from modules import (call_queue, images, infotext_utils, paths_internal, progres
                      sd_samplers, shared, ui_common)
 from modules.ui_components import ToolButton
 
-from . import api
+from . import api, cost
 from .backends.base import BUILTIN_UPSCALERS
 from .backends.webui import WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
 from .faces import detectors
@@ -152,7 +152,8 @@ class WebUISession(Session):
         return False   # the backend turns a skipped pass into Skipped itself
 
     def show_progress(self, p) -> None:
-        shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}"
+        left = "" if p.remaining is None else f", {cost.duration(p.remaining)} left"
+        shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}{left}"
 
     def queued(self, work):
         """As /sdapi/v1/txt2img: in the WebUI's queue, with its progress and state."""
