@@ -342,3 +342,15 @@ def test_a_batch_shows_the_time_left(tmp_path):
                cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "estimate:" in done.stdout and " left" in done.stderr   # the plan's estimate and the bar's time left
+
+
+def test_a_process_holding_less_than_its_weights_still_calibrates(cache):
+    """Resident memory below the weights' size (a model file's pages the system dropped, as under the real-size
+    SD 1.5 benchmark) once wrote a negative runtime, and the next plan ignored the whole cache as corrupt."""
+    machine = FakeBackend().machine()
+    meter = cost.Meter(machine, weights_mb=1e9, fresh=False)
+    calibration = cost.Calibration()
+    calibration.add(machine.key, meter.measured([]).observations)
+    calibration.save()
+    loaded = cost.Calibration.load()
+    assert loaded.note == "" and loaded.knows(machine, "runtime")

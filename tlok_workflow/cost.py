@@ -637,7 +637,10 @@ class Meter:
         self.memory = CudaMemory(machine.device) if machine.device != "cpu" else ProcessMemory()
         self.records: List[Observation] = []
         self.memory.release()
-        self.runtime = _minus(self.memory.resident(), weights_mb)
+        # resident memory can be below the weights' size (pages of a model read from a file that the system
+        # dropped or never read in): the runtime is then 0, never below
+        runtime = _minus(self.memory.resident(), weights_mb)
+        self.runtime = None if runtime is None else max(0.0, runtime)
         self.fresh = fresh
         self.base = self.peak = self.memory.resident()   # the base moves up with a load
         self.started = time.perf_counter()
