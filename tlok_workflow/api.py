@@ -342,7 +342,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
         recipe = fitted(recipe, request, session, request.count)
         the_plan = session.plan(recipe, pack, request.count)
         prompts = compose(pack, recipe.prompt)
-        return dict(recipe=recipe.to_dict(), estimate=the_plan.estimate.to_dict(),
+        return dict(recipe=recipe.to_dict(), estimate=the_plan.estimate and the_plan.estimate.to_dict(),
                     text=the_plan.text(request.count), rows=the_plan.rows,
                     loads=the_plan.loads, passes=the_plan.passes_per_item * request.count,
                     warnings=the_plan.warnings + prompts.warnings,

@@ -145,10 +145,13 @@ class Session:
         """The plan of a run of `count` images, with this host's policy in it (what is kept and where) and what
         it will cost here (seconds and memory per stage; the stages that would not fit the memory)."""
         the_plan = plan(recipe, pack or self.pack(recipe.pack))
-        fitted = self.fit(recipe, count)
-        the_plan.estimate = fitted.estimate
+        try:
+            fitted = self.fit(recipe, count)
+        except ImportError:   # no backend here (the standalone one's packages are missing): a plan without cost
+            fitted = None
+        the_plan.estimate = fitted and fitted.estimate
         the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe) + \
-            self.upscaler_problems(recipe) + fitted.warnings
+            self.upscaler_problems(recipe) + (fitted.warnings if fitted else [])
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))

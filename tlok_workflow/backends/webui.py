@@ -87,12 +87,11 @@ class WebUIBackend(Backend):
     def machine(self) -> Machine:
         """The WebUI's device and precision (modules.devices); one model in its device's memory; its own VAE
         settings, not a stage's VAE tiling."""
-        import torch
-
         try:
             devices = importlib.import_module("modules.devices")
-        except ImportError:   # a stand-in without it
-            devices = None
+            import torch
+        except ImportError:   # a stand-in without them (the tests' Python 3.13 world has no torch)
+            return Machine("webui", "cpu", device_name=cpu_name(), vae_tiling="off", switches_vae_tiling=False)
         device = torch.device(getattr(devices, "device", None) or "cpu")
         cuda = device.type == "cuda"
         return Machine("webui", str(device) if cuda else "cpu",
