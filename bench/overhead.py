@@ -23,7 +23,8 @@ from PIL import Image
 
 from tlok_workflow import inpaint_region, outputs
 from tlok_workflow.backends import diffusers_backend
-from tlok_workflow.backends.diffusers_backend import TILING_THRESHOLD, DiffusersBackend
+from tlok_workflow.backends.base import TILING_THRESHOLD
+from tlok_workflow.backends.diffusers_backend import DiffusersBackend
 from tlok_workflow.backends.schedulers import build_scheduler
 from tlok_workflow.chain import build_recipe
 from tlok_workflow.presets import load_pack

@@ -1,11 +1,14 @@
 import os
 import subprocess
+import tempfile
 
 import pytest
 
 # Torch's 2-thread mode is erratic on the CI machines; set before torch is imported anywhere.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The hash and calibration caches of the tests' runs (and their subprocesses') stay out of the user's home.
+os.environ.setdefault("TLOK_CACHE_DIR", tempfile.mkdtemp(prefix="tlok-test-cache-"))
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from diffusers import (
 )
 from ldm_checkpoint import pipeline_to_ldm, write_ckpt, write_safetensors
 
-from tlok_workflow.backends import diffusers_backend
+from tlok_workflow.backends import base
 from tlok_workflow.backends.base import PassRequest
 from tlok_workflow.backends.demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
 from tlok_workflow.backends.diffusers_backend import CheckpointError, DiffusersBackend
@@ -235,7 +235,7 @@ def test_vae_tiling_follows_the_setting(monkeypatch):
     auto = DiffusersBackend(device="cpu", vae_tiling="auto")
     auto.generate(make_request(steps=2), no_steps)
     assert not pipeline(auto, "demo-base", "txt2img").vae.use_tiling
-    monkeypatch.setattr(diffusers_backend, "TILING_THRESHOLD", 64 * 64 - 1)
+    monkeypatch.setattr(base, "TILING_THRESHOLD", 64 * 64 - 1)
     auto.generate(make_request(steps=2), no_steps)
     assert pipeline(auto, "demo-base", "txt2img").vae.use_tiling
 

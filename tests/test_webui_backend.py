@@ -196,6 +196,25 @@ def test_an_unknown_sampler_fails_before_any_pass(webui):
     assert webui.processing.calls == []
 
 
+def test_the_plan_estimates_the_webui_run_and_its_progress_says_how_long_is_left(webui, tmp_path):
+    """The WebUI's own VAE settings decide, so a fit never offers VAE tiling there; its progress text (the
+    WebUI's bar) carries the run's remaining time."""
+    from tlok_workflow.webui_host import WebUISession
+
+    session = WebUISession()
+    r = recipe()
+    machine = session.backend().machine()
+    assert (machine.backend, machine.device, machine.switches_vae_tiling) == ("webui", "cpu", False)
+    session.memory_mb = 1
+    the_plan = session.plan(r, PACK)
+    assert [stage.label for stage in the_plan.estimate.stages] == [stage.label for stage in r.stages]
+    assert any("stage 1536: about" in w and "make it smaller" in w and "VAE tiling" not in w
+               for w in the_plan.warnings)
+    seen = []
+    session.run(r, 1, on_progress=lambda p: (session.show_progress(p), seen.append(webui.shared.state.textinfo)))
+    assert seen and all(text.startswith("TLOK ") and text.endswith(" left") for text in seen)
+
+
 def test_aspect_kept_sizes_follow_the_hosts_size_step(webui, tmp_path):
     from tlok_workflow.backends.webui import WebUIBackend
 

@@ -62,6 +62,8 @@ class Chain:
     recipe: Optional[Recipe] = spec(None, "a recipe as `python -m tlok_workflow plan --json` prints it")
     request: Optional[Request] = spec(None, "the choices a recipe is made from: selections, ladder, sampler "
                                             "recipe, checkpoints, seed, stage settings")
+    fit: bool = spec(False, "make the stages that would not fit the host's free memory fit (VAE tiling), as the "
+                            "plan's warnings name them; the fixes are recorded in the recipe run")
 
 
 @dataclass(kw_only=True)
@@ -106,6 +108,8 @@ class RunResponse(BaseModel):
 
 class PlanResponse(BaseModel):
     recipe: Dict[str, Any] = Field(..., description="the recipe planned (made of the request, if one was given)")
+    estimate: Optional[Dict[str, Any]] = Field(None, description="seconds and peak memory (MB) of each stage and "
+                                                                 "in all, and whether they were calibrated here")
     text: str
     rows: List[List[str]]
     loads: List[str]
@@ -159,6 +163,11 @@ def check_budget(total: float, step: float) -> None:
         raise HTTPException(status_code=422, detail=f"work budget: one step of this recipe is {step:.3g} work units, "
                                                     f"over this API's {STEP_BUDGET:.3g} (a step cannot be stopped "
                                                     "half-way); use smaller images")
+
+
+def fitted(recipe: Recipe, body: Chain, session, count: int) -> Recipe:
+    """The recipe to run: with the body's fit, fitted to the host's memory."""
+    return session.fit(recipe, count, apply=True).recipe if body.fit else recipe
 
 
 def within(path: Path, roots: Sequence[Path]) -> bool:
@@ -304,6 +313,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
     def run(request: RunRequest, caller_gone) -> Dict[str, Any]:
         recipe = recipe_of(request, session, from_image=bool(request.init_image))
         check_request(recipe, session, request.count)
+        recipe = fitted(recipe, request, session, request.count)
         confine_recipe_paths(recipe, session)
         start = None
         if request.init_image:
@@ -337,9 +347,11 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
     def plan_route(request: PlanRequest, caller_gone) -> Dict[str, Any]:
         recipe = recipe_of(request, session)
         pack = check_request(recipe, session, request.count)
+        recipe = fitted(recipe, request, session, request.count)
         the_plan = session.plan(recipe, pack, request.count, request.reuse)
         prompts = compose(pack, recipe.prompt)
-        return dict(recipe=recipe.to_dict(), text=the_plan.text(request.count), rows=the_plan.rows,
+        return dict(recipe=recipe.to_dict(), estimate=the_plan.estimate and the_plan.estimate.to_dict(),
+                    text=the_plan.text(request.count), rows=the_plan.rows,
                     loads=the_plan.loads, passes=the_plan.passes_per_item * request.count,
                     warnings=the_plan.warnings + prompts.warnings,
                     prompt=prompts.positive, negative_prompt=prompts.negative)
@@ -360,6 +372,7 @@ def mount(app, session, allowed_hosts: Sequence[str] = ()) -> None:
     def batch_route(request: BatchRequest, caller_gone) -> Dict[str, Any]:
         recipe = recipe_of(request, session, from_image=True)
         check_request(recipe, session, 1)   # the budget holds for each image
+        recipe = fitted(recipe, request, session, 1)
         confine_recipe_paths(recipe, session)
         job = confine_batch(request, recipe, session.batch_roots)
         try:

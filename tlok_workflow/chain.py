@@ -9,7 +9,7 @@
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from . import stage_table
 from .backends.base import BUILTIN_UPSCALERS
@@ -109,13 +109,19 @@ class Plan:
     passes_per_item: int
     warnings: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)    # face detectors; the host's saving policy (the session's)
+    estimate: Any = None             # cost.Estimate of the run: each stage's seconds and memory (the session's)
 
     def text(self, items: int = 1) -> str:
         header = [column.header for column in stage_table.PLAN_COLUMNS]
-        widths = [max(len(r[i]) for r in [header] + self.rows) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + self.rows]
+        rows = self.rows
+        if self.estimate:
+            header += ["time", "memory"]
+            rows = [row + self.estimate.cells(i) for i, row in enumerate(rows)]
+        widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + rows]
         lines.append(f"{self.passes_per_item} passes per item × {items} item(s) = {self.passes_per_item * items} "
                      f"passes; {len(self.loads)} model load(s): {', '.join(self.loads)}")
+        lines += self.estimate.lines() if self.estimate else []
         lines += self.notes
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)

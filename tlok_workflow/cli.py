@@ -1,13 +1,14 @@
 """python -m tlok_workflow: run / compare / prompt / plan / presets, a thin layer over the engine."""
 import argparse
 import json
+import math
 import os
 import socket
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from . import outputs
+from . import cost, outputs
 from .backends.controlnets import DEFAULT_FOLDER as CONTROLNETS_FOLDER
 from .backends.model_upscalers import DEFAULT_FOLDER as UPSCALERS_FOLDER
 from .chain import FACE_LAST, FACE_OFF, ladder_warning, plan
@@ -15,7 +16,7 @@ from .compare import MAX_CELLS, CompareOptions, naive_passes, parse_axis
 from .errors import UserError
 from .presets import DEFAULT_PACK, Pack, load_pack, load_packs
 from .prompts import compose
-from .recipe import TILES, WHOLE, FaceOptions, PromptSpec, Recipe, RecipeError
+from .recipe import TILES, VAE_TILING, WHOLE, FaceOptions, PromptSpec, Recipe, RecipeError
 from .reuse import reuse_text
 from .runner import Progress, Status, model_problems, resolve_seed
 from .request import Request, StageSettings, apply_settings, parse_ladder, recipe_for
@@ -79,8 +80,6 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: ./outputs)")
     run.add_argument("--count", type=_positive_int, default=1, help="number of images (seeds seed, seed+1, …)")
     run.add_argument("--no-sheet", action="store_true", help="don't write the per-image contact sheet")
-    run.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto",
-                     help="tile the VAE for large passes (auto: above 1024x1024)")
     run.add_argument("--no-reuse", action="store_true", help=NO_REUSE_HELP)
     run.set_defaults(command=_cmd_run)
 
@@ -98,7 +97,6 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: ./outputs)")
     compare.add_argument("--stage-grids", action="store_true", help="also a grid of every stage, not only the finals")
     compare.add_argument("--no-reuse", action="store_true", help=NO_REUSE_HELP + " (every cell from scratch)")
-    compare.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto")
     compare.set_defaults(command=_cmd_compare)
 
     prompt = sub.add_parser("prompt", help="print the composed prompt and negative prompt")
@@ -109,7 +107,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_selection_args(plan_cmd)
     _add_recipe_args(plan_cmd)
     plan_cmd.add_argument("--count", type=_positive_int, default=1)
-    plan_cmd.add_argument("--json", action="store_true", help="print the recipe as JSON instead")
+    plan_cmd.add_argument("--json", action="store_true",
+                          help="print the recipe as JSON instead, with the plan's estimate as its 'estimate' (which "
+                               "a recipe reader ignores: --recipe takes the output as it is)")
     plan_cmd.set_defaults(command=_cmd_plan)
 
     batch = sub.add_parser("batch", help="img2img-upscale a folder of images through the chain (resumable)")
@@ -121,7 +121,6 @@ def _build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--final-only", action="store_true", help="keep only each image's final stage")
     batch.add_argument("--prompt-from-infotext", action="store_true",
                        help="add each PNG's own infotext prompt to its prompt")
-    batch.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto")
     batch.add_argument("--ray", nargs="?", const="auto", metavar="auto|local|ADDRESS",
                        help="run the passes on a Ray cluster: auto (the cluster `ray start` made here, else a local "
                             "one), local, or a head's ADDRESS; the folders must be shared by every node")
@@ -206,11 +205,27 @@ def _add_recipe_args(p: argparse.ArgumentParser, from_images: bool = False) -> N
                                                         "name in --controlnets; '' for none")
     g.add_argument("--controlnets", type=Path, default=CONTROLNETS_FOLDER, metavar="DIR",
                    help=f"folder of ControlNet files and folders (default: {CONTROLNETS_FOLDER})")
+    g.add_argument("--vae-tiling", choices=VAE_TILING,
+                   help="VAE in tiles for every stage: on, off, or auto (above 1024x1024; the default)")
+    g.add_argument("--fit", action="store_true",
+                   help="make the stages that would not fit the memory fit (VAE tiling), recorded in the recipe")
+    g.add_argument("--memory", type=_positive_number, metavar="MB",
+                   help="the memory the run may use, for the plan's fit (default: what the device has free)")
     if from_images:
         p.set_defaults(base=None, init_image=None)
         return
     g.add_argument("--base", help="vanilla SD1.x checkpoint for txt2img (.safetensors/.ckpt or diffusers folder)")
     g.add_argument("--init-image", type=Path, help="start from this image instead of txt2img")
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -280,7 +295,7 @@ def _request(args, pack: Pack, from_images: bool = False, to_run: bool = False) 
 def _every_pass(args) -> StageSettings:
     """The settings flags give every img2img pass (None: the recipe's own)."""
     return StageSettings(upscaler=args.upscaler, redraw=args.redraw, tile_size=args.tile_size,
-                         tile_overlap=args.tile_overlap, controlnet=args.controlnet)
+                         tile_overlap=args.tile_overlap, controlnet=args.controlnet, vae_tiling=args.vae_tiling)
 
 
 def _read_recipe(path: Path) -> Recipe:
@@ -332,14 +347,34 @@ def _selection_warnings(args, recipe: Recipe, pack: Pack) -> List[str]:
 
 def _cmd_plan(args) -> None:
     recipe, pack = _recipe_and_pack(args)
+    fitted = _fit(args, recipe, args.count)
+    if fitted:
+        recipe = fitted.recipe
     if args.json:
-        print(recipe.to_json())
+        estimate = fitted.estimate.to_dict() if fitted else None
+        print(json.dumps(dict(recipe.to_dict(), estimate=estimate), indent=2, ensure_ascii=False))
         return
     _warn(_selection_warnings(args, recipe, pack))
     the_plan = plan(recipe, pack)
     the_plan.warnings += model_problems(lambda: _backend(args), recipe)
+    if fitted:
+        the_plan.estimate = fitted.estimate
+        the_plan.notes += fitted.applied
+        the_plan.warnings += fitted.warnings
+    else:
+        the_plan.notes.append("estimate: none here (it needs the standalone backend: pip install torch diffusers)")
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(args.count))
+
+
+def _fit(args, recipe: Recipe, count: int):
+    """The run's estimate and fit (--fit: applied) on the standalone backend; None without torch and diffusers
+    (the engine alone plans without them)."""
+    try:
+        backend = _backend(args)
+    except ImportError:
+        return None
+    return cost.fit(recipe, backend, count, args.memory, apply=args.fit)
 
 
 def _cmd_faces(args) -> None:
@@ -411,8 +446,7 @@ def _backend(args, **options):
 def _session(args, **policy):
     from .session import Session
 
-    return Session(lambda: _backend(args, vae_tiling=args.vae_tiling), out_dir=args.out, user_dirs=args.presets,
-                   **policy)
+    return Session(lambda: _backend(args), out_dir=args.out, user_dirs=args.presets, memory_mb=args.memory, **policy)
 
 
 def _cmd_run(args) -> int:
@@ -420,8 +454,10 @@ def _cmd_run(args) -> int:
     session = _session(args, contact_sheets=not args.no_sheet)
     recipe.seed = resolve_seed(recipe.seed)
     _check_checkpoints_exist(plan(recipe, pack).loads)
-    _check_before_run(session, recipe, args)
+    _check_before_run(session, recipe, args)   # before the estimate builds the backend
+    recipe, applied = _fitted(session, recipe, args, args.count)
     the_plan = session.plan(recipe, pack, args.count, reuse=not args.no_reuse)
+    the_plan.notes += applied
     _warn(_selection_warnings(args, recipe, pack))
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(args.count))
@@ -441,12 +477,15 @@ def _shows_progress(bar):
         bar.update(p.done - bar.n)
         tile = f" tile {p.tile}/{p.tiles}" if p.tiles else ""
         bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}{tile} step {p.step}/{p.steps}")
+        _show_remaining(bar, p)
     return show
 
 
 def _cmd_compare(args) -> int:
     import signal
 
+    if args.fit:
+        raise CliError("--fit: fits a run or a batch; give compare the fitted settings (--vae-tiling on)")
     if args.recipe:
         raise CliError("--recipe: compare varies the choices a recipe is made of; give them as flags "
                        "(--shot, --preset, --init-image, …)")
@@ -483,6 +522,20 @@ def _cmd_compare(args) -> int:
     return 130 if compared.interrupted else 0
 
 
+def _fitted(session, recipe: Recipe, args, count: int):
+    """The recipe to run: with --fit, with the fixes that make it fit the memory; and the plan's lines of them."""
+    if not args.fit:
+        return recipe, []
+    fitted = session.fit(recipe, count, apply=True)
+    return fitted.recipe, fitted.applied
+
+
+def _show_remaining(bar, p: Progress, *others: str) -> None:
+    """The bar's remaining time: the run's own estimate (cost.Eta), not tqdm's passes per second."""
+    left = "" if p.remaining is None else f"{cost.duration(p.remaining)} left"
+    bar.set_postfix_str(", ".join(part for part in (left, *others) if part))
+
+
 def _progress_bar(total: int, **options):
     """tqdm on stderr, as wide as the terminal. A terminal that says it is 0×0 (a pseudo-terminal nobody gave a
     size: `docker exec -t`, `script`, some IDE and CI consoles) makes tqdm's screen -1 rows high, and tqdm then
@@ -500,7 +553,9 @@ def _progress_bar(total: int, **options):
         shape = {"ncols": fallback.columns - 1, "nrows": fallback.lines - 1}   # tqdm keeps the last column free
     else:
         shape = {"dynamic_ncols": True}
-    return tqdm(total=total, unit="pass", **shape, **options)
+    # tqdm's own remaining time (from the passes per second) gives way to the run's estimate, in the postfix
+    return tqdm(total=total, unit="pass", **shape, **options,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]")
 
 
 def _check_checkpoint_flags(args) -> None:
@@ -545,8 +600,12 @@ def _cmd_batch(args) -> int:
         raise CliError("--workers needs --ray")
     session = _session(args, save_intermediates=not args.final_only)
     images = len(collect_inputs(args.source, args.recursive).files)
-    the_plan = session.plan(for_images(recipe), pack)
-    _check_checkpoints_exist(the_plan.loads)
+    _check_checkpoints_exist(plan(recipe).loads)
+    fitted, applied = _fitted(session, for_images(recipe), args, max(1, images))
+    if args.fit:
+        recipe = fitted
+    the_plan = session.plan(fitted, pack, max(1, images))
+    the_plan.notes += applied
     _warn(_selection_warnings(args, recipe, pack))
     print(compose(pack, recipe.prompt).positive)
     print(the_plan.text(images))
@@ -564,8 +623,7 @@ def _cmd_batch(args) -> int:
             def show(p: Progress) -> None:
                 bar.update(p.done - bar.n)
                 bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
-                if executor:
-                    bar.set_postfix_str(executor.rates())
+                _show_remaining(bar, p, executor.rates() if executor else "")
 
             summary = session.run_batch(job, on_progress=show, executor=executor)
             if not (summary.interrupted or summary.error):
@@ -594,8 +652,8 @@ def _ray_executor(args):
     from .backends.diffusers_backend import DiffusersBackend
     from .cluster import RayExecutor
 
-    return RayExecutor(partial(DiffusersBackend, vae_tiling=args.vae_tiling, upscalers_dir=args.upscalers,
-                               controlnets_dir=args.controlnets), args.ray, args.workers)
+    return RayExecutor(partial(DiffusersBackend, upscalers_dir=args.upscalers, controlnets_dir=args.controlnets),
+                       args.ray, args.workers)
 
 
 def _report(result, recipe: Recipe, out: Path) -> None:

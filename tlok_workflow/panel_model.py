@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from . import outputs, stage_table
+from . import cost, outputs, stage_table
 from .batch import BatchJob, Summary
 from .chain import FACE_LAST, FACE_OFF
 from .compare import Axis, CompareOptions, CompareResult, shown, split_values
@@ -98,7 +98,7 @@ class PanelModel:
              "negative": prompts.negative, "preset": d.recipe, "ladder": AUTO_LADDER, "face_after": FACE_LAST,
              "base": checkpoints.get("base", ""), "style": checkpoints.get("style", ""), "seed": -1,
              "count": field_info(RunOptions, "count")["default"], "reuse": field_info(RunOptions, "reuse")["default"],
-             "init_image": None, "stages": []}
+             "fit": False, "init_image": None, "stages": []}
         v["stages"] = stage_table.rows(self.recipe(v))
         return v
 
@@ -124,8 +124,14 @@ class PanelModel:
         return stage_table.merge(fresh, v.get("stages")) if keep else fresh
 
     def recipe(self, v: Dict[str, Any]) -> Recipe:
-        """The recipe of the controls, its stages set as the table's rows say."""
-        return self.session.recipe_for(self.request(dict(v, stages=self.table(v))))
+        """The recipe of the controls, its stages set as the table's rows say, fitted to the memory when Fit to
+        memory is ticked."""
+        return self.fitted(self.session.recipe_for(self.request(dict(v, stages=self.table(v)))), v)
+
+    def fitted(self, recipe: Recipe, v: Dict[str, Any]) -> Recipe:
+        if not v.get("fit"):
+            return recipe
+        return self.session.fit(recipe, int(v.get("count") or 1), apply=True).recipe
 
     def derive(self, v: Dict[str, Any], recompose: bool, keep: bool = True) -> Derived:
         """Prompt boxes (recomposed from the selections, or left as they are), lint warnings, stage table and plan,
@@ -138,7 +144,7 @@ class PanelModel:
                 v["prompt"], v["negative"] = boxes = compose_positive(self.pack, spec), compose_negative(self.pack,
                                                                                                           spec)
             rows = self.table(v, keep)
-            recipe = self.session.recipe_for(self.request(dict(v, stages=rows)))
+            recipe = self.fitted(self.session.recipe_for(self.request(dict(v, stages=rows))), v)
         except UserError as e:
             return Derived(*boxes, error_html(e), None, None)
         options = self.options(v)
@@ -370,8 +376,9 @@ def progress_html(p: Optional[Progress]) -> str:
     if p is None:
         return "<p class='tlok-progress'>Starting…</p>"
     tile = f" · tile {p.tile}/{p.tiles}" if p.tiles else ""
+    left = "" if p.remaining is None else f" · {cost.duration(p.remaining)} left"
     return (f"<p class='tlok-progress'>Stage {p.stage}/{p.stages} <b>{html.escape(p.label)}</b> · image "
-            f"{p.item}/{p.items}{tile} · step {p.step}/{p.steps} · {p.share:.0%}</p>")
+            f"{p.item}/{p.items}{tile} · step {p.step}/{p.steps} · {p.share:.0%}{left}</p>")
 
 
 def detectors_html() -> str:
@@ -402,6 +409,8 @@ PANEL_HINTS = {
     "base": "The vanilla SD 1.x model for the first picture (the card: generate in vanilla SD, then restyle).",
     "style": "The 4elements-diffusion model used for the style pass, the upscale ladder and the face.",
     "init_image": "Restyle this image instead of generating one: the chain starts at the style pass.",
+    "fit": "Make the stages that would need more memory than this machine has free fit it (VAE tiling); the "
+           "plan says which, and the saved recipe records it.",
     "stages": "Per stage: " + ", ".join(c.header for c in stage_table.EDITABLE) + " are yours to edit.",
     "batch_input": "Images to restyle and upscale: png, jpg, webp, tif. A glob such as /data/*.png, or a .txt "
                    "file with one path per line, works too.",

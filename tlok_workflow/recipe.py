@@ -6,7 +6,7 @@ same schema validates JSON files, API requests and PNG chunks, and the UI can sh
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, Optional, get_args
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, get_args
 
 from .presets import DEFAULT_PACK
 from .schema import SchemaError, build, loads_json, spec
@@ -17,6 +17,8 @@ SeedPolicy = Literal["same", "offset", "fixed"]
 SAME_SEED, OFFSET_SEED, FIXED_SEED = get_args(SeedPolicy)
 Redraw = Literal["whole", "tiles"]   # how an img2img pass redraws: the whole image at once, or tile by tile
 WHOLE, TILES = get_args(Redraw)
+VaeTiling = Literal["auto", "on", "off"]   # the VAE in tiles: auto (above 1024²), on, off
+VAE_TILING = get_args(VaeTiling)
 RECIPE_VERSION = 1
 DEFAULT_UPSCALER = "Lanczos"
 # Length bounds: far above any real recipe, far below what would hold a host up (a request is checked against
@@ -102,6 +104,9 @@ class Stage:
                                            "img2img resize), Nearest, or a model upscaler: in the WebUI one of its "
                                            "upscalers, standalone a model file's name in the upscalers folder",
                            max_length=NAME)
+    vae_tiling: VaeTiling = spec("auto", "encode and decode with the VAE in tiles of the model's size: far less "
+                                         "memory at large sizes, slightly different pixels. auto: the backend's "
+                                         "setting (standalone: above 1024×1024); a fit to the memory sets it on")
     denoise: float = spec(0.5, "img2img/face denoising strength (card: 0.4–0.6, up to 0.8 for hard cases)",
                           ge=0.0, le=1.0, infotext="Denoising strength")
     sampler: str = spec("Euler a", "WebUI sampler name", infotext="Sampler", max_length=NAME)
@@ -153,6 +158,9 @@ class Recipe:
     stages: List[Stage] = spec(doc="the chain, in order", factory=list, max_length=MAX_STAGES)
     init_image: str = spec("", "path of the start image when the chain starts with img2img", max_length=PATH)
     demo: bool = spec(False, "true when the checkpoints are the built-in random-weight demo models")
+
+    # `plan --json` prints a recipe with the plan's estimate beside its fields; a recipe read back drops it
+    IGNORED_KEYS: ClassVar[Tuple[str, ...]] = ("estimate",)
 
     def checkpoint_of(self, stage: Stage) -> str:
         """The real checkpoint a stage uses: its role resolved through `checkpoints`."""

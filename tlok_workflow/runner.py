@@ -18,6 +18,7 @@ import dataclasses
 import random
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
@@ -27,7 +28,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from PIL import Image
 
-from . import __version__, infotext, outputs, reuse, tiles
+from . import __version__, cost, infotext, outputs, reuse, tiles
 from .backends.base import BUILTIN_UPSCALERS, INPAINT, Backend, Control, PassRequest, StepCallback
 from .control import ExecutorFailed, Interrupted, Skipped
 from .errors import UserError
@@ -60,14 +61,18 @@ class Progress:
     total: int          # passes in this run (face stages count one pass per item)
     tile: int = 0       # a tiled pass: the 1-based tile being drawn, of `tiles`; 0 otherwise
     tiles: int = 0
+    remaining: Optional[float] = None   # seconds the run has left (cost.Eta)
+
+    @property
+    def in_pass(self) -> float:
+        """How much of the pass in progress is done, by its tiles and steps."""
+        share = self.step / self.steps if self.steps else 0
+        return (self.tile - 1 + share) / self.tiles if self.tiles else share
 
     @property
     def share(self) -> float:
         """How much of the run is done, counting the pass in progress by its tiles and steps."""
-        in_pass = self.step / self.steps if self.steps else 0
-        if self.tiles:
-            in_pass = (self.tile - 1 + in_pass) / self.tiles
-        return (self.done + in_pass) / max(self.total, 1)
+        return (self.done + self.in_pass) / max(self.total, 1)
 
 
 class Status(str, Enum):
@@ -100,6 +105,7 @@ class StageOutput:
     seconds: float = 0.0
     resumed: bool = False  # finished by an earlier run (see Journal)
     reused_from: str = ""  # the item whose saved image this pass took (its key matched; reuse.py)
+    measured: Optional[cost.Measured] = None   # what the pass measured, for the calibration of its costs
 
 
 # save(folder, stem, image, infotext, recipe_json, stage_key) -> the path written, never over another file
@@ -191,16 +197,29 @@ class PassComputer:
 
     def compute(self, backend: Backend, job: PassJob, on_step: StepCallback) -> PassResult:
         """The pass's result; `on_step` may raise Interrupted (which goes up) or Skipped (a SKIPPED result). A tiled
-        pass calls it with tile=(number, count) too."""
-        stage = self.recipe_of(job.item).stages[job.stage - 1]
+        pass calls it with tile=(number, count) too. A finished pass carries what it measured of its costs
+        (cost.Meter)."""
+        recipe = self.recipe_of(job.item)
+        stage = recipe.stages[job.stage - 1]
         started = time.perf_counter()
+        checkpoint = recipe.checkpoint_of(stage)
+        info, machine = backend.model_info(checkpoint), backend.machine()
+        fresh = not backend.loads
+        meter = cost.Meter(machine, sum(cost.weights_mb(backend.model_info(loaded).arch, machine)
+                                        for loaded in backend.models_in_memory()), fresh)
         try:
-            result = self._compute(backend, stage, job, on_step)
+            meter.load(backend, checkpoint, cost.Call("load", (int(fresh),), info.arch, info.source))
+            with meter.hooked(backend.torch_modules(checkpoint), info.arch):
+                result, source = self._compute(backend, stage, job, on_step, meter)
         except Skipped:
             return PassResult(job, self.output(job, Status.SKIPPED, job.item.seed))
         except outputs.ImageError as e:
             return PassResult(job, self.output(job, Status.FAILED, job.item.seed, str(e)))
         result.output.seconds = time.perf_counter() - started
+        calls = cost.stage_calls(stage, info.arch, machine, source)
+        if result.output.status == Status.NO_FACE:   # only the search ran
+            calls = [(call, n) for call, n in calls if call.part in ("faces", "pass")]
+        result.output.measured = meter.measured(calls)
         return result
 
     def output(self, job: PassJob, status: Status, seed: int, note: str = "") -> StageOutput:
@@ -227,7 +246,9 @@ class PassComputer:
             files["controlnet"] = backend.controlnet_hash(stage.controlnet)
         return {"stage": fields, "files": files}
 
-    def _compute(self, backend: Backend, stage: Stage, job: PassJob, on_step: StepCallback) -> PassResult:
+    def _compute(self, backend: Backend, stage: Stage, job: PassJob, on_step: StepCallback,
+                 meter: cost.Meter) -> Tuple[PassResult, Tuple[int, int]]:
+        """The pass's result and the size of the image it started from."""
         item, recipe = job.item, self.recipe_of(job.item)
         seed = _stage_seed(stage, job.stage, item) + job.repeat
         positive, negative = self.stage_prompts(stage, item)
@@ -235,21 +256,28 @@ class PassComputer:
             mode=INPAINT if stage.kind == FACE else stage.kind, checkpoint=recipe.checkpoint_of(stage),
             prompt=positive, negative_prompt=negative, width=stage.width, height=stage.height, steps=stage.steps,
             cfg_scale=stage.cfg_scale, sampler=stage.sampler, scheduler=stage.scheduler, seed=seed,
-            denoise=stage.denoise)
+            denoise=stage.denoise, vae_tiling=stage.vae_tiling)
+        source = (stage.width, stage.height)
         if stage.kind == FACE:
-            image, note = self._redraw_faces(backend, request, stage, outputs.load_image(job.source), on_step)
+            start = outputs.load_image(job.source)
+            source = start.size
+            image, note = self._redraw_faces(backend, request, stage, start, on_step, meter)
             if image is None:
                 if recipe.demo and job.stage > 1:   # the image is the demo's own: noise, whatever it started from
                     note += "; the demo models' earlier passes paint noise, not faces"
-                return PassResult(job, self.output(job, Status.NO_FACE, seed, note))
+                return PassResult(job, self.output(job, Status.NO_FACE, seed, note)), source
         else:
             note = ""
             if stage.kind == IMG2IMG:
                 image = outputs.load_image(job.source)
+                source = image.size
                 request.width, request.height = outputs.fit_size(image.size, stage.width, stage.height,
                                                                   backend.size_step)
-                request.image, request.upscaler = backend.upscale(image, (request.width, request.height),
-                                                                  stage.upscaler)
+                size = (request.width, request.height)
+                with meter.measure(cost.Call("upscale", (image.width * image.height, size[0] * size[1]),
+                                             name=stage.upscaler)) if stage.upscaler not in BUILTIN_UPSCALERS \
+                        else nullcontext():
+                    request.image, request.upscaler = backend.upscale(image, size, stage.upscaler)
                 if request.upscaler != stage.upscaler:   # recorded as what ran, and said in the log
                     note = f"upscaler {stage.upscaler} did not run (the host's log says why); {request.upscaler} " \
                            "enlarged the image instead"
@@ -261,7 +289,7 @@ class PassComputer:
             else:
                 image = backend.generate(request, on_step)
         return PassResult(job, self.output(job, Status.DONE, seed, note),
-                          self._image(backend, request, stage, job, image, note))
+                          self._image(backend, request, stage, job, image, note)), source
 
     @staticmethod
     def _redraw_tiles(backend: Backend, request: PassRequest, stage: Stage, on_step: StepCallback) -> Image.Image:
@@ -277,11 +305,12 @@ class PassComputer:
         return tiles.redraw(request.image, grid, draw)
 
     def _redraw_faces(self, backend: Backend, request: PassRequest, stage: Stage, image: Image.Image,
-                      on_step: StepCallback):
+                      on_step: StepCallback, meter: cost.Meter):
         """Inpaint each face (or all at once); (None, note) when no face is found."""
         from .faces import face_masks, find_faces, no_face_note  # lazy: detector packages load only for a face stage
 
-        search = find_faces(image, stage.face, self.yolo_folder)
+        with meter.measure(cost.Call("faces", image.size)):
+            search = find_faces(image, stage.face, self.yolo_folder)
         if not search.detections:
             return None, no_face_note(search, image.size)
         request.width = request.height = stage.face.inpaint_size
@@ -541,7 +570,9 @@ class Runner:
                 raise UserError(f"the chain starts with {item_recipe.stages[0].kind}: every item needs a start image")
         for distinct in {id(r): r for r in recipes or [recipe]}.values():
             self._check_models(distinct)
-        run = _Run(computer, items, sum(len(passes_of(r)) for r in recipes))
+        calibration = cost.Calibration.load()   # every finished pass adds what it measured
+        eta = cost.Eta(cost.estimate(recipe, self.backend, len(items), calibration), recipe, len(items))
+        run = _Run(computer, items, sum(len(passes_of(r)) for r in recipes), eta, calibration)
         if self.stage_index is not None:
             run.keys = {item.name: reuse.start_key(self.backend, item.image) for item in items}
         control = RunControl(self.should_stop, partial(self._on_step, run))
@@ -557,6 +588,7 @@ class Runner:
         finally:
             self.backend.end_run()
             run.result.loads = self.backend.loads[loads_before:] + self.executor.loads()
+            calibration.save()
         number = {item.name: index for index, item in enumerate(items)}
         # shown stage by stage, however they were computed (item by item here, in any order on Ray)
         run.result.outputs.sort(key=lambda o: (o.stage, o.repeat, number[o.item]))
@@ -601,7 +633,8 @@ class Runner:
                           still_needed)
         for computed in self.executor.run(computer, queue, control):
             job = computed.job
-            run.keep(self._commit(computed), job.key)
+            run.keep(self._commit(computed, run.calibration), job.key)
+            run.eta.finished(run.key(job))
             if not self.executor.reports_steps:
                 self.on_progress(run.progress(job, run.stage(job).steps, run.stage(job).steps))
             following = self._next_job(run, passes, job.index, passes.index((job.stage, job.repeat)) + 1)
@@ -625,6 +658,7 @@ class Runner:
                 if output is None:
                     return PassJob(item, index, number, repeat, source, key or "")
             run.keep(output, key)
+            run.eta.passed((index, number, repeat))
         return None
 
     def _key(self, run: "_Run", item: Item, number: int, repeat: int) -> Optional[str]:
@@ -654,16 +688,20 @@ class Runner:
                                "no image from the earlier stages")
         return None
 
-    def _commit(self, computed: PassResult) -> StageOutput:
+    def _commit(self, computed: PassResult, calibration: cost.Calibration) -> StageOutput:
         """Save the pass's image and note the pass in the journal (and under its key in the stage index): the one
-        place where a pass becomes finished."""
+        place where a pass becomes finished; what it measured goes into the calibration (with the save's time)."""
         output = computed.output
+        started = time.perf_counter()
         if computed.image:
             output.path = self.journal.save(output, computed.image)
         if output.status.finished:
             self.journal.record(output)
             if self.stage_index is not None and computed.job.key:
                 self.stage_index.record(computed.job.key, output)
+            if output.measured:
+                output.measured.add_seconds(time.perf_counter() - started)
+                calibration.add(output.measured.machine, output.measured.observations)
         return output
 
     def _on_step(self, run: "_Run", job: PassJob, step: int, steps: int, tile: Tuple[int, int] = (0, 0)) -> None:
@@ -699,10 +737,13 @@ class Runner:
 
 
 class _Run:
-    """One run's state: its result so far, each item's latest image and (with a stage index) that image's key."""
+    """One run's state: its result so far, each item's latest image (with a stage index, that image's key), its
+    remaining time and calibration."""
 
-    def __init__(self, computer: PassComputer, items: Sequence[Item], total: int):
+    def __init__(self, computer: PassComputer, items: Sequence[Item], total: int, eta: cost.Eta,
+                 calibration: cost.Calibration):
         self.computer, self.items, self.total = computer, items, total
+        self.eta, self.calibration = eta, calibration
         self.result = RunResult()
         self.latest: Dict[str, Optional[Path]] = {item.name: item.image for item in items}
         self.keys: Dict[str, Optional[str]] = {}
@@ -728,6 +769,14 @@ class _Run:
         if key and output.status.finished:
             self.keys[output.item] = key
 
+    @staticmethod
+    def key(job: PassJob) -> cost.PassKey:
+        return job.index, job.stage, job.repeat
+
     def progress(self, job: PassJob, step: int, steps: int, tile: Tuple[int, int] = (0, 0)) -> Progress:
-        return Progress(job.stage, len(self.recipe(job.item).stages), self.stage(job).label, job.index,
-                        len(self.items), step, steps, len(self.result.outputs), self.total, *tile)
+        shown = Progress(job.stage, len(self.recipe(job.item).stages), self.stage(job).label, job.index,
+                         len(self.items), step, steps, len(self.result.outputs), self.total, *tile)
+        if steps:
+            self.eta.step(self.key(job), shown.in_pass)
+        shown.remaining = self.eta.remaining()
+        return shown

@@ -104,7 +104,8 @@ def build(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise SchemaError(f"{where or 'body'}: expected an object, got {_show(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted((key for key in data if key not in fields), key=str)
+    ignored = getattr(cls, "IGNORED_KEYS", ())   # read and dropped: what a writer adds beside the fields
+    unknown = sorted((key for key in data if key not in fields and key not in ignored), key=str)
     if unknown:
         raise SchemaError(f"{_join(where, show_key(unknown[0]))}: unknown field (known: {', '.join(fields)})")
     hints = typing.get_type_hints(cls)

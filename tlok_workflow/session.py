@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 
-from . import batch, compare, outputs
+from . import batch, compare, cost, outputs
 from .batch import BatchJob, Summary
 from .chain import Plan, plan
 from .compare import Cell, CompareOptions, CompareResult
@@ -60,7 +60,7 @@ class Session:
                  face_detectors: Sequence[str] = (), batch_roots: Sequence[str] = (),
                  checkpoints: Sequence[str] = (), upscalers: Sequence[str] = (), controlnets: Sequence[str] = (),
                  saver: Optional[Saver] = None, write_png: Callable[..., Any] = outputs.save_png_as,
-                 yolo_folder: str = ""):
+                 yolo_folder: str = "", memory_mb: Optional[float] = None):
         self.out_dir = Path(out_dir)
         self.backend_factory = backend_factory
         self.user_dirs, self.pack_error = usable_user_dirs(user_dirs)   # a broken user pack falls back, visibly
@@ -73,6 +73,7 @@ class Session:
         self.saver = saver            # a run's writer of each stage's image; None: the runner's, outputs.save_png
         self.write_png = write_png    # a batch's writer of one PNG to an exact path
         self.yolo_folder = yolo_folder   # where the host keeps face models (the WebUI's models/adetailer), or ""
+        self.memory_mb = memory_mb   # the memory runs may use (None: what the device has free)
         self._lock = threading.Lock()   # one run at a time: the panel and the API share the session
         self._stop, self._skip = threading.Event(), threading.Event()
         self._caller_gone = threading.Event()   # set when the client of the run in progress went away
@@ -168,12 +169,18 @@ class Session:
         return self._save_intermediates
 
     def plan(self, recipe: Recipe, pack: Optional[Pack] = None, count: int = 1, reuse: bool = True) -> Plan:
-        """The plan, with this host's policy in it: what is kept and where, and which stages of `count` images a
-        run would reuse from the output folder."""
+        """The plan of a run of `count` images, with this host's policy in it (what is kept and where), which of
+        its stages a run would reuse from the output folder, and what it will cost here (seconds and memory per
+        stage; the stages that would not fit the memory)."""
         pack = pack or self.pack(recipe.pack)
         the_plan = plan(recipe, pack)
+        try:
+            fitted = self.fit(recipe, count)
+        except ImportError:   # no backend here (the standalone one's packages are missing): a plan without cost
+            fitted = None
+        the_plan.estimate = fitted and fitted.estimate
         the_plan.warnings += ([self.pack_error] if self.pack_error else []) + self.hash_warnings(recipe) + \
-            self.model_problems(recipe)
+            self.model_problems(recipe) + (fitted.warnings if fitted else [])
         kept = "every stage" if self.save_intermediates else "only each image's final stage (setting)"
         the_plan.notes.append(f"saves {kept} to {self.out_dir}/" + ("; a contact sheet per image"
                                                                       if self.contact_sheets else ""))
@@ -198,6 +205,11 @@ class Session:
     def model_problems(self, recipe: Recipe) -> List[str]:
         """Stages whose upscaler or ControlNet cannot run here (runner.model_problems)."""
         return model_problems(self.backend, recipe)
+
+    def fit(self, recipe: Recipe, count: int = 1, apply: bool = False) -> cost.Fit:
+        """The run's estimate on this host's backend and the stages that would not fit its memory; `apply`: the
+        recipe with the fixes that make them fit (cost.fit)."""
+        return cost.fit(recipe, self.backend(), count, self.memory_mb, apply)
 
     def hash_warnings(self, recipe: Recipe) -> List[str]:
         """A saved recipe names the hash of each checkpoint it ran with: say when a file differs now."""

@@ -137,6 +137,7 @@ COLUMNS = [
     Column("ControlNet", "controlnet", editable=True, kinds=(IMG2IMG,),
            cell=lambda recipe, stage: controlnet_text(stage), in_plan=False,
            fields=("controlnet", "controlnet_weight", "controlnet_start", "controlnet_end"), read=read_controlnet),
+    Column("VAE tiling", "vae_tiling", editable=True, in_plan=False),   # the plan's memory cell says when it tiles
 ]
 HEADERS = [c.header for c in COLUMNS]
 DATATYPES = [c.datatype for c in COLUMNS]
@@ -187,6 +188,8 @@ def convert(column: Column, cell: Any, label: str) -> Any:
     """A cell (or pasted text) as the value of the column's Stage field; RecipeError naming the stage (`label`),
     the column and the cell when it is not of the field's type."""
     kind, header = typing.get_type_hints(Stage)[column.field], column.header
+    if typing.get_origin(kind) is typing.Literal:   # one of its words: the schema checks which
+        kind = str
     try:
         if kind is int:
             return int(float(cell))

@@ -307,6 +307,7 @@ def build_panel(host: Host) -> Panel:
                 c["count"] = gr.Slider(label="Images", minimum=count["ge"], maximum=count["le"], step=1,
                                        value=v0["count"], elem_id=f"{TAB}_count")
                 c["reuse"] = gr.Checkbox(label="Reuse unchanged stages", value=v0["reuse"], elem_id=f"{TAB}_reuse")
+                c["fit"] = gr.Checkbox(label="Fit to memory", value=v0["fit"], elem_id=f"{TAB}_fit")
             c["init_image"] = gr.Image(label="Start from image (optional: skips txt2img)", type="pil",
                                        elem_id=f"{TAB}_init_image", height=200)
             b: Dict[str, Any] = {}
@@ -428,7 +429,7 @@ def _wire(panel: Panel, warnings, plan_box, recipe_json, recipe_status, export_b
     for name in selection:
         if name not in ("outfit", "medium"):
             c[name].input(fn=update(recompose=True), inputs=inputs, outputs=derived, show_progress="hidden")
-    for name in selection + ["ladder", "face_after", "base", "style", "count", "reuse", "init_image", "prompt",
+    for name in selection + ["ladder", "face_after", "base", "style", "count", "reuse", "fit", "init_image", "prompt",
                              "negative"]:
         c[name].change(fn=update(recompose=False), inputs=inputs, outputs=derived, show_progress="hidden")
     # a chosen recipe preset replaces the table's settings; a pasted one comes with its own table

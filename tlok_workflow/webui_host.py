@@ -19,7 +19,7 @@ from modules import (call_queue, images, infotext_utils, paths_internal, progres
                      sd_samplers, shared, ui_common)
 from modules.ui_components import ToolButton
 
-from . import api, infotext, outputs, webui_paste
+from . import api, cost, infotext, outputs, webui_paste
 from .backends.base import BUILTIN_UPSCALERS
 from .backends.webui import CheckpointNotFound, WebUIBackend, find_checkpoint, host_sampler, model_upscaler_names
 from .errors import UserError
@@ -161,7 +161,8 @@ class WebUISession(Session):
 
     def show_progress(self, p) -> None:
         tile = f", tile {p.tile}/{p.tiles}" if p.tiles else ""
-        shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}{tile}"
+        left = "" if p.remaining is None else f", {cost.duration(p.remaining)} left"
+        shared.state.textinfo = f"TLOK {p.label}: stage {p.stage}/{p.stages}, image {p.item}/{p.items}{tile}{left}"
 
     def queued(self, work):
         """As /sdapi/v1/txt2img: in the WebUI's queue, with its progress and state."""

@@ -6,10 +6,14 @@ does the ordering, prompt building and saving. Two backends implement this: diff
 the image with the stage's upscaler; a tiled pass is one request per tile, and a ControlNet comes with its control
 image (the tile's crop of the enlarged input).
 """
+import platform
 from dataclasses import dataclass
-from typing import Callable, List, Literal, Optional, Tuple, get_args
+from functools import lru_cache
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, get_args
 
 from PIL import Image
+
+from ..architecture import SD1, Arch
 
 # on_step(step, total) is called after every denoising step; it may raise to interrupt the pass.
 StepCallback = Callable[[int, int], None]
@@ -19,6 +23,51 @@ MODES = TXT2IMG, IMG2IMG, INPAINT = get_args(Mode)
 
 # Upscalers every backend has, as plain PIL resizes. Lanczos is the card's img2img resize (and the WebUI's).
 BUILTIN_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
+
+TILING_THRESHOLD = 1024 * 1024  # VAE tiling "auto" tiles passes with more pixels than this
+
+
+def tiles_vae(setting: str, pixels: int) -> bool:
+    """Whether a pass of `pixels` pixels tiles its VAE under the setting: auto, on or off."""
+    return setting == "on" or (setting == "auto" and pixels > TILING_THRESHOLD)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a pass's cost depends on besides the recipe; measured costs are kept by its `key` (cost.py)."""
+    backend: str                  # the kind of backend: diffusers, webui, …
+    device: str                   # "cpu", "cuda", "cuda:1"
+    dtype: str = "float32"
+    threads: int = 1              # torch's CPU threads
+    device_name: str = ""         # "NVIDIA H200", the CPU's model
+    vae_tiling: str = "auto"      # the backend's own setting, for stages that leave VAE tiling to it
+    switches_vae_tiling: bool = True   # False: the host's own VAE settings decide, not the stage's
+    models_kept: int = 1          # checkpoints the backend keeps loaded at once
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}|{self.device_name or self.device}|{self.dtype}|{self.threads}t"
+
+    @property
+    def where(self) -> str:
+        """The device as a plan names it."""
+        return f"{self.device} ({self.device_name})" if self.device_name else self.device
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the cost of a checkpoint's passes depends on: its architecture and where a load reads it from."""
+    arch: Arch
+    source: str   # builtin (the demo models), file, folder, host (the WebUI's)
+
+
+@lru_cache(maxsize=1)
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
 
 
 @dataclass
@@ -51,6 +100,7 @@ class PassRequest:
     mask_blur: int = 4          # inpaint: feather radius of the paste-back, pixels
     upscaler: str = ""          # img2img: the upscaler that really enlarged `image` (for infotext)
     control: Optional[Control] = None     # img2img: a ControlNet guiding the pass
+    vae_tiling: str = "auto"    # auto (the backend's own setting), on or off
 
 
 class Backend:
@@ -98,6 +148,27 @@ class Backend:
     def host_version(self) -> str:
         """The host program's version for infotext ("Version: …"); '' standalone."""
         return ""
+
+    # --- what a cost estimate and its measurements need (cost.py) ---------------------------------------------------
+    def machine(self) -> Machine:
+        return Machine(type(self).__name__, "cpu", device_name=cpu_name())
+
+    def model_info(self, checkpoint: str) -> ModelInfo:
+        return ModelInfo(SD1, "host")
+
+    def models_in_memory(self) -> List[str]:
+        """The checkpoints loaded now, least recently used first."""
+        return []
+
+    def load(self, checkpoint: str) -> bool:
+        """Load the checkpoint now if it is not (True when it did); a backend that loads inside `generate` only
+        returns False."""
+        return False
+
+    def torch_modules(self, checkpoint: str) -> Dict[str, Any]:
+        """The loaded checkpoint's torch modules by part (unet, vae_encode, vae_decode, text), whose calls a
+        pass's measurement hooks; {} when they cannot be reached."""
+        return {}
 
     def upscaler_names(self) -> List[str]:
         """The upscalers `upscale` takes."""

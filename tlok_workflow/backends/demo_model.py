@@ -35,6 +35,42 @@ def build_demo_pipeline(name: str):
     )
 
 
+# The demo models' configs (also what architecture.DEMO counts their cost from).
+DEMO_UNET = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=4,
+    norm_num_groups=8,
+)
+# Four blocks, like SD's VAE, so one latent pixel covers 8x8 image pixels.
+DEMO_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(8, 8, 16, 16),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=1,
+    norm_num_groups=4,
+    sample_size=64,
+)
+DEMO_TEXT_ENCODER = dict(
+    vocab_size=49408,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+)
+
+
 def demo_controlnet_config() -> dict:
     """The config of a ControlNet for the demo models' UNet (what ControlNetModel.from_unet makes of it): tests'
     tiny random ControlNets have it."""
@@ -50,48 +86,16 @@ def demo_controlnet_config() -> dict:
 def _tiny_unet():
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=4,
-        norm_num_groups=8,
-    )
+    return UNet2DConditionModel(**DEMO_UNET)
 
 
 def _tiny_vae():
     from diffusers import AutoencoderKL
 
-    # Four blocks, like SD's VAE, so one latent pixel covers 8x8 image pixels.
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=64,
-    )
+    return AutoencoderKL(**DEMO_VAE)
 
 
 def _tiny_text_encoder():
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    config = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu",
-    )
-    return CLIPTextModel(config)
-
+    return CLIPTextModel(CLIPTextConfig(**DEMO_TEXT_ENCODER))

@@ -16,16 +16,17 @@ from typing import List, Tuple
 from PIL import Image
 
 from .. import attention, inpaint_region, model_hash, reuse
+from ..architecture import DEMO, SD1, arch_from_folder
 from ..outputs import first_line
 from . import controlnets
-from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, MODES, TXT2IMG, Backend, PassRequest, StepCallback
+from .base import (BUILTIN_UPSCALERS, IMG2IMG, INPAINT, MODES, TXT2IMG, Backend, Machine, ModelInfo, PassRequest,
+                   StepCallback, cpu_name, tiles_vae)
 from .checkpoint_files import CheckpointError, check_folder, loadable_single_file
 from .demo_model import DEMO_MODELS, SD1_CONFIG_DIR, build_demo_pipeline
 from .model_upscalers import DEFAULT_FOLDER, ModelUpscalers
 from .schedulers import build_scheduler
 
 CLIP_VOCAB_SIZE = 49408
-TILING_THRESHOLD = 1024 * 1024  # vae_tiling="auto" tiles passes with more pixels than this
 
 
 class _LoadedModel:
@@ -104,6 +105,40 @@ class DiffusersBackend(Backend):
     def upscaler_identity(self, name: str) -> str:
         path = self.model_upscalers.path(name)
         return reuse.file_stamp(path) if path else ""
+    def machine(self) -> Machine:
+        import torch
+
+        cuda = self.device.type == "cuda"
+        return Machine("diffusers", str(self.device) if cuda else "cpu", str(self.dtype).replace("torch.", ""),
+                       1 if cuda else torch.get_num_threads(),
+                       torch.cuda.get_device_name(self.device) if cuda else cpu_name(), self.vae_tiling,
+                       models_kept=self.cache_size)
+
+    def model_info(self, checkpoint: str) -> ModelInfo:
+        if checkpoint in DEMO_MODELS:
+            return ModelInfo(DEMO, "builtin")
+        if os.path.isdir(checkpoint):
+            try:
+                return ModelInfo(arch_from_folder(checkpoint), "folder")
+            except ValueError:   # the load says what is wrong with it
+                return ModelInfo(SD1, "folder")
+        return ModelInfo(SD1, "file")   # single files load with the bundled SD 1.x configs
+
+    def models_in_memory(self) -> List[str]:
+        return list(self._models)
+
+    def load(self, checkpoint: str) -> bool:
+        if checkpoint in self._models:
+            return False
+        self._model(checkpoint)
+        return True
+
+    def torch_modules(self, checkpoint: str) -> dict:
+        if checkpoint not in self._models:
+            return {}
+        pipe = self._models[checkpoint].pipelines["txt2img"]
+        return {"unet": pipe.unet, "vae_encode": pipe.vae.encoder, "vae_decode": pipe.vae.decoder,
+                "text": pipe.text_encoder}
 
     def upscaler_names(self) -> List[str]:
         return super().upscaler_names() + self.model_upscalers.names()
@@ -203,8 +238,8 @@ class DiffusersBackend(Backend):
             on_step(step_index + 1, pipeline.num_timesteps)
             return callback_kwargs
 
-        tile = self.vae_tiling == "on" or (self.vae_tiling == "auto" and size[0] * size[1] > TILING_THRESHOLD)
-        if tile:
+        setting = self.vae_tiling if request.vae_tiling == "auto" else request.vae_tiling
+        if tiles_vae(setting, size[0] * size[1]):
             pipe.vae.enable_tiling()
         else:
             pipe.vae.disable_tiling()

@@ -14,6 +14,7 @@
   WebUI would only log the failure and fall back to a Lanczos resize. A fallback that still happens is recorded.
 """
 import functools
+import importlib
 import importlib.util
 import os
 from contextlib import closing, contextmanager
@@ -27,7 +28,7 @@ from .. import model_hash, reuse
 from ..control import Interrupted, Skipped
 from ..errors import UserError
 from . import controlnets, webui_controlnet
-from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, TXT2IMG, Backend, PassRequest, StepCallback
+from .base import BUILTIN_UPSCALERS, IMG2IMG, INPAINT, TXT2IMG, Backend, Machine, PassRequest, StepCallback, cpu_name
 
 try:  # schedule types exist from 1.9 on
     from modules import sd_schedulers
@@ -96,6 +97,26 @@ class WebUIBackend(Backend):
             set_config({"sd_model_checkpoint": user}, save_config=False)
         else:            # A1111 and Forge Classic; no onchange: it would take the queue lock we already hold
             shared.opts.set("sd_model_checkpoint", user, run_callbacks=False)
+
+    def machine(self) -> Machine:
+        """The WebUI's device and precision (modules.devices); one model in its device's memory; its own VAE
+        settings, not a stage's VAE tiling."""
+        try:
+            devices = importlib.import_module("modules.devices")
+            import torch
+        except ImportError:   # a stand-in without them (the tests' Python 3.13 world has no torch)
+            return Machine("webui", "cpu", device_name=cpu_name(), vae_tiling="off", switches_vae_tiling=False)
+        device = torch.device(getattr(devices, "device", None) or "cpu")
+        cuda = device.type == "cuda"
+        return Machine("webui", str(device) if cuda else "cpu",
+                       str(getattr(devices, "dtype", torch.float32)).replace("torch.", ""),
+                       1 if cuda else torch.get_num_threads(), torch.cuda.get_device_name(device) if cuda else
+                       cpu_name(), vae_tiling="off", switches_vae_tiling=False)
+
+    def models_in_memory(self) -> List[str]:
+        """The WebUI's loaded checkpoint (read without loading one: shared.sd_model would)."""
+        info = getattr(getattr(sd_models.model_data, "sd_model", None), "sd_checkpoint_info", None)
+        return [info.title] if getattr(info, "title", None) else []
 
     def model_name(self, checkpoint: str) -> str:
         return find_checkpoint(checkpoint).name_for_extra
