@@ -115,7 +115,7 @@ def load_models(folder, guided: bool):
     checkpoint = str(common.write_folder(pipe, folder / "sd15-random"))
     del pipe
     backend = DiffusersBackend(device="cpu", controlnets_dir=folder)
-    models = [module for module in backend.pipeline(checkpoint, "img2img").components.values()
+    models = [module for module in common.pipeline(backend, checkpoint, "img2img").components.values()
               if isinstance(module, torch.nn.Module)]
     if guided:
         assert backend.controlnet_problem(CONTROLNET, checkpoint) == ""   # passes the SD 1.5 file check
