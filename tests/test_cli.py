@@ -56,8 +56,8 @@ def test_the_demo_runs_infotext_and_recipe_are_the_same_bytes(demo_run):
         *[DEMO_INFOTEXT.format(prompt=PROMPT + " tlok artstyle", size=size, model="demo-style", img2img=RESTYLE,
                                stage=stage) for size, stage in (("64x64", "2/5 style"), ("128x128", "3/5 1024"),
                                                                 ("192x192", "4/5 1536"))]]
-    # the recipe chunk as of issue 19 (its redraw and ControlNet fields; the pixels and infotext did not change)
-    assert {hashlib.sha256(text["tlok_recipe"].encode()).hexdigest()[:16] for text in written} == {"63e25c9ec5b34494"}
+    # the recipe chunk as of issues 19 and 21 (their Stage fields; the pixels and infotext did not change)
+    assert {hashlib.sha256(text["tlok_recipe"].encode()).hexdigest()[:16] for text in written} == {"ae7472508353a948"}
 
 
 def test_same_seed_same_pixels_and_recipe_png_reproduces(demo_run, tmp_path):

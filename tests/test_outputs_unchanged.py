@@ -40,7 +40,7 @@ EXPECTED = {   # file: (sha256 of its pixels, its infotext)
         "Inpaint area: Only masked, Masked area padding: 32, TLOK stage: 4/4 face, TLOK pack: 4elements, "
         f"TLOK faces: 1 face(s) by mask in 1 pass(es), TLOK version: {__version__}"),
 }
-RECIPE_DIGEST = "fafb93953ff887ca"   # of the last stage's recipe chunk, its folder written as TMP (with issue 19's redraw fields)
+RECIPE_DIGEST = "af7995f1ef9088af"   # the last stage's recipe chunk, its folder as TMP (issues 19, 21 fields)
 
 
 def test_a_chain_with_a_face_stage_writes_the_same_bytes(tmp_path):
