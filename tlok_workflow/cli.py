@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from . import cost, outputs
 from .backends.controlnets import DEFAULT_FOLDER as CONTROLNETS_FOLDER
@@ -472,12 +472,14 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _shows_progress(bar):
+def _shows_progress(bar, rates: Callable[[], str] = lambda: ""):
+    """The bar's progress callback for a run, a compare or a batch: stage, item, tile and step, the time left and
+    (a batch on Ray) the workers' rates."""
     def show(p: Progress) -> None:
         bar.update(p.done - bar.n)
         tile = f" tile {p.tile}/{p.tiles}" if p.tiles else ""
         bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}{tile} step {p.step}/{p.steps}")
-        _show_remaining(bar, p)
+        _show_remaining(bar, p, rates())
     return show
 
 
@@ -620,11 +622,7 @@ def _cmd_batch(args) -> int:
     try:
         # delay: no bar above an error that stops the batch at once
         with _progress_bar(the_plan.passes_per_item * images, delay=0.5) as bar:
-            def show(p: Progress) -> None:
-                bar.update(p.done - bar.n)
-                bar.set_description(f"s{p.stage}/{p.stages} {p.label} item {p.item}/{p.items}")
-                _show_remaining(bar, p, executor.rates() if executor else "")
-
+            show = _shows_progress(bar, executor.rates) if executor else _shows_progress(bar)
             summary = session.run_batch(job, on_progress=show, executor=executor)
             if not (summary.interrupted or summary.error):
                 bar.update(bar.total - bar.n)   # progress reports passes as they start; the last one is done too
